@@ -1,0 +1,71 @@
+"""How well positive and negative states separate, per (layer, kind).
+
+Every number is out-of-fold: folds split by pair (both texts of a pair stay in
+the same fold), directions and probes are fitted on the training folds only.
+
+Example:
+    >>> from analysis import separation
+    >>> table = separation(acts)          # one row per (layer, kind)
+    >>> table.sort_values("auroc", ascending=False).head()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from einops import rearrange
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
+    """Standardised mean difference with the pooled standard deviation."""
+    pooled = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+def pair_metrics(hs: np.ndarray, folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """Separation metrics of ``hs [pair, side, d]`` (side 0 positive)."""
+    n_pairs = hs.shape[0]
+    diffs = hs[:, 0] - hs[:, 1]
+    pc1 = PCA(n_components=1).fit(diffs).explained_variance_ratio_[0] if n_pairs > 1 else float("nan")
+    row = {"n_pairs": n_pairs, "pc1_share": float(pc1)}
+    k = min(folds, n_pairs)
+    if k < 2:
+        return row | {"probe_acc": float("nan"), "auroc": float("nan"), "cohens_d": float("nan")}
+    X = rearrange(hs, "pair side d -> (side pair) d")
+    y = np.repeat([1, 0], n_pairs)
+    groups = np.tile(np.arange(n_pairs), 2)
+    projections = np.zeros(len(y))
+    correct = 0
+    for train, test in GroupKFold(n_splits=k).split(X, y, groups):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1, random_state=seed))
+        correct += (probe.fit(X[train], y[train]).predict(X[test]) == y[test]).sum()
+        train_pairs = np.unique(groups[train])
+        direction = diffs[train_pairs].mean(0)
+        projections[test] = X[test] @ (direction / (np.linalg.norm(direction) + 1e-12))
+    return row | {
+        "probe_acc": correct / len(y),
+        "auroc": float(roc_auc_score(y, projections)),
+        "cohens_d": cohens_d(projections[y == 1], projections[y == 0]),
+    }
+
+
+def separation(acts: Any, layers: list[int] | None = None, kinds: list[str] | None = None, token: int = -1, folds: int = 5) -> pd.DataFrame:
+    """A DataFrame with one row per (layer, kind): probe accuracy, AUROC and Cohen's d of the
+    mean-difference projection (all cross-validated over pairs), and PC1's share of the
+    variance of the pair differences."""
+    rows = []
+    for (layer, kind), hs in acts.items():
+        if (layers is not None and layer not in layers) or (kinds is not None and kind not in kinds):
+            continue
+        values = hs[:, :, token].to(torch.float64).numpy()
+        rows.append({"layer": layer, "kind": kind} | pair_metrics(values, folds))
+    return pd.DataFrame(rows)

