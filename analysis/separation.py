@@ -58,14 +58,25 @@ def pair_metrics(hs: np.ndarray, folds: int = 5, seed: int = 0) -> dict[str, flo
     }
 
 
-def separation(acts: Any, layers: list[int] | None = None, kinds: list[str] | None = None, token: int = -1, folds: int = 5) -> pd.DataFrame:
+def separation(acts: Any, layers: list[int] | None = None, kinds: list[str] | None = None, token: int = -1,
+               folds: int = 5, model: Any = None) -> pd.DataFrame:
     """A DataFrame with one row per (layer, kind): probe accuracy, AUROC and Cohen's d of the
     mean-difference projection (all cross-validated over pairs), and PC1's share of the
-    variance of the pair differences."""
+    variance of the pair differences.
+
+    With ``model``, the metrics are computed on coordinates in each sublayer's output
+    singular basis (``hs @ U``; ``resid`` uses that layer's ``down`` basis), column ``space``.
+    """
+    import probes
+
     rows = []
     for (layer, kind), hs in acts.items():
         if (layers is not None and layer not in layers) or (kinds is not None and kind not in kinds):
             continue
-        values = hs[:, :, token].to(torch.float64).numpy()
-        rows.append({"layer": layer, "kind": kind} | pair_metrics(values, folds))
+        values = hs[:, :, token].to(torch.float64)
+        space = "activation"
+        if model is not None:
+            basis = probes.weight_svd(model, layer, "down" if kind == "resid" else kind)
+            values, space = probes.project(values, basis), "uspace"
+        rows.append({"layer": layer, "kind": kind, "space": space} | pair_metrics(values.numpy(), folds))
     return pd.DataFrame(rows)

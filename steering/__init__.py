@@ -1,1 +1,15 @@
-"""steering: finding and applying steering directions (directions, interventions, InnerPiSSA)."""
+"""steering: finding and applying steering directions.
+
+Example:
+    >>> from steering import directions, steer
+    >>> d = directions.compute("pca_diff", acts, 12, "resid")
+    >>> with steer(model, d, 1.5):
+    ...     ids = model._module.generate(**inputs, max_new_tokens=20)
+"""
+
+from . import directions, fisher  # noqa: F401  (fisher registers the gradient methods)
+from .calibrate import calibrate
+from .directions import METHODS, Direction, compute
+from .intervene import steer
+
+__all__ = ["METHODS", "Direction", "calibrate", "compute", "directions", "steer"]

@@ -1,6 +1,8 @@
 """The ``steerscope`` command line.
 
-    steerscope demo [--model ID] [--pairs 64] [--layers all] [--kinds resid]
+    steerscope sweep [--model ID] [--layers all] [--kinds resid,o,down] [--methods mean_diff,pca_diff]
+                     [--coeffs -1,0,1] [--out runs/sweep] [--resume] [--full]
+    steerscope demo  [--model ID] [--pairs 64] [--layers all] [--kinds resid]
 """
 
 from __future__ import annotations
@@ -45,9 +47,45 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    import analysis
+    import probes
+
+    started = time.time()
+    model = probes.load_model(args.model)
+    pairs = probes.honesty_pairs(n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
+    items = analysis.dilemmas()[: args.items]
+    result = analysis.sweep_steerability(
+        model, pairs, items, layers=parse_layers(args.layers), kinds=args.kinds.split(","),
+        methods=args.methods.split(","), coeffs=[float(c) for c in args.coeffs.split(",")], out=args.out,
+        resume=args.resume, full=args.full, top_k=args.top_k, stride=args.stride, batch_size=args.batch_size,
+    )
+    from analysis.report import SUMMARY_COLUMNS, markdown_table, ranked
+
+    print(markdown_table(ranked(result.results).head(10), SUMMARY_COLUMNS))
+    print(f"\nWrote {args.out}/summary.md, results.csv, report.html and figures/ in {time.time() - started:.0f} s.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    sweep = commands.add_parser("sweep", help="the layer-steerability sweep (the main job)")
+    sweep.add_argument("--model", default=None, help="HF id (cached) or local path; default: embedded SmolLM2-135M-Instruct")
+    sweep.add_argument("--layers", default="all", help="'all', '3,5,7' or 'start:stop[:step]'")
+    sweep.add_argument("--kinds", default="resid,o,down", help="comma-separated sublayer kinds")
+    sweep.add_argument("--methods", default="mean_diff,pca_diff", help="comma-separated direction methods (see steering.METHODS)")
+    sweep.add_argument("--coeffs", default="-1,0,1", help="comma-separated steering coefficients")
+    sweep.add_argument("--out", default="runs/sweep", help="output folder")
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    sweep.add_argument("--full", action="store_true", help="dose-response for every layer x kind (slow)")
+    sweep.add_argument("--pairs", type=int, default=64, help="contrastive honesty pairs for the directions")
+    sweep.add_argument("--items", type=int, default=64, help="dilemmas to score (of the 64 shipped)")
+    sweep.add_argument("--top-k", type=int, default=4, help="most separable (layer, kind) to dose")
+    sweep.add_argument("--stride", type=int, default=6, help="layer stride of the first kind's profile")
+    sweep.add_argument("--batch-size", type=int, default=16)
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.set_defaults(run=run_sweep)
     demo = commands.add_parser("demo", help="collect honesty pairs and print a per-layer separation table")
     demo.add_argument("--model", default=None, help="HF id (cached) or local path; default: embedded SmolLM2-135M-Instruct")
     demo.add_argument("--pairs", type=int, default=64)

@@ -1,0 +1,153 @@
+"""Plotly figures for notebooks and papers, in one consistent style.
+
+Every function returns a ``plotly.graph_objects.Figure``; `save_figure` writes
+HTML and, when kaleido can find a Chromium, PNG/SVG/PDF.
+
+Example:
+    >>> from analysis import plots
+    >>> fig = plots.steerability_heatmap(results)
+    >>> plots.save_figure(fig, "figures/steerability")   # .html (+ .png/.svg/.pdf)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from scipy import stats
+
+# Okabe–Ito: distinguishable under the common colour-vision deficiencies.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+FONT = dict(family="Helvetica, Arial, sans-serif", size=14)
+KIND_ORDER = ["resid", "attn", "mlp", "q", "k", "v", "o", "gate", "up", "down"]
+METRIC_TITLES = {
+    "score": "composite score |slope|·R²·valid²",
+    "normalized_gain": "normalized gain (%)",
+    "slope": "honesty slope (nats per unit c)",
+    "auroc": "AUROC (cross-validated)",
+    "probe_acc": "probe accuracy (cross-validated)",
+    "cohens_d": "Cohen's d",
+    "pc1_share": "PC1 share of pair differences",
+}
+
+
+def style(fig: go.Figure, title: str | None = None, height: int | None = None, width: int | None = None) -> go.Figure:
+    fig.update_layout(
+        template="simple_white", font=FONT, colorway=PALETTE, title=title,
+        legend=dict(bgcolor="rgba(255,255,255,0.8)"), margin=dict(l=70, r=30, t=60 if title else 30, b=60),
+    )
+    if height:
+        fig.update_layout(height=height)
+    if width:
+        fig.update_layout(width=width)
+    return fig
+
+
+def ordered_kinds(kinds: Sequence[str]) -> list[str]:
+    return sorted(set(kinds), key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k))
+
+
+def steerability_heatmap(results: pd.DataFrame, metric: str = "score") -> go.Figure:
+    """Layer × sublayer-kind heatmap of a dose-response metric, one panel per method."""
+    methods = list(dict.fromkeys(results["method"]))
+    fig = make_subplots(rows=1, cols=len(methods), subplot_titles=methods, shared_yaxes=True, horizontal_spacing=0.04)
+    values = results[metric].astype(float)
+    bound = float(np.nanmax(np.abs(values))) if values.notna().any() else 1.0
+    diverging = bool((values < 0).any())
+    for column, method in enumerate(methods, 1):
+        part = results[results["method"] == method]
+        grid = part.pivot_table(index="kind", columns="layer", values=metric, aggfunc="mean")
+        grid = grid.reindex(ordered_kinds(grid.index))
+        fig.add_trace(go.Heatmap(
+            z=grid.values, x=[str(c) for c in grid.columns], y=list(grid.index),
+            colorscale="RdBu" if diverging else "Viridis", zmid=0 if diverging else None,
+            zmin=-bound if diverging else 0, zmax=bound, showscale=column == len(methods),
+            colorbar=dict(title=METRIC_TITLES.get(metric, metric)),
+            hovertemplate="layer %{x}, %{y}: %{z:.3g}<extra>" + method + "</extra>",
+        ), row=1, col=column)
+        fig.update_xaxes(title_text="layer", type="category", row=1, col=column)
+    fig.update_yaxes(title_text="sublayer", row=1, col=1)
+    return style(fig, f"Steerability: {METRIC_TITLES.get(metric, metric)}", height=420, width=max(520, 380 * len(methods)))
+
+
+def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> go.Figure:
+    """Mean honesty vs coefficient with confidence bands (t interval over items), one line per configuration."""
+    fig = go.Figure()
+    for index, (name, df) in enumerate(curves.items()):
+        colour = PALETTE[index % len(PALETTE)]
+        grouped = df[df["valid"]].groupby("coeff")["honesty"]
+        mean, sem, n = grouped.mean(), grouped.sem().fillna(0), grouped.count()
+        half = sem * stats.t.ppf((1 + confidence) / 2, np.maximum(n - 1, 1))
+        x = list(mean.index)
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + half) + list((mean - half)[::-1]), fill="toself",
+                                 fillcolor=colour, opacity=0.18, line=dict(width=0), hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(x=x, y=list(mean), name=name, mode="lines+markers", line=dict(color=colour, width=2.5)))
+    fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
+    fig.update_xaxes(title_text="steering coefficient c (units of the typical pair difference)")
+    fig.update_yaxes(title_text="honesty log-ratio (nats; + = honest)")
+    return style(fig, f"Dose-response with {confidence:.0%} confidence bands", height=450, width=760)
+
+
+def separation_by_layer(table: pd.DataFrame, metric: str = "auroc") -> go.Figure:
+    """A separation metric per layer, one line per sublayer kind."""
+    fig = go.Figure()
+    for index, kind in enumerate(ordered_kinds(table["kind"])):
+        part = table[table["kind"] == kind].sort_values("layer")
+        fig.add_trace(go.Scatter(x=part["layer"], y=part[metric], name=kind, mode="lines+markers",
+                                 line=dict(color=PALETTE[index % len(PALETTE)], width=2)))
+    if metric in ("auroc", "probe_acc"):
+        fig.add_hline(y=0.5, line=dict(color="grey", dash="dot", width=1), annotation_text="chance")
+    fig.update_xaxes(title_text="layer")
+    fig.update_yaxes(title_text=METRIC_TITLES.get(metric, metric))
+    return style(fig, "Positive vs negative separation per layer", height=420, width=760)
+
+
+def cosine_heatmap(cosines: pd.DataFrame, layer: int | None = None, kind: str | None = None) -> go.Figure:
+    """Cosine similarity between direction methods (for one (layer, kind), or averaged over all)."""
+    table = cosines
+    if layer is not None:
+        table = table[table["layer"] == layer]
+    if kind is not None:
+        table = table[table["kind"] == kind]
+    grid = table.pivot_table(index="method_a", columns="method_b", values="cosine", aggfunc="mean")
+    where = f" at layer {layer} {kind}" if layer is not None and kind is not None else " (mean over layers and kinds)"
+    fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index), zmin=-1, zmax=1, zmid=0,
+                               colorscale="RdBu", colorbar=dict(title="cosine"), text=np.round(grid.values, 2),
+                               texttemplate="%{text}"))
+    fig.update_yaxes(autorange="reversed")
+    return style(fig, "Direction agreement between methods" + where, height=480, width=560)
+
+
+def kaleido_available() -> bool:
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return False
+    import shutil
+
+    return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+
+
+def save_figure(fig: go.Figure, path: str | Path, formats: Sequence[str] = ("html", "png", "svg", "pdf"), scale: float = 2.0) -> list[Path]:
+    """Write ``fig`` as HTML and, when kaleido and a Chromium are present, as static images.
+
+    ``path`` is given without extension. Returns the files written.
+    """
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    if "html" in formats:
+        target = base.with_suffix(".html")
+        fig.write_html(target, include_plotlyjs="cdn")
+        written.append(target)
+    static = [f for f in formats if f != "html"]
+    if static and kaleido_available():
+        for fmt in static:
+            target = base.with_suffix(f".{fmt}")
+            fig.write_image(target, format=fmt, scale=scale if fmt == "png" else 1)
+            written.append(target)
+    return written

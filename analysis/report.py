@@ -1,0 +1,117 @@
+"""Tables and the HTML report of a sweep: ``summary.md``, ``report.html``, ``figures/``.
+
+Example:
+    >>> from analysis.report import write_report, markdown_table
+    >>> write_report(result)                # after analysis.sweep_steerability(..., out=...)
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from . import plots
+
+SUMMARY_COLUMNS = ["layer", "kind", "method", "score", "slope", "r2", "valid_frac", "spearman", "delta_nll", "normalized_gain", "p_value", "auroc"]
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3g}"
+    return str(value)
+
+
+def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
+    """A GitHub-style markdown table (no extra dependency)."""
+    columns = [c for c in (columns or frame.columns) if c in frame.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in frame[columns].itertuples(index=False):
+        lines.append("| " + " | ".join(format_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def latex_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, caption: str = "") -> str:
+    """A booktabs LaTeX table of ``frame`` (for papers)."""
+    columns = [c for c in (columns or frame.columns) if c in frame.columns]
+    escape = lambda text: str(text).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
+    body = [" & ".join(escape(format_cell(v)) for v in row) + r" \\" for row in frame[columns].itertuples(index=False)]
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * len(columns) + "}", r"\toprule",
+        " & ".join(escape(c) for c in columns) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
+        rf"\caption{{{escape(caption)}}}" if caption else "", r"\end{table}",
+    ])
+
+
+def ranked(results: pd.DataFrame) -> pd.DataFrame:
+    ok = results[results["error"].isna()] if "error" in results else results
+    return ok.sort_values("score", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def summary_markdown(result: Any, top: int = 20) -> str:
+    table = ranked(result.results)
+    failed = result.results[result.results["error"].notna()] if "error" in result.results else result.results.iloc[:0]
+    best_sep = result.separation.sort_values("auroc", ascending=False).groupby("kind", sort=False).head(1)
+    parts = [
+        "# Steerability sweep",
+        "",
+        f"{len(table)} configurations scored ({len(failed)} failed); ranked by the composite score "
+        "|slope| · R² · valid_frac² of honesty on c (slope in nats of the Yes/No log-ratio per unit c). "
+        "ρ is Spearman over c ∈ {−1, 0, +1}; ΔNLL the worst neutral-text NLL increase at c = ±1; "
+        "gain = 100 · effect · max(0, ρ) / (1 + ΔNLL).",
+        "",
+        markdown_table(table.head(top), SUMMARY_COLUMNS),
+        "",
+        "## Most separable layer per sublayer kind (cross-validated)",
+        "",
+        markdown_table(best_sep, ["kind", "layer", "auroc", "probe_acc", "cohens_d", "pc1_share"]),
+    ]
+    if len(failed):
+        parts += ["", "## Failed configurations", "", markdown_table(failed, ["layer", "kind", "method", "error"])]
+    return "\n".join(parts) + "\n"
+
+
+def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
+    """The report's figures by file stem."""
+    table = ranked(result.results)
+    figures: dict[str, Any] = {}
+    if len(table):
+        figures["steerability_score"] = plots.steerability_heatmap(table, "score")
+        figures["steerability_gain"] = plots.steerability_heatmap(table, "normalized_gain")
+        names = [f"L{int(r.layer):02d}_{r.kind}_{r.method}" for r in table.head(top).itertuples()]
+        curves = {name.replace("_", " ", 2): result.doses[name] for name in names if name in result.doses}
+        if curves:
+            figures["dose_response_top"] = plots.dose_curves(curves)
+    figures["separation_auroc"] = plots.separation_by_layer(result.separation, "auroc")
+    if result.cosines is not None and len(result.cosines) and result.cosines["method_a"].nunique() > 1:
+        figures["direction_cosines"] = plots.cosine_heatmap(result.cosines)
+    return figures
+
+
+def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -> Path:
+    """Write ``summary.md``, ``summary.tex``, ``report.html`` and ``figures/`` into ``result.out``."""
+    out = Path(result.out)
+    summary = summary_markdown(result)
+    (out / "summary.md").write_text(summary)
+    (out / "summary.tex").write_text(latex_table(ranked(result.results).head(20), SUMMARY_COLUMNS, "Steerability sweep, ranked by composite score."))
+    figures = sweep_figures(result)
+    for stem, figure in figures.items():
+        plots.save_figure(figure, out / "figures" / stem, formats)
+    blocks = [
+        figure.to_html(full_html=False, include_plotlyjs=index == 0, default_height=figure.layout.height)
+        for index, figure in enumerate(figures.values())
+    ]
+    table_html = ranked(result.results).head(30)[[c for c in SUMMARY_COLUMNS if c in result.results]].to_html(
+        index=False, float_format=lambda v: format_cell(float(v)), border=0)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>steerscope sweep</title>
+<style>body{{font-family:Helvetica,Arial,sans-serif;max-width:1300px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}</style></head>
+<body><h1>Steerability sweep</h1><p>{html.escape(summary.splitlines()[2])}</p>{table_html}
+{''.join(f'<div>{b}</div>' for b in blocks)}</body></html>"""
+    (out / "report.html").write_text(page)
+    return out / "report.html"

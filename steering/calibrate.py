@@ -1,0 +1,120 @@
+"""Find the coefficient at which a direction reaches a given dose of KL divergence.
+
+Different methods and layers have different natural scales; comparing them at
+the same *dose* (how far the steered next-token distributions drift from the
+unsteered ones) is fairer than at the same c. `calibrate` greedily generates
+short unsteered continuations of neutral prompts once, then, teacher-forcing
+those tokens, finds c > 0 where the 95th percentile of the per-token
+KL(unsteered ‖ steered) reaches ``target_kl`` (a batched grid over c, then
+bisection in log c).
+
+Example:
+    >>> c = steering.calibrate(model, direction, target_kl=1.0)
+    >>> with steering.steer(model, direction, c): ...
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from probes import sublayers as sl
+from probes.collect import pad_batch, tokenize
+
+from .directions import Direction
+from .intervene import steer
+
+NEUTRAL_PROMPTS = (
+    "The weather today is",
+    "Here is a short description of a kitchen:",
+    "My favourite way to spend a Sunday is",
+    "The history of the bicycle begins",
+)
+
+
+def greedy_continuations(model: Any, prompts: Sequence[str], max_new_tokens: int):
+    """Unsteered greedy continuations: (padded batch of prompt + continuation, mask of continuation targets)."""
+    tokenizer = model.tokenizer
+    torch_model = sl.unwrap(model)
+    ids = tokenize(tokenizer, prompts)
+    batch = pad_batch(ids, list(range(len(ids))), tokenizer.pad_token_id, "left", 1)
+    device = next(torch_model.parameters()).device
+    with torch.no_grad():
+        generated = torch_model.generate(
+            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+        ).cpu()
+    new_tokens = generated[:, batch.input_ids.shape[1]:]
+    finished = (new_tokens == tokenizer.eos_token_id).cumsum(-1) - (new_tokens == tokenizer.eos_token_id).long()
+    sequences = [
+        list(prompt) + new_tokens[row][finished[row] == 0].tolist() for row, prompt in enumerate(ids)
+    ]
+    full = pad_batch(sequences, list(range(len(sequences))), tokenizer.pad_token_id, "left", 1)
+    # targets: positions whose next token is a generated one
+    target_mask = torch.zeros_like(full.attention_mask, dtype=torch.bool)
+    for row, (prompt, sequence) in enumerate(zip(ids, sequences)):
+        width = full.input_ids.shape[1]
+        start = width - len(sequence)
+        target_mask[row, start + len(prompt) - 1 : width - 1] = True
+    return full, target_mask
+
+
+def kl_quantiles(model: Any, direction: Direction | Sequence[Direction], coeffs: Sequence[float], full, target_mask, quantile: float) -> list[float]:
+    """The ``quantile`` of per-token KL(unsteered ‖ steered) for each coefficient, in one batched forward."""
+    torch_model = sl.unwrap(model)
+    device = next(torch_model.parameters()).device
+    n = full.input_ids.shape[0]
+    inputs = {k: v.to(device) for k, v in full.model_inputs(device).items()}
+    with torch.no_grad():
+        base = F.log_softmax(torch_model(**inputs).logits.float(), -1)
+        repeated = {k: v.repeat(len(coeffs), 1) for k, v in inputs.items()}
+        per_row = torch.tensor(list(coeffs), dtype=torch.float32).repeat_interleave(n)
+        with steer(model, direction, per_row):
+            steered = F.log_softmax(torch_model(**repeated).logits.float(), -1)
+    steered = steered.view(len(coeffs), n, *steered.shape[1:])
+    kl = (base.exp() * (base - steered)).sum(-1)  # [coeff, row, pos]
+    mask = target_mask.to(device)
+    return [float(torch.quantile(kl[i][mask], quantile)) for i in range(len(coeffs))]
+
+
+def calibrate(
+    model: Any,
+    direction: Direction | Sequence[Direction],
+    target_kl: float = 1.0,
+    *,
+    prompts: Sequence[str] = NEUTRAL_PROMPTS,
+    max_new_tokens: int = 16,
+    quantile: float = 0.95,
+    max_coeff: float = 1e4,
+    steps: int = 12,
+) -> float:
+    """The c > 0 at which the ``quantile`` per-token KL to the unsteered model reaches ``target_kl``.
+
+    Raises ``ValueError`` when even ``max_coeff`` stays below the target.
+    """
+    if target_kl <= 0:
+        raise ValueError(f"target_kl={target_kl}: must be > 0.")
+    full, target_mask = greedy_continuations(model, prompts, max_new_tokens)
+    grid = [2.0**k for k in range(-6, int(math.log2(max_coeff)) + 1)]
+    kls: list[float] = []
+    for start in range(0, len(grid), 4):  # a few doses per batched forward; stop once past the target
+        kls += kl_quantiles(model, direction, grid[start : start + 4], full, target_mask, quantile)
+        if kls[-1] >= target_kl:
+            break
+    above = [i for i, kl in enumerate(kls) if kl >= target_kl]
+    if not above:
+        raise ValueError(f"Even c = {grid[-1]:g} keeps the p{quantile * 100:.0f} KL at {kls[-1]:.3g} < {target_kl}: this direction barely acts here.")
+    first = above[0]
+    if first == 0:
+        return grid[0]
+    low, high = math.log(grid[first - 1]), math.log(grid[first])
+    for _ in range(steps):
+        middle = (low + high) / 2
+        if kl_quantiles(model, direction, [math.exp(middle)], full, target_mask, quantile)[0] >= target_kl:
+            high = middle
+        else:
+            low = middle
+    return math.exp(high)
