@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Sequence
 
 import numpy as np
@@ -162,5 +161,6 @@ def dose_metrics(df: pd.DataFrame) -> dict[str, float]:
         out["delta_nll"] = float(max(nll[c] - nll[0.0] for c in steps)) if steps else 0.0
     else:
         out["delta_nll"] = nan
-    out["normalized_gain"] = 100 * out["effect"] * max(0.0, out["spearman"]) / (1 + out["delta_nll"]) if np.isfinite(out["spearman"]) else nan
+    gain = 100 * out["effect"] * max(0.0, out["spearman"]) / (1 + out["delta_nll"])
+    out["normalized_gain"] = gain + 0.0 if np.isfinite(out["spearman"]) else nan  # + 0.0: no "-0"
     return out

@@ -83,7 +83,7 @@ def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95) ->
         mean, sem, n = grouped.mean(), grouped.sem().fillna(0), grouped.count()
         half = sem * stats.t.ppf((1 + confidence) / 2, np.maximum(n - 1, 1))
         x = list(mean.index)
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + half) + list((mean - half)[::-1]), fill="toself",
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + half) + list((mean - half)[::-1]), fill="toself", mode="lines",
                                  fillcolor=colour, opacity=0.18, line=dict(width=0), hoverinfo="skip", showlegend=False))
         fig.add_trace(go.Scatter(x=x, y=list(mean), name=name, mode="lines+markers", line=dict(color=colour, width=2.5)))
     fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
@@ -132,22 +132,39 @@ def kaleido_available() -> bool:
     return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome"))
 
 
+def save_figures(figures: Mapping[str | Path, go.Figure], formats: Sequence[str] = ("html", "png", "svg", "pdf"),
+                 scale: float = 2.0) -> list[Path]:
+    """Write several figures (``{path without extension: figure}``) as HTML and, when kaleido and a
+    Chromium are present, as static images, in one browser session (each separate
+    ``write_image`` starts Chromium anew: ~2.7 s here). Returns the files written."""
+    written: list[Path] = []
+    static_figs, static_paths, scales, widths, heights = [], [], [], [], []
+    for path, fig in figures.items():
+        base = Path(path)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        if "html" in formats:
+            fig.write_html(base.with_suffix(".html"), include_plotlyjs="cdn")
+            written.append(base.with_suffix(".html"))
+        for fmt in (f for f in formats if f != "html"):
+            static_figs.append(fig)
+            static_paths.append(base.with_suffix(f".{fmt}"))
+            scales.append(scale if fmt == "png" else 1)
+            widths.append(fig.layout.width or 800)  # kaleido ignores the layout's size otherwise
+            heights.append(fig.layout.height or 500)
+    if static_figs and kaleido_available():
+        import plotly.io as pio
+
+        pio.write_images(static_figs, static_paths, scale=scales, width=widths, height=heights)
+        written += static_paths
+    return written
+
+
 def save_figure(fig: go.Figure, path: str | Path, formats: Sequence[str] = ("html", "png", "svg", "pdf"), scale: float = 2.0) -> list[Path]:
-    """Write ``fig`` as HTML and, when kaleido and a Chromium are present, as static images.
+    """Write ``fig`` as HTML and, when kaleido and a Chromium are present, as PNG/SVG/PDF.
 
     ``path`` is given without extension. Returns the files written.
+
+    Example:
+        >>> save_figure(plots.dose_curves({"pca_diff": df}), "figures/dose")
     """
-    base = Path(path)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    if "html" in formats:
-        target = base.with_suffix(".html")
-        fig.write_html(target, include_plotlyjs="cdn")
-        written.append(target)
-    static = [f for f in formats if f != "html"]
-    if static and kaleido_available():
-        for fmt in static:
-            target = base.with_suffix(f".{fmt}")
-            fig.write_image(target, format=fmt, scale=scale if fmt == "png" else 1)
-            written.append(target)
-    return written
+    return save_figures({path: fig}, formats, scale)

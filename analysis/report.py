@@ -100,8 +100,7 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
     (out / "summary.md").write_text(summary)
     (out / "summary.tex").write_text(latex_table(ranked(result.results).head(20), SUMMARY_COLUMNS, "Steerability sweep, ranked by composite score."))
     figures = sweep_figures(result)
-    for stem, figure in figures.items():
-        plots.save_figure(figure, out / "figures" / stem, formats)
+    plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)
     blocks = [
         figure.to_html(full_html=False, include_plotlyjs=index == 0, default_height=figure.layout.height)
         for index, figure in enumerate(figures.values())

@@ -111,8 +111,9 @@ def sweep_steerability(
     top_k: int = 4,
     stride: int = 6,
     batch_size: int = 16,
+    min_pmass: float = 0.1,
     progress: bool = True,
-    report: bool = True,
+    figure_formats: Sequence[str] = ("html", "png", "svg"),
 ) -> SweepResult:
     """Run the two-stage sweep; see the module docstring. Returns a `SweepResult`."""
     pairs = probes.as_pairs(pairs)
@@ -128,7 +129,7 @@ def sweep_steerability(
         (out_dir / "config.json").write_text(json.dumps({
             "model": getattr(probes.sublayers.config_of(model), "name_or_path", None), "layers": layers if isinstance(layers, str) else list(layers),
             "kinds": list(kinds), "methods": list(methods), "coeffs": list(coeffs), "n_pairs": len(pairs), "n_items": len(items),
-            "full": full, "top_k": top_k, "stride": stride}, indent=1))
+            "full": full, "top_k": top_k, "stride": stride, "min_pmass": min_pmass}, indent=1))
 
     acts = probes.collect(model, pairs, layers=layers, sublayers=kinds, batch_size=max(batch_size, 16), progress=progress)
     sep = separation(acts)
@@ -137,7 +138,7 @@ def sweep_steerability(
     selected = select_configs(sep, list(kinds), top_k, stride, full)
     todo = [(layer, kind, method) for layer, kind in selected for method in methods]
     finished = done_configs(results_file) if out_dir is not None else set()
-    baseline = unsteered_baseline(model, items, batch_size=batch_size)
+    baseline = unsteered_baseline(model, items, batch_size=batch_size, min_pmass=min_pmass)
     auroc = {(int(r.layer), r.kind): float(r.auroc) for r in sep.itertuples()}
 
     doses: dict[str, pd.DataFrame] = {}
@@ -156,7 +157,7 @@ def sweep_steerability(
         row: dict[str, Any] = {"layer": layer, "kind": kind, "method": method, "auroc": auroc.get((layer, kind))}
         try:
             direction = dirs.compute(method, acts, layer, kind, **method_options(method, model, pairs))
-            df = dose_response(model, direction, items, coeffs, batch_size=batch_size, baseline=baseline)
+            df = dose_response(model, direction, items, coeffs, batch_size=batch_size, baseline=baseline, min_pmass=min_pmass)
             row |= dose_metrics(df) | {"vote_share": direction.meta["vote_share"], "scale": direction.scale}
             doses[name] = df
             found.append(direction)
@@ -178,8 +179,20 @@ def sweep_steerability(
     results = pd.read_csv(results_file) if out_dir is not None else pd.DataFrame(rows, columns=RESULT_COLUMNS)
     cosines = compare_directions(found) if found else None
     result = SweepResult(results, sep, doses, found, cosines, out_dir)
-    if out_dir is not None and report:
+    if out_dir is not None:
         from .report import write_report
 
-        write_report(result)
+        write_report(result, figure_formats)
     return result
+
+
+def load_sweep(out: str | Path) -> SweepResult:
+    """Read a finished (or interrupted) sweep folder back into a `SweepResult`."""
+    out = Path(out)
+    if not (out / "results.csv").exists():
+        raise FileNotFoundError(f"{out} holds no results.csv: is it a steerscope sweep folder?")
+    results = pd.read_csv(out / "results.csv")
+    doses = {path.stem: pd.read_csv(path) for path in sorted((out / "doses").glob("*.csv"))}
+    found = [d for path in sorted((out / "directions").glob("*.safetensors")) for d in dirs.load_directions(path)]
+    return SweepResult(results, pd.read_csv(out / "separation.csv"), doses, found,
+                       compare_directions(found) if found else None, out)

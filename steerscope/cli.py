@@ -1,7 +1,7 @@
 """The ``steerscope`` command line.
 
     steerscope sweep [--model ID] [--layers all] [--kinds resid,o,down] [--methods mean_diff,pca_diff]
-                     [--coeffs -1,0,1] [--out runs/sweep] [--resume] [--full]
+                     [--coeffs=-1,0,1] [--out runs/sweep] [--resume] [--full]
     steerscope demo  [--model ID] [--pairs 64] [--layers all] [--kinds resid]
 """
 
@@ -59,6 +59,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         model, pairs, items, layers=parse_layers(args.layers), kinds=args.kinds.split(","),
         methods=args.methods.split(","), coeffs=[float(c) for c in args.coeffs.split(",")], out=args.out,
         resume=args.resume, full=args.full, top_k=args.top_k, stride=args.stride, batch_size=args.batch_size,
+        min_pmass=args.min_pmass,
     )
     from analysis.report import SUMMARY_COLUMNS, markdown_table, ranked
 
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--layers", default="all", help="'all', '3,5,7' or 'start:stop[:step]'")
     sweep.add_argument("--kinds", default="resid,o,down", help="comma-separated sublayer kinds")
     sweep.add_argument("--methods", default="mean_diff,pca_diff", help="comma-separated direction methods (see steering.METHODS)")
-    sweep.add_argument("--coeffs", default="-1,0,1", help="comma-separated steering coefficients")
+    sweep.add_argument("--coeffs", default="-1,0,1", help="comma-separated steering coefficients; write --coeffs=-2,-1,0,1,2")
+    sweep.add_argument("--min-pmass", type=float, default=0.1, help="items with P(yes)+P(no) below this are invalid")
     sweep.add_argument("--out", default="runs/sweep", help="output folder")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     sweep.add_argument("--full", action="store_true", help="dose-response for every layer x kind (slow)")

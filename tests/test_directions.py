@@ -164,8 +164,3 @@ def test_directions_round_trip_through_safetensors(tmp_path):
     for a, b in zip(found, loaded):
         assert torch.equal(a.vector, b.vector) and a.scale == b.scale and (a.layer, a.kind, a.method, a.space) == (b.layer, b.kind, b.method, b.space)
     assert torch.equal(found[1].coords, loaded[1].coords)
-
-
-def test_byte_tokenizer_has_single_token_markers():
-    tokenizer = byte_tokenizer()
-    assert len(tokenizer("P")["input_ids"]) == 1 and len(tokenizer(" N")["input_ids"]) == 2

@@ -22,7 +22,12 @@ def byte_tokenizer(padding_side: str = "left") -> T.PreTrainedTokenizerFast:
     vocab = {token: i for i, token in enumerate(SPECIALS)}
     for char in sorted(alphabet):
         vocab[char] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    # A few merges so that "Yes"/"No" (and " Yes", "yes", ...) are single tokens for answer scoring;
+    # a lone " N" or " Y" stays two tokens.
+    merges = [("Y", "e"), ("Ye", "s"), ("Ġ", "Yes"), ("N", "o"), ("Ġ", "No"), ("y", "e"), ("ye", "s"), ("n", "o")]
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     tokenizer = T.PreTrainedTokenizerFast(

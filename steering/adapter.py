@@ -1,0 +1,323 @@
+"""InnerPiSSA: a reversible adapter in each weight's singular basis.
+
+For a target sublayer ``y = W x (+ b)`` with top-r SVD ``W ≈ U_r S_r V_rᵀ`` (plus the
+untouched rest), the adapted forward is
+
+    y(c) = W x + [ (U_r R_u(c)) S_r(c) (V_r R_v(c))ᵀ x − U_r S_r V_rᵀ x ]
+
+computed factored from ``x`` (no dense weight copy). ``R_v(c)`` is the Cayley
+rotation of ``c·A`` with ``A`` a learnable skew-symmetric generator whose entries
+are bounded by ``max_angle`` (so ``R(−c) = R(c)ᵀ``: steering is reversible in c);
+``R_u`` is the same, off by default. Singular values: ``add`` S + c·δ, ``tanh``
+S + c·tanh(λ), ``mult`` S·exp(c·λ), or ``none``. At c = 0 the correction is skipped,
+so the model is exactly the base model.
+
+The correction is an edit-output callback (forward hook) on the target module:
+the module tree, the base weights and nnsight's view of the model are untouched,
+and `InnerPiSSA.detach` removes every trace.
+
+Example:
+    >>> adapter = steering.attach_innerpissa(model, layers=range(8, 20), kinds=("o", "down"), rank=16)
+    >>> with adapter.coeff(1.0):
+    ...     out = model._module(**batch)            # honest-steered
+    >>> adapter.save("runs/adapter")
+    >>> adapter = steering.load_innerpissa("runs/adapter", model)
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+import probes
+from probes import sublayers as sl
+
+from .intervene import Coeff, coefficient_tensor, edit_hidden, fused_delta
+
+ScaleMode = Literal["add", "tanh", "mult", "none"]
+
+
+@dataclass
+class AdapterConfig:
+    """What an InnerPiSSA adapter adapts and how (saved with it as JSON)."""
+
+    layers: list[int]
+    kinds: list[str]
+    rank: int = 16
+    rotate_v: bool = True
+    rotate_u: bool = False
+    scale_mode: ScaleMode = "add"
+    max_angle: float = 0.3
+    init_std: float = 1e-3
+    select: Literal["top", "data"] = "top"
+    sign: float = 1.0
+    model: str | None = None
+    components: dict[str, list[int]] = field(default_factory=dict)  # target name -> selected singular indices
+
+
+def cayley(generator: Float[Tensor, "r r"], c: Tensor | float, max_angle: float) -> Float[Tensor, "... r r"]:
+    """Orthogonal ``(I − cA)(I + cA)⁻¹`` for ``A`` the bounded skew-symmetric part of ``generator``.
+
+    ``c`` may be a scalar or one value per batch row (then one rotation per row).
+    """
+    skew = (generator - generator.T) / 2
+    bounded = max_angle * torch.tanh(skew / max_angle)  # odd, so still skew-symmetric
+    c = torch.as_tensor(c, dtype=generator.dtype, device=generator.device)
+    scaled = c.reshape(-1, 1, 1) * bounded if c.ndim else c * bounded
+    eye = torch.eye(generator.shape[0], dtype=generator.dtype, device=generator.device)
+    return torch.linalg.solve(eye + scaled, eye - scaled, left=False)
+
+
+class InnerPiSSALayer(nn.Module):
+    """The learnable part for one target: rotations and singular-value scaling of its top-r components."""
+
+    def __init__(self, basis: probes.WeightSVD, config: AdapterConfig, generator: torch.Generator):
+        super().__init__()
+        r = basis.rank
+        self.register_buffer("U", basis.U.clone(), persistent=False)
+        self.register_buffer("S", basis.S.clone(), persistent=False)
+        self.register_buffer("V", basis.V.clone(), persistent=False)
+        self.config = config
+        init = lambda *shape: nn.Parameter(torch.randn(*shape, generator=generator) * config.init_std)  # noqa: E731
+        self.theta_v = init(r, r) if config.rotate_v else None
+        self.theta_u = init(r, r) if config.rotate_u else None
+        self.scale = init(r) if config.scale_mode != "none" else None
+
+    def singular_values(self, c: Tensor) -> Tensor:
+        """``S(c)``: shape ``[r]`` or ``[batch, r]`` for per-row c."""
+        c = c.reshape(-1, 1) if c.ndim else c
+        mode = self.config.scale_mode
+        if mode == "add":
+            return self.S + c * self.scale
+        if mode == "tanh":
+            return self.S + c * torch.tanh(self.scale)
+        if mode == "mult":
+            return self.S * torch.exp(c * self.scale)
+        return self.S.expand(c.shape[0], -1) if c.ndim else self.S
+
+    def delta(self, x: Float[Tensor, "b s d_in"], c: Tensor) -> Float[Tensor, "b s d_out"]:
+        """``adapted(x, c) − original(x)``, factored through the r components."""
+        dtype = self.U.dtype
+        x = x.to(dtype)
+        coords = x @ self.V  # [b, s, r]: V_rᵀ x
+        rotated = coords
+        if self.theta_v is not None:  # (V R_v)ᵀ x = R_vᵀ (V_rᵀ x)
+            R_v = cayley(self.theta_v, c, self.config.max_angle)
+            rotated = coords @ R_v  # R_v: [r, r] or [b, r, r]
+        S_c = self.singular_values(c)
+        scaled = rotated * (S_c[:, None, :] if S_c.ndim == 2 else S_c)
+        if self.theta_u is not None:
+            R_u = cayley(self.theta_u, c, self.config.max_angle)
+            scaled = scaled @ R_u.transpose(-1, -2)
+        adapted = scaled @ self.U.T
+        original = (coords * self.S) @ self.U.T
+        return adapted - original
+
+    def delta_weight(self, c: float) -> Float[Tensor, "d_out d_in"]:
+        """The dense ``ΔW(c)`` (only for `InnerPiSSA.merge`)."""
+        eye = torch.eye(self.V.shape[0], dtype=self.V.dtype, device=self.V.device)
+        return self.delta(eye[None], torch.tensor(float(c)))[0].T
+
+
+@dataclass
+class Target:
+    name: str
+    sublayer: sl.Sublayer
+    module: nn.Module
+
+
+class InnerPiSSA:
+    """Handle to an attached adapter: coefficient, parameters, merge, save, detach."""
+
+    def __init__(self, model: Any, config: AdapterConfig, layers: dict[str, InnerPiSSALayer], targets: list[Target]):
+        self.model = model
+        self.config = config
+        self.layers = nn.ModuleDict({name.replace(".", "_"): layer for name, layer in layers.items()})
+        self.targets = targets
+        self.c: Coeff = 0.0
+        self.merged: dict[str, Tensor] = {}
+        self.requires_grad = {name: p.requires_grad for name, p in sl.unwrap(model).named_parameters()}
+        for parameter in sl.unwrap(model).parameters():
+            parameter.requires_grad_(False)  # only the adapter trains
+        self.handles = [t.module.register_forward_hook(self.hook_for(t)) for t in targets]
+
+    def layer(self, target: Target) -> InnerPiSSALayer:
+        return self.layers[target.name.replace(".", "_")]
+
+    def hook_for(self, target: Target):
+        def hook(module, args, output):
+            c = self.c
+            if self.merged or (not torch.is_tensor(c) and c == 0):
+                return output
+            x = args[0]
+
+            def edit(hs: Tensor) -> Tensor:
+                coefficient = coefficient_tensor(c, hs.shape[0], hs).reshape(-1) * self.config.sign
+                coefficient = coefficient[0] if coefficient.numel() == 1 else coefficient
+                step = self.layer(target).delta(x, coefficient).to(hs.dtype)
+                return hs + (step if target.sublayer.fused is None else fused_delta(hs, target.sublayer.fused, step))
+
+            return edit_hidden(output, edit)
+
+        return hook
+
+    # -- coefficient -----------------------------------------------------------
+    def set_coeff(self, c: Coeff) -> None:
+        """Steer at ``c`` (a float, or one value per batch row) until changed; 0 is the base model."""
+        self.c = c
+
+    @contextmanager
+    def coeff(self, c: Coeff) -> Iterator["InnerPiSSA"]:
+        previous = self.c
+        self.c = c
+        try:
+            yield self
+        finally:
+            self.c = previous
+
+    # -- parameters ------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.layers.parameters() if p.requires_grad]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def to(self, device: Any) -> "InnerPiSSA":
+        self.layers.to(device)
+        return self
+
+    def flip_sign(self) -> None:
+        """Swap the meaning of +c and −c (used after training when +1 separates the wrong way)."""
+        self.config.sign = -self.config.sign
+
+    # -- merge / detach ----------------------------------------------------------
+    @torch.no_grad()
+    def merge(self, c: float) -> None:
+        """Write ``ΔW(c)`` into the base weights (faster inference); `unmerge` restores them exactly."""
+        if self.merged:
+            raise RuntimeError("Already merged; call unmerge() first.")
+        for target in self.targets:
+            weight = sl.get_module(self.model, target.sublayer.weight_path).weight
+            delta = self.layer(target).delta_weight(c * self.config.sign)  # [features, d_in]
+            if target.sublayer.fused is not None:  # place it in this q/k/v slice of the fused rows
+                delta = fused_delta(torch.zeros(delta.shape[1], 3 * delta.shape[0], dtype=delta.dtype), target.sublayer.fused, delta.T).T
+            self.merged[target.name] = weight.detach().clone()
+            weight.add_((delta.T if type(target.module).__name__ == "Conv1D" else delta).to(weight.dtype))
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        for target in self.targets:
+            if target.name in self.merged:
+                sl.get_module(self.model, target.sublayer.weight_path).weight.copy_(self.merged[target.name])
+        self.merged = {}
+
+    def detach(self) -> None:
+        """Remove the adapter: hooks off, merged weights restored, requires_grad flags as before."""
+        self.unmerge()
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        for name, parameter in sl.unwrap(self.model).named_parameters():
+            parameter.requires_grad_(self.requires_grad.get(name, True))
+
+    # -- persistence -------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``adapter.safetensors`` and ``adapter.json`` (model, targets, options) into ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.layers.state_dict().items()}, str(path / "adapter.safetensors"))
+        (path / "adapter.json").write_text(json.dumps(asdict(self.config), indent=1))
+        return path
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"InnerPiSSA({len(self.targets)} targets: layers {c.layers[0]}–{c.layers[-1]} × {c.kinds}, rank {c.rank}, "
+                f"V rotation {c.rotate_v}, U rotation {c.rotate_u}, S {c.scale_mode}, {self.num_parameters():,} parameters, c={self.c})")
+
+
+def data_aware_components(model: Any, layer: int, kind: str, basis: probes.WeightSVD, rank: int, pairs: Sequence[Any]) -> list[int]:
+    """Indices of the ``rank`` output singular components whose coordinates differ most between
+    positive and negative pairs (mean |Δ(hs @ U)|)."""
+    acts = probes.collect(model, pairs, layers=[layer], sublayers=kind, progress=False)
+    coords = probes.project(acts.diff[layer, kind][:, -1], basis)
+    return coords.abs().mean(0).topk(rank).indices.sort().values.tolist()
+
+
+def attach_innerpissa(
+    model: Any,
+    layers: Any = "all",
+    kinds: Sequence[str] = ("o", "down"),
+    rank: int = 16,
+    *,
+    rotate_v: bool = True,
+    rotate_u: bool = False,
+    scale_mode: ScaleMode = "add",
+    max_angle: float = 0.3,
+    init_std: float = 1e-3,
+    select: Literal["top", "data"] = "top",
+    pairs: Sequence[Any] | None = None,
+    seed: int = 0,
+    components: dict[str, list[int]] | None = None,
+) -> InnerPiSSA:
+    """Attach an InnerPiSSA adapter to every (layer, kind) target and return its handle.
+
+    ``select="data"`` (needs ``pairs``) keeps the components that separate the pairs
+    most instead of the top-r by singular value. Raises ``ValueError`` for a rank the
+    weight cannot hold or a kind the model lacks.
+    """
+    if scale_mode not in ("add", "tanh", "mult", "none"):
+        raise ValueError(f"scale_mode={scale_mode!r}: use 'add', 'tanh', 'mult' or 'none'.")
+    if select == "data" and pairs is None and components is None:
+        raise ValueError("select='data' needs pairs=... to find the components that separate them.")
+    layer_ids = sl.resolve_layers(model, layers)
+    config = AdapterConfig(layers=layer_ids, kinds=list(kinds), rank=rank, rotate_v=rotate_v, rotate_u=rotate_u,
+                           scale_mode=scale_mode, max_angle=max_angle, init_std=init_std, select=select,
+                           model=getattr(sl.config_of(model), "name_or_path", None))
+    generator = torch.Generator().manual_seed(seed)
+    adapted: dict[str, InnerPiSSALayer] = {}
+    targets: list[Target] = []
+    device = next(sl.unwrap(model).parameters()).device
+    for layer in layer_ids:
+        for kind in kinds:
+            sublayer = sl.resolve(model, layer, kind)
+            if kind == "resid" or sublayer.weight_path is None:
+                raise ValueError(f"InnerPiSSA adapts weights; {kind!r} has none. Use projection kinds such as 'o', 'down', 'up'.")
+            full = probes.weight_svd(model, layer, kind)
+            if not 1 <= rank <= full.rank:
+                raise ValueError(f"rank={rank} is larger than the {kind!r} weight at layer {layer} allows ({full.rank}).")
+            name = f"{layer}.{kind}"
+            if components and name in components:
+                index = components[name]
+            elif select == "data":
+                index = data_aware_components(model, layer, kind, full, rank, pairs)
+            else:
+                index = list(range(rank))
+            config.components[name] = list(index)
+            basis = probes.WeightSVD(full.U[:, index], full.S[index], full.V[:, index], layer, kind)
+            adapted[name] = InnerPiSSALayer(basis, config, generator)
+            module = sl.get_module(model, sublayer.weight_path)
+            targets.append(Target(name, sublayer, module))
+    handle = InnerPiSSA(model, config, adapted, targets)
+    return handle.to(device)
+
+
+def load_innerpissa(path: str | Path, model: Any) -> InnerPiSSA:
+    """Attach a saved adapter to ``model`` and load its parameters."""
+    path = Path(path)
+    config = AdapterConfig(**json.loads((path / "adapter.json").read_text()))
+    handle = attach_innerpissa(
+        model, config.layers, config.kinds, config.rank, rotate_v=config.rotate_v, rotate_u=config.rotate_u,
+        scale_mode=config.scale_mode, max_angle=config.max_angle, init_std=config.init_std, select=config.select,
+        components=config.components,
+    )
+    handle.config.sign = config.sign
+    handle.layers.load_state_dict(load_file(str(path / "adapter.safetensors")))
+    return handle

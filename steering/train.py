@@ -1,0 +1,331 @@
+"""ReprPO: train an adapter to separate positive and negative hidden states, coherently.
+
+No labelled completions: each step runs the pairs at c = +1 and c = −1 (the
+positive and negative texts swap roles at −1) through nnsight traces with the
+adapter active, reads the last ``tokens`` real positions at the loss layer(s),
+and pushes their separation along a frozen preference direction away from the
+reference (c = 0, i.e. the base model), inside a per-token coherence bound:
+
+- projection: ``Δ = c · (sep_c − sep_ref) / scale`` per pair, where ``sep`` is the
+  positive−negative gap along the frozen direction (``scale`` its typical size at
+  c = 0); loss ``raw`` −Δ, ``logsigmoid`` −log σ(β Δ) (DPO-style), or ``softplus``
+  softplus(1 − c·sep_c/scale) (an absolute margin, no reference);
+- coherence: each target token's log-prob may fall at most ``coherence_margin``
+  nats below the reference's; the squared excess is averaged over all tokens,
+  so it cannot be gamed on a few;
+- monotonic: the pairs' log-prob difference (positive − negative text) must be
+  ordered c = −1 ≤ 0 ≤ +1 (hinge).
+
+Example:
+    >>> adapter = steering.attach_innerpissa(model, layers=range(10, 20), kinds=("o", "down"), rank=16)
+    >>> result = steering.train_reprpo(model, adapter, pairs, steps=40, lr=3e-3)
+    >>> result.history.tail(); result.figure()
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+import probes
+from probes import sublayers as sl
+from probes.collect import pad_batch, tokenize
+
+from .directions import StateSet, first_component, sign_vote, unit
+
+
+@dataclass
+class ReprPOConfig:
+    """Training options (every field can be overridden by keyword in `train_reprpo`)."""
+
+    steps: int = 40
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 4
+    batch_pairs: int = 4
+    grad_accum: int = 1
+    seed: int = 0
+    loss_layers: Sequence[int] | None = None  # default: about 3/4 of the depth
+    tokens: int = 4  # last real tokens read per text
+    max_length: int | None = 256  # longer texts keep their last max_length tokens
+    projection: Literal["raw", "logsigmoid", "softplus"] = "logsigmoid"
+    beta: float = 1.0
+    coherence_weight: float = 10.0
+    coherence_margin: float = 0.2
+    monotonic_weight: float = 1.0
+    direction_space: Literal["activation", "uspace"] = "activation"
+    direction_topk: int | None = None  # pick the best-aligned of the top-k PCs (None: PC1)
+    clip_grad: float = 1.0
+    patience: int | None = None  # early stop after this many steps without improvement
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    history: pd.DataFrame
+    sign_flipped: bool
+    seconds: float
+    config: ReprPOConfig
+    directions: dict[int, Tensor] = field(default_factory=dict)
+    separation: dict[str, float] = field(default_factory=dict)
+
+    def figure(self):
+        """Training curves: total loss and its parts, and the separation at c = ±1."""
+        from plotly.subplots import make_subplots
+        import plotly.graph_objects as go
+
+        from analysis.plots import PALETTE, style
+
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("loss parts", "separation vs reference (per pair, scaled)"))
+        for index, column in enumerate(["loss", "projection", "coherence", "monotonic"]):
+            fig.add_trace(go.Scatter(x=self.history["step"], y=self.history[column], name=column,
+                                     line=dict(color=PALETTE[index])), row=1, col=1)
+        for index, column in enumerate(["gain_pos", "gain_neg"]):
+            fig.add_trace(go.Scatter(x=self.history["step"], y=self.history[column],
+                                     name={"gain_pos": "c=+1", "gain_neg": "c=−1"}[column],
+                                     line=dict(color=PALETTE[4 + index], dash="solid" if index == 0 else "dash")), row=1, col=2)
+        fig.update_xaxes(title_text="step")
+        fig.update_yaxes(title_text="loss", row=1, col=1)
+        fig.update_yaxes(title_text="Δ separation / typical gap", row=1, col=2)
+        return style(fig, "ReprPO training", height=420, width=980)
+
+
+@dataclass
+class Encoded:
+    """The training texts, tokenized once (positive, negative interleaved)."""
+
+    ids: list[list[int]]
+    pad_id: int
+
+    def batch(self, pair_index: Sequence[int], tokens: int):
+        rows = [i for p in pair_index for i in (2 * p, 2 * p + 1)]
+        return pad_batch([self.ids[i] for i in rows], rows, self.pad_id, "left", tokens)
+
+
+def encode(model: Any, pairs: list, tokens: int, max_length: int | None) -> Encoded:
+    texts = [text for pair in pairs for text in pair]
+    ids = tokenize(model.tokenizer, texts)
+    if max_length is not None:
+        ids = [row[-max_length:] for row in ids]
+    for index, row in enumerate(ids):
+        if len(row) < tokens + 1:
+            raise ValueError(
+                f"pair {index // 2} ({'positive' if index % 2 == 0 else 'negative'}) has {len(row)} real token(s) "
+                f"after truncation to max_length={max_length}: fewer than tokens={tokens} plus one to predict. "
+                "Use longer texts, fewer tokens or a larger max_length."
+            )
+    return Encoded(ids, model.tokenizer.pad_token_id)
+
+
+def traced_forward(model: Any, batch, read_paths: Sequence[str], grad: bool):
+    """One nnsight trace: last-token states at ``read_paths`` and per-token log-probs of the targets."""
+    device = next(sl.unwrap(model).parameters()).device
+    inputs = batch.model_inputs(device)
+    rows = torch.arange(len(batch.text_index), device=device)[:, None]
+    positions = batch.last_positions.to(device)
+    states: dict[str, Tensor] = {}
+    with torch.set_grad_enabled(grad), model.trace(inputs):
+        for path in read_paths:
+            states[path] = sl.module_hidden(model.get(path).output)[rows, positions].save()
+        logits = model.output.logits.save()
+    logp = F.log_softmax(logits[:, :-1].float(), -1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
+    mask = (inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]).to(logp.dtype)
+    return states, logp, mask
+
+
+def separations(states: dict[str, Tensor], directions: dict[str, Tensor]) -> Float[Tensor, "layer pair"]:
+    """Positive − negative gap along each frozen direction, averaged over the read tokens."""
+    gaps = []
+    for path, hs in states.items():
+        projected = hs.float() @ directions[path].to(hs.device)  # [texts, tokens]
+        gaps.append((projected[0::2] - projected[1::2]).mean(-1))
+    return torch.stack(gaps)
+
+
+def pair_logp_gap(logp: Tensor, mask: Tensor) -> Tensor:
+    """Mean over pairs of (mean token log-prob of the positive text − of the negative text)."""
+    per_text = (logp * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+    return (per_text[0::2] - per_text[1::2]).mean()
+
+
+def preference_directions(reference: dict[str, Tensor], model: Any, loss_layers: list[int], config: ReprPOConfig, paths: list[str]) -> dict[str, Tensor]:
+    """Frozen direction per loss layer: PC of the reference pair differences (sign-calibrated),
+    optionally in the layer's U basis, optionally the best-aligned of the top-k components."""
+    found = {}
+    for layer, path in zip(loss_layers, paths):
+        hs = reference[path].double()  # [texts, tokens, d]
+        positive, negative = hs[0::2].flatten(0, 1), hs[1::2].flatten(0, 1)
+        basis = None
+        if config.direction_space == "uspace":
+            basis = probes.weight_svd(model, layer, "down")
+            U = basis.U.double()
+            positive, negative = positive @ U, negative @ U
+        states = StateSet(positive, negative, layer, "resid")
+        diffs = states.diffs.numpy()
+        if config.direction_topk:
+            from sklearn.decomposition import PCA
+
+            components = PCA(n_components=min(config.direction_topk, len(diffs))).fit(diffs).components_
+            mean = states.diffs.mean(0)
+            vector = torch.from_numpy(components[int(abs(torch.from_numpy(components) @ unit(mean)).argmax())])
+        else:
+            vector = torch.from_numpy(first_component(diffs)[0])
+        vector = vector if sign_vote(vector, states) >= 0.5 else -vector
+        if basis is not None:
+            vector = basis.U.double() @ vector
+        found[path] = unit(vector).float()
+    return found
+
+
+def learning_rate(step: int, config: ReprPOConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def projection_loss(gap_c: Tensor, gap_ref: Tensor, scale: Tensor, c: float, config: ReprPOConfig) -> Tensor:
+    if config.projection == "raw":
+        return -(c * (gap_c - gap_ref) / scale).mean()
+    if config.projection == "logsigmoid":
+        return -F.logsigmoid(config.beta * c * (gap_c - gap_ref) / scale).mean()
+    if config.projection == "softplus":
+        return F.softplus(1 - c * gap_c / scale).mean()
+    raise ValueError(f"projection={config.projection!r}: use 'raw', 'logsigmoid' or 'softplus'.")
+
+
+def coherence_loss(logp_c: Tensor, logp_ref: Tensor, mask: Tensor, config: ReprPOConfig) -> Tensor:
+    """Per-token bound: squared excess of the log-prob drop beyond the margin, averaged over tokens."""
+    excess = F.relu(logp_ref - config.coherence_margin - logp_c) * mask
+    return (excess**2).sum() / mask.sum().clamp_min(1)
+
+
+def reference_pass(model: Any, adapter: Any, encoded: Encoded, n_pairs: int, paths: list[str], config: ReprPOConfig):
+    """States and token log-probs of every training text at c = 0 (the base model), computed once."""
+    states = {path: [] for path in paths}
+    token_logp: list[Tensor] = [torch.empty(0)] * (2 * n_pairs)
+    with adapter.coeff(0.0):
+        for start in range(0, n_pairs, config.batch_pairs * 2):
+            index = list(range(start, min(n_pairs, start + config.batch_pairs * 2)))
+            batch = encoded.batch(index, config.tokens)
+            found, logp, mask = traced_forward(model, batch, paths, grad=False)
+            for path in paths:
+                states[path].append(found[path].detach().float().cpu())
+            for row, text in enumerate(batch.text_index.tolist()):
+                token_logp[text] = logp[row][mask[row].bool()].detach().cpu()
+    return {path: torch.cat(parts) for path, parts in states.items()}, token_logp
+
+
+def aligned_reference(token_logp: list[Tensor], batch, mask: Tensor) -> Tensor:
+    """Reference log-probs placed where the (left-padded) batch has its real targets."""
+    out = torch.zeros_like(mask)
+    for row, text in enumerate(batch.text_index.tolist()):
+        values = token_logp[text].to(mask.device)
+        out[row, mask.shape[1] - len(values):] = values
+    return out
+
+
+def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOConfig | None = None, **overrides: Any) -> TrainResult:
+    """Train ``adapter`` on ``pairs`` with the ReprPO loss; see the module docstring.
+
+    Returns a `TrainResult` (history DataFrame, whether the sign was flipped, seconds, figure()).
+    After training, a sign check on the training pairs flips the adapter if c = +1
+    separates the wrong way.
+    """
+    config = ReprPOConfig(**(asdict(config or ReprPOConfig()) | overrides))
+    pairs = probes.as_pairs(pairs)
+    torch.manual_seed(config.seed)
+    order_rng = random.Random(config.seed)
+    total = sl.n_layers(model)
+    loss_layers = sl.resolve_layers(model, config.loss_layers if config.loss_layers is not None else [min(total - 1, (3 * total) // 4)])
+    paths = [sl.resolve(model, layer, "resid").path for layer in loss_layers]
+    encoded = encode(model, pairs, config.tokens, config.max_length)
+    started = time.time()
+
+    reference, ref_logp = reference_pass(model, adapter, encoded, len(pairs), paths, config)
+    directions = preference_directions(reference, model, loss_layers, config, paths)
+    ref_gap_all = separations(reference, directions)  # [layer, pair]
+    scale = ref_gap_all.abs().mean(-1, keepdim=True).clamp_min(1e-6)
+
+    parameters = adapter.trainable_parameters()
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    history = []
+    best, since_best = float("inf"), 0
+    bar = tqdm(range(config.steps), desc="ReprPO", disable=not config.progress)
+    schedule: list[int] = []
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        optimizer.zero_grad(set_to_none=True)
+        parts = {"loss": 0.0, "projection": 0.0, "coherence": 0.0, "monotonic": 0.0, "gain_pos": 0.0, "gain_neg": 0.0}
+        for _ in range(config.grad_accum):
+            if len(schedule) < config.batch_pairs:
+                schedule += order_rng.sample(range(len(pairs)), len(pairs))
+            index, schedule = schedule[: config.batch_pairs], schedule[config.batch_pairs :]
+            batch = encoded.batch(index, config.tokens)
+            ref_gap = ref_gap_all[:, index]
+            gaps, logp_gaps, losses = {}, {}, []
+            for c in (1.0, -1.0):
+                with adapter.coeff(c):
+                    states, logp, mask = traced_forward(model, batch, paths, grad=True)
+                gaps[c] = separations(states, directions)
+                logp_gaps[c] = pair_logp_gap(logp, mask)
+                projection = projection_loss(gaps[c], ref_gap.to(gaps[c].device), scale.to(gaps[c].device), c, config)
+                coherence = coherence_loss(logp, aligned_reference(ref_logp, batch, mask), mask, config)
+                losses.append((projection, coherence))
+                parts["projection"] += projection.item() / config.grad_accum
+                parts["coherence"] += coherence.item() / config.grad_accum
+            ref_logp_gap = torch.stack([(ref_logp[2 * p].mean() - ref_logp[2 * p + 1].mean()) for p in index]).mean()
+            monotonic = F.relu(ref_logp_gap.to(logp_gaps[1.0].device) - logp_gaps[1.0]) + F.relu(logp_gaps[-1.0] - ref_logp_gap.to(logp_gaps[-1.0].device))
+            loss = sum(p + config.coherence_weight * c for p, c in losses) + config.monotonic_weight * monotonic
+            (loss / config.grad_accum).backward()
+            parts["loss"] += loss.item() / config.grad_accum
+            parts["monotonic"] += monotonic.item() / config.grad_accum
+            parts["gain_pos"] += float(((gaps[1.0] - ref_gap.to(gaps[1.0].device)) / scale.to(gaps[1.0].device)).mean()) / config.grad_accum
+            parts["gain_neg"] += float(((gaps[-1.0] - ref_gap.to(gaps[-1.0].device)) / scale.to(gaps[-1.0].device)).mean()) / config.grad_accum
+        if config.clip_grad:
+            torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad)
+        optimizer.step()
+        history.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **parts, "seconds": time.time() - started})
+        bar.set_postfix(loss=f"{parts['loss']:.3f}", proj=f"{parts['projection']:.3f}", coh=f"{parts['coherence']:.3f}",
+                        up=f"{parts['gain_pos']:+.2f}", down=f"{parts['gain_neg']:+.2f}")
+        if parts["loss"] < best - 1e-4:
+            best, since_best = parts["loss"], 0
+        else:
+            since_best += 1
+            if config.patience is not None and since_best >= config.patience:
+                break
+    bar.close()
+
+    check = separation_check(model, adapter, encoded, len(pairs), paths, directions, config)
+    flipped = check["c=+1"] < check["c=0"]
+    if flipped:
+        adapter.flip_sign()
+        check = {"c=+1": check["c=-1"], "c=0": check["c=0"], "c=-1": check["c=+1"]}
+    return TrainResult(pd.DataFrame(history), flipped, time.time() - started, config,
+                       {layer: directions[path] for layer, path in zip(loss_layers, paths)}, check)
+
+
+@torch.no_grad()
+def separation_check(model: Any, adapter: Any, encoded: Encoded, n_pairs: int, paths: list[str], directions: dict[str, Tensor], config: ReprPOConfig) -> dict[str, float]:
+    """Mean separation along the frozen directions on the training pairs at c = −1, 0, +1."""
+    out = {}
+    for name, c in (("c=-1", -1.0), ("c=0", 0.0), ("c=+1", 1.0)):
+        gaps = []
+        with adapter.coeff(c):
+            for start in range(0, n_pairs, config.batch_pairs * 2):
+                batch = encoded.batch(list(range(start, min(n_pairs, start + config.batch_pairs * 2))), config.tokens)
+                states, _, _ = traced_forward(model, batch, paths, grad=False)
+                gaps.append(separations(states, directions).mean(0).cpu())
+        out[name] = float(torch.cat(gaps).mean())
+    return out

@@ -1,0 +1,90 @@
+"""The sweep end to end on a tiny model: outputs, row-by-row writing, resume, the CLI."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import analysis
+import analysis.sweep as sweep_module
+import probes
+from analysis import sweep_steerability
+from steerscope.cli import main
+from tests.tiny import tiny_model
+
+
+def small_sweep(out, **overrides):
+    model = tiny_model("llama")
+    pairs = probes.honesty_pairs(n=10, tokenizer=model.tokenizer, chat=True)
+    options = dict(layers="all", kinds=("resid", "down"), methods=("mean_diff", "pca_diff"), coeffs=(-1, 0, 1),
+                   out=out, top_k=2, stride=2, progress=False, min_pmass=0.0, figure_formats=("html",))
+    return sweep_steerability(model, pairs, analysis.dilemmas()[:4], **(options | overrides))
+
+
+def test_short_sweep_writes_every_output(tmp_path):
+    result = small_sweep(tmp_path)
+    for name in ("results.csv", "separation.csv", "summary.md", "summary.tex", "report.html", "config.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    results = pd.read_csv(tmp_path / "results.csv")
+    configs = {(r.layer, r.kind) for r in results.itertuples()}
+    assert len(results) == 2 * len(configs) and results["error"].isna().all()
+    assert {(0, "resid"), (2, "resid")} <= configs  # the stride-2 layer profile of the first kind
+    assert set(pd.read_csv(tmp_path / "separation.csv")["kind"]) == {"resid", "down"}
+    assert len(list((tmp_path / "doses").glob("*.csv"))) == len(results)
+    assert len(list((tmp_path / "directions").glob("*.safetensors"))) == len(results)
+    for stem in ("steerability_score", "dose_response_top", "separation_auroc", "direction_cosines"):
+        assert (tmp_path / "figures" / f"{stem}.html").exists(), stem
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| layer | kind | method | score |" in summary
+    assert result.cosines is not None and set(result.cosines["method_a"]) == {"mean_diff", "pca_diff"}
+
+
+def test_interrupted_sweep_keeps_rows_and_resume_skips_them(tmp_path, monkeypatch):
+    original = sweep_module.dose_response
+    calls = []
+
+    def failing_after_three(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt  # the user stops the run
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "dose_response", failing_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        small_sweep(tmp_path)
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 3  # finished rows were written as they finished
+
+    with pytest.raises(FileExistsError, match="resume"):
+        small_sweep(tmp_path)
+
+    calls.clear()
+    monkeypatch.setattr(sweep_module, "dose_response", lambda *a, **k: calls.append(1) or original(*a, **k))
+    result = small_sweep(tmp_path, resume=True)
+    assert len(result.results) == 3 + len(calls) and len(calls) >= 1
+    assert len(result.results.drop_duplicates(["layer", "kind", "method"])) == len(result.results)
+
+
+def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from steering import directions
+
+    def broken(states, **options):
+        raise RuntimeError("this method is broken")
+
+    monkeypatch.setitem(directions.METHODS, "broken", broken)
+    result = small_sweep(tmp_path, methods=("broken", "mean_diff"), kinds=("resid",), top_k=1, stride=3)
+    failed = result.results[result.results["error"].notna()]
+    assert set(failed["method"]) == {"broken"} and failed["error"].str.contains("this method is broken").all()
+    assert result.results[result.results["method"] == "mean_diff"]["score"].notna().all()
+    assert "Failed configurations" in (tmp_path / "summary.md").read_text()
+
+
+def test_cli_sweep_on_a_local_model_folder(tmp_path, capsys):
+    model = tiny_model("llama")
+    folder = tmp_path / "tiny-llama"
+    probes.sublayers.unwrap(model).save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    code = main(["sweep", "--model", str(folder), "--layers", "0:3", "--kinds", "resid", "--methods", "mean_diff",
+                 "--coeffs=-1,0,1", "--out", str(tmp_path / "run"), "--pairs", "8", "--items", "4", "--top-k", "1", "--stride", "2"])
+    assert code == 0
+    assert "| layer | kind | method |" in capsys.readouterr().out
+    assert (tmp_path / "run" / "report.html").exists()
