@@ -8,8 +8,11 @@ Example:
 """
 
 from . import directions, fisher  # noqa: F401  (fisher registers the gradient methods)
+from .adapter import InnerPiSSA, attach_innerpissa, load_innerpissa
 from .calibrate import calibrate
 from .directions import METHODS, Direction, compute
 from .intervene import steer
+from .train import ReprPOConfig, TrainResult, train_reprpo
 
-__all__ = ["METHODS", "Direction", "calibrate", "compute", "directions", "steer"]
+__all__ = ["METHODS", "Direction", "InnerPiSSA", "ReprPOConfig", "TrainResult", "attach_innerpissa", "calibrate",
+           "compute", "directions", "load_innerpissa", "steer", "train_reprpo"]

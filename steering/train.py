@@ -67,6 +67,7 @@ class ReprPOConfig:
     direction_topk: int | None = None  # pick the best-aligned of the top-k PCs (None: PC1)
     clip_grad: float = 1.0
     patience: int | None = None  # early stop after this many steps without improvement
+    check_pairs: int = 16  # training pairs used by the sign check after training
     progress: bool = True
 
 
@@ -244,12 +245,14 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
     """
     config = ReprPOConfig(**(asdict(config or ReprPOConfig()) | overrides))
     pairs = probes.as_pairs(pairs)
+    encoded = encode(model, pairs, config.tokens, config.max_length)
+    if len(pairs) < 2:
+        raise ValueError("ReprPO needs at least 2 pairs (the preference direction is a PCA of their differences).")
     torch.manual_seed(config.seed)
     order_rng = random.Random(config.seed)
     total = sl.n_layers(model)
     loss_layers = sl.resolve_layers(model, config.loss_layers if config.loss_layers is not None else [min(total - 1, (3 * total) // 4)])
     paths = [sl.resolve(model, layer, "resid").path for layer in loss_layers]
-    encoded = encode(model, pairs, config.tokens, config.max_length)
     started = time.time()
 
     reference, ref_logp = reference_pass(model, adapter, encoded, len(pairs), paths, config)
@@ -291,8 +294,9 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
             (loss / config.grad_accum).backward()
             parts["loss"] += loss.item() / config.grad_accum
             parts["monotonic"] += monotonic.item() / config.grad_accum
-            parts["gain_pos"] += float(((gaps[1.0] - ref_gap.to(gaps[1.0].device)) / scale.to(gaps[1.0].device)).mean()) / config.grad_accum
-            parts["gain_neg"] += float(((gaps[-1.0] - ref_gap.to(gaps[-1.0].device)) / scale.to(gaps[-1.0].device)).mean()) / config.grad_accum
+            for name, c in (("gain_pos", 1.0), ("gain_neg", -1.0)):
+                gain = (gaps[c].detach() - ref_gap.to(gaps[c].device)) / scale.to(gaps[c].device)
+                parts[name] += gain.mean().item() / config.grad_accum
         if config.clip_grad:
             torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad)
         optimizer.step()
@@ -307,7 +311,7 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
                 break
     bar.close()
 
-    check = separation_check(model, adapter, encoded, len(pairs), paths, directions, config)
+    check = separation_check(model, adapter, encoded, min(len(pairs), config.check_pairs), paths, directions, config)
     flipped = check["c=+1"] < check["c=0"]
     if flipped:
         adapter.flip_sign()

@@ -2,6 +2,8 @@
 
     steerscope sweep [--model ID] [--layers all] [--kinds resid,o,down] [--methods mean_diff,pca_diff]
                      [--coeffs=-1,0,1] [--out runs/sweep] [--resume] [--full]
+    steerscope train [--model ID] [--concept honesty] [--layers 8:22:2] [--kinds o,down] [--rank 16]
+                     [--steps 20] [--out runs/train]
     steerscope demo  [--model ID] [--pairs 64] [--layers all] [--kinds resid]
 """
 
@@ -68,6 +70,63 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_adapter_layers(total: int) -> list[int]:
+    """Every other layer of the middle half (SmolLM2's 30 layers: 8, 10, ..., 20)."""
+    return list(range(total // 4 + 1, (3 * total) // 4 - 1, 2))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import analysis
+    import probes
+    import steering
+    from analysis import compare, plots
+    from analysis.report import latex_table
+
+    started = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = probes.load_model(args.model)
+    total = probes.sublayers.n_layers(model)
+    layers = parse_layers(args.layers) if args.layers else default_adapter_layers(total)
+    pairs = probes.pairs_from_templates(**concept_templates(args.concept), tokenizer=model.tokenizer, chat=True, n=args.pairs, seed=args.seed)
+    options = {"steps": args.steps, "lr": args.lr, "batch_pairs": args.batch_pairs, "seed": args.seed}
+    adapter = steering.attach_innerpissa(model, layers, args.kinds.split(","), args.rank, seed=args.seed)
+    print(adapter)
+    result = steering.train_reprpo(model, adapter, pairs, **options)
+    adapter.save(out / "adapter")
+    result.history.to_csv(out / "history.csv", index=False)
+    plots.save_figures({out / "training": result.figure()}, ("html", "png"))
+    print(f"trained in {result.seconds:.0f} s; separation along the frozen direction on the training pairs: {result.separation}"
+          + ("; the sign was flipped (c=+1 separated the wrong way)" if result.sign_flipped else ""))
+    if args.no_baselines:
+        return 0
+    items = analysis.dilemmas()[: args.items]
+    table, runs = compare.compare_methods(model, pairs, items, layers, args.kinds.split(","), args.rank, adapter=adapter,
+                                          adapter_seconds=result.seconds, train_options=options | {"progress": False},
+                                          ablations=not args.no_ablations)
+    table.to_csv(out / "methods.csv", index=False)
+    (out / "methods.md").write_text("# Methods on held-out dilemmas\n\n" + compare.methods_markdown(table) + "\n")
+    (out / "methods.tex").write_text(latex_table(table, caption="Honesty steering methods on held-out dilemmas."))
+    (out / "generations.md").write_text(compare.generations_markdown(runs))
+    (out / "doses").mkdir(exist_ok=True)
+    for run in runs:
+        run.dose.to_csv(out / "doses" / f"{run.name.replace(' ', '_').replace(':', '').replace('(', '').replace(')', '')}.csv", index=False)
+    plots.save_figures({out / "pareto": compare.pareto_figure(table),
+                        out / "dose_response": plots.dose_curves({run.name: run.dose for run in runs[:4]})}, ("html", "png", "svg"))
+    print(compare.methods_markdown(table))
+    print(f"\nWrote {out}/adapter, history.csv, methods.md, generations.md and figures in {time.time() - started:.0f} s.")
+    return 0
+
+
+def concept_templates(concept: str) -> dict:
+    from probes.pairs import load_concept
+
+    data = load_concept(concept)
+    return {"persona_pairs": [tuple(p) for p in data["personas"]], "suffixes": data["suffixes"], "template": data["template"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--batch-size", type=int, default=16)
     sweep.add_argument("--seed", type=int, default=0)
     sweep.set_defaults(run=run_sweep)
+    train = commands.add_parser("train", help="train InnerPiSSA with ReprPO and compare it with baselines")
+    train.add_argument("--model", default=None, help="HF id (cached) or local path; default: embedded SmolLM2-135M-Instruct")
+    train.add_argument("--concept", default="honesty", help="shipped concept for the training pairs (honesty, sentiment)")
+    train.add_argument("--layers", default=None, help="adapted layers: '8:22:2', '10,12' (default: every other middle layer)")
+    train.add_argument("--kinds", default="o,down", help="adapted sublayer kinds")
+    train.add_argument("--rank", type=int, default=16)
+    train.add_argument("--steps", type=int, default=20)
+    train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--batch-pairs", type=int, default=4)
+    train.add_argument("--pairs", type=int, default=64)
+    train.add_argument("--items", type=int, default=64, help="held-out dilemmas for the comparison")
+    train.add_argument("--no-baselines", action="store_true", help="train and save only")
+    train.add_argument("--no-ablations", action="store_true", help="skip the four adapter ablations")
+    train.add_argument("--out", default="runs/train")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=run_train)
     demo = commands.add_parser("demo", help="collect honesty pairs and print a per-layer separation table")
     demo.add_argument("--model", default=None, help="HF id (cached) or local path; default: embedded SmolLM2-135M-Instruct")
     demo.add_argument("--pairs", type=int, default=64)
