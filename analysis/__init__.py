@@ -7,7 +7,7 @@ Example:
     >>> analysis.save_figure(analysis.plots.dose_curves({"pca_diff": df}), "figures/dose")
 """
 
-from . import plots
+from . import compare, figures, plots, report
 from .agreement import compare_directions
 from .dose import dose_metrics, dose_response, unsteered_baseline
 from .plots import save_figure
@@ -16,7 +16,7 @@ from .separation import separation
 from .sweep import sweep_steerability
 
 __all__ = [
-    "compare_directions", "controls", "dilemmas", "dose_metrics", "dose_response", "load_daily_dilemmas",
+    "compare", "compare_directions", "figures", "report", "controls", "dilemmas", "dose_metrics", "dose_response", "load_daily_dilemmas",
     "load_dilemmas", "plots", "save_figure", "score_items", "separation", "sweep_steerability", "text_nll",
     "unsteered_baseline",
 ]

@@ -122,6 +122,20 @@ def cosine_heatmap(cosines: pd.DataFrame, layer: int | None = None, kind: str | 
     return style(fig, "Direction agreement between methods" + where, height=480, width=560)
 
 
+def training_curves(history: pd.DataFrame) -> go.Figure:
+    """ReprPO training: the loss and its parts per step, and the scaled separation gain at c = ±1."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss parts", "separation gain vs c = 0"))
+    for index, column in enumerate(["loss", "projection", "coherence", "monotonic"]):
+        fig.add_trace(go.Scatter(x=history["step"], y=history[column], name=column, line=dict(color=PALETTE[index])), row=1, col=1)
+    for index, (column, label) in enumerate((("gain_pos", "c = +1"), ("gain_neg", "c = −1"))):
+        fig.add_trace(go.Scatter(x=history["step"], y=history[column], name=label,
+                                 line=dict(color=PALETTE[4 + index], dash="solid" if index == 0 else "dash")), row=1, col=2)
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text="loss (dimensionless)", row=1, col=1)
+    fig.update_yaxes(title_text="Δ separation / typical gap at c = 0", row=1, col=2)
+    return style(fig, "ReprPO training", height=420, width=980)
+
+
 def kaleido_available() -> bool:
     try:
         import kaleido  # noqa: F401
@@ -168,3 +182,45 @@ def save_figure(fig: go.Figure, path: str | Path, formats: Sequence[str] = ("htm
         >>> save_figure(plots.dose_curves({"pca_diff": df}), "figures/dose")
     """
     return save_figures({path: fig}, formats, scale)
+
+
+def projection_histograms(acts, directions, layer: int, kind: str) -> go.Figure:
+    """Histograms of positive and negative states projected on each direction (one panel per method)."""
+    fig = make_subplots(rows=1, cols=len(directions), subplot_titles=[d.method for d in directions], horizontal_spacing=0.05)
+    hs = acts[layer, kind][:, :, -1].float()
+    for column, direction in enumerate(directions, 1):
+        for side, (name, colour) in enumerate((("positive", PALETTE[0]), ("negative", PALETTE[3]))):
+            fig.add_trace(go.Histogram(x=(hs[:, side] @ direction.vector.float()).numpy(), name=name, marker_color=colour,
+                                       opacity=0.6, showlegend=column == 1, nbinsx=20), row=1, col=column)
+        fig.update_xaxes(title_text="projection", row=1, col=column)
+    fig.update_layout(barmode="overlay")
+    fig.update_yaxes(title_text="count", row=1, col=1)
+    return style(fig, f"Positive vs negative states on each direction (layer {layer} {kind})", height=380,
+                 width=max(520, 300 * len(directions)))
+
+
+def adapter_changes(adapter) -> go.Figure:
+    """Per adapted target: the rotation angle of V at c = 1 (largest principal angle, degrees)
+    and the mean relative change of the singular values, S(1)/S − 1."""
+    import torch
+
+    from steering.adapter import cayley
+
+    names, angles, s_changes = [], [], []
+    for target in adapter.targets:
+        layer = adapter.layer(target)
+        names.append(target.name)
+        with torch.no_grad():
+            if layer.theta_v is not None:
+                eigenvalues = torch.linalg.eigvals(cayley(layer.theta_v, adapter.config.sign, adapter.config.max_angle).double())
+                angles.append(float(eigenvalues.angle().abs().max()) * 180 / np.pi)
+            else:
+                angles.append(0.0)
+            s_changes.append(float((layer.singular_values(torch.tensor(adapter.config.sign)) / layer.S - 1).mean()) * 100)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("V rotation at c = +1", "singular values at c = +1"))
+    fig.add_trace(go.Bar(x=names, y=angles, marker_color=PALETTE[0], showlegend=False), row=1, col=1)
+    fig.add_trace(go.Bar(x=names, y=s_changes, marker_color=PALETTE[1], showlegend=False), row=1, col=2)
+    fig.update_xaxes(title_text="target (layer.kind)")
+    fig.update_yaxes(title_text="largest principal angle (degrees)", row=1, col=1)
+    fig.update_yaxes(title_text="mean S change (%)", row=1, col=2)
+    return style(fig, "What the adapter learned", height=420, width=980)

@@ -21,6 +21,7 @@ from .pairs import (
     sentiment_pairs,
 )
 from .sublayers import KINDS
+from .trace import Trace, trace_modules
 
 __all__ = [
     "Activations",
@@ -35,6 +36,8 @@ __all__ = [
     "project",
     "sentiment_pairs",
     "sublayers",
+    "Trace",
+    "trace_modules",
     "weight_svd",
     "wrap",
 ]

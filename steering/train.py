@@ -82,23 +82,9 @@ class TrainResult:
 
     def figure(self):
         """Training curves: total loss and its parts, and the separation at c = ±1."""
-        from plotly.subplots import make_subplots
-        import plotly.graph_objects as go
+        from analysis.plots import training_curves
 
-        from analysis.plots import PALETTE, style
-
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("loss parts", "separation vs reference (per pair, scaled)"))
-        for index, column in enumerate(["loss", "projection", "coherence", "monotonic"]):
-            fig.add_trace(go.Scatter(x=self.history["step"], y=self.history[column], name=column,
-                                     line=dict(color=PALETTE[index])), row=1, col=1)
-        for index, column in enumerate(["gain_pos", "gain_neg"]):
-            fig.add_trace(go.Scatter(x=self.history["step"], y=self.history[column],
-                                     name={"gain_pos": "c=+1", "gain_neg": "c=−1"}[column],
-                                     line=dict(color=PALETTE[4 + index], dash="solid" if index == 0 else "dash")), row=1, col=2)
-        fig.update_xaxes(title_text="step")
-        fig.update_yaxes(title_text="loss", row=1, col=1)
-        fig.update_yaxes(title_text="Δ separation / typical gap", row=1, col=2)
-        return style(fig, "ReprPO training", height=420, width=980)
+        return training_curves(self.history)
 
 
 @dataclass

@@ -4,6 +4,7 @@
                      [--coeffs=-1,0,1] [--out runs/sweep] [--resume] [--full]
     steerscope train [--model ID] [--concept honesty] [--layers 8:22:2] [--kinds o,down] [--rank 16]
                      [--steps 20] [--out runs/train]
+    steerscope figures --run runs/sweep --out figures/
     steerscope demo  [--model ID] [--pairs 64] [--layers all] [--kinds resid]
 """
 
@@ -127,6 +128,14 @@ def concept_templates(concept: str) -> dict:
     return {"persona_pairs": [tuple(p) for p in data["personas"]], "suffixes": data["suffixes"], "template": data["template"]}
 
 
+def run_figures(args: argparse.Namespace) -> int:
+    from analysis.figures import regenerate
+
+    written = regenerate(args.run, args.out)
+    print("\n".join(str(path) for path in written))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--out", default="runs/train")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(run=run_train)
+    figures = commands.add_parser("figures", help="regenerate a run's figures (PNG, SVG, HTML) and tables (markdown, LaTeX)")
+    figures.add_argument("--run", required=True, help="a folder written by steerscope sweep or steerscope train")
+    figures.add_argument("--out", default="figures")
+    figures.set_defaults(run=run_figures)
     demo = commands.add_parser("demo", help="collect honesty pairs and print a per-layer separation table")
     demo.add_argument("--model", default=None, help="HF id (cached) or local path; default: embedded SmolLM2-135M-Instruct")
     demo.add_argument("--pairs", type=int, default=64)

@@ -1,0 +1,74 @@
+"""Directions other tools can load: safetensors with metadata, and GGUF control vectors.
+
+A GGUF control vector (llama.cpp ``--control-vector``, repeng ``ControlVector.import_gguf``)
+has ``general.architecture = controlvector``, ``controlvector.model_hint`` and
+``controlvector.layer_count``, and one float32 tensor ``direction.{L}`` per layer,
+added (times the user's scale) to the output of block ``L``: the same layer
+numbering as steerscope's ``resid`` kind. llama.cpp never steers block 0, so a
+direction there cannot be exported. The written vector is ``coeff · scale · v``.
+
+Example:
+    >>> export_gguf([d12, d16], "honesty.gguf", model_hint="llama")
+    >>> llama-cli -m smollm2.gguf --control-vector honesty.gguf          # in a shell
+    >>> directions = import_gguf("honesty.gguf")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .directions import Direction, load_directions, save_directions
+
+__all__ = ["export_gguf", "import_gguf", "load_directions", "save_directions"]
+
+
+def export_gguf(directions: Sequence[Direction], path: str | Path, *, coeff: float = 1.0, model_hint: str = "llama",
+                layer_count: int | None = None) -> Path:
+    """Write residual-stream directions as a llama.cpp control vector (one per layer)."""
+    import gguf
+
+    by_layer: dict[int, torch.Tensor] = {}
+    for direction in directions:
+        if direction.kind != "resid" or direction.space != "activation":
+            raise ValueError(f"{direction.name}: GGUF control vectors hold residual-stream (kind 'resid') activation directions only.")
+        if direction.layer < 1:
+            raise ValueError(f"{direction.name}: llama.cpp never steers block 0; choose a layer ≥ 1.")
+        vector = coeff * direction.scale * direction.vector.float()
+        by_layer[direction.layer] = by_layer.get(direction.layer, torch.zeros_like(vector)) + vector
+    if not by_layer:
+        raise ValueError("No directions to export.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), "controlvector")
+    writer.add_string("controlvector.model_hint", model_hint)
+    writer.add_uint32("controlvector.layer_count", layer_count if layer_count is not None else max(by_layer))
+    for layer in sorted(by_layer):
+        writer.add_tensor(f"direction.{layer}", by_layer[layer].numpy().astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def import_gguf(path: str | Path) -> list[Direction]:
+    """Read a GGUF control vector back as unit `Direction` s (``scale`` = the stored vector's norm)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    architecture = reader.fields.get("general.architecture")
+    if architecture is None or bytes(architecture.parts[architecture.data[0]]).decode() != "controlvector":
+        raise ValueError(f"{path} is not a GGUF control vector (general.architecture != 'controlvector').")
+    found = []
+    for tensor in reader.tensors:
+        if not tensor.name.startswith("direction."):
+            continue
+        vector = torch.from_numpy(np.array(tensor.data, dtype=np.float32).reshape(-1))
+        norm = float(vector.norm())
+        found.append(Direction(vector=vector / norm if norm > 0 else vector, scale=norm, layer=int(tensor.name.split(".")[1]),
+                               kind="resid", method="gguf", meta={"source": str(path)}))
+    return sorted(found, key=lambda d: d.layer)
