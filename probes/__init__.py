@@ -8,7 +8,7 @@ Example:
     >>> coords = probes.project(acts[10, "up"], probes.weight_svd(model, 10, "up"))
 """
 
-from . import sublayers
+from . import shards, sublayers
 from .activations import Activations
 from .basis import WeightSVD, project, weight_svd
 from .collect import collect

@@ -94,10 +94,14 @@ class Activations:
 
     @property
     def n_pairs(self) -> int:
+        if hasattr(self.data, "manifest"):
+            return self.data.manifest["n_pairs"]
         return next(iter(self.data.values())).shape[0] if self.data else 0
 
     @property
     def n_tokens(self) -> int:
+        if hasattr(self.data, "manifest"):
+            return self.data.manifest["tokens"]
         return next(iter(self.data.values())).shape[2] if self.data else 0
 
     @property
@@ -113,10 +117,16 @@ class Activations:
         return SideView(self, lambda hs: hs[:, 0] - hs[:, 1], "diff (positive - negative)")
 
     def nbytes(self) -> int:
+        if hasattr(self.data, "dims"):  # streamed: computed without loading the shards
+            itemsize = torch.empty(0, dtype=getattr(torch, self.data.manifest["dtype"])).element_size()
+            per_item = self.n_pairs * 2 * self.n_tokens * itemsize
+            return sum(per_item * self.data.dims[kind] for _, kind in self.data)
         return sum(t.numel() * t.element_size() for t in self.data.values())
 
     def dims(self) -> dict[str, int]:
         """Feature size per kind."""
+        if hasattr(self.data, "dims"):
+            return dict(self.data.dims)
         return {kind: t.shape[-1] for (_, kind), t in self.data.items()}
 
     # -- display ---------------------------------------------------------------
@@ -126,7 +136,7 @@ class Activations:
         layers = self.layers
         span = f"{layers[0]}–{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 1 else ", ".join(map(str, layers))
         kinds = ", ".join(f"{k}[{d}]" for k, d in self.dims().items())
-        dtype = next(iter(self.data.values())).dtype
+        dtype = self.data.manifest["dtype"] if hasattr(self.data, "manifest") else next(iter(self.data.values())).dtype
         model = f", model={self.model_name!r}" if self.model_name else ""
         return (
             f"Activations({self.n_pairs} pairs × 2 sides × {self.n_tokens} token(s); "

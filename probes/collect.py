@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -26,6 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import shards
 from . import sublayers as sl
 from .activations import Activations
 from .pairs import PairLike, as_pairs
@@ -138,6 +140,7 @@ def collect(
     batch_size: int = 32,
     progress: bool = True,
     dtype: torch.dtype = torch.float32,
+    out: str | Path | None = None,
 ) -> Activations:
     """Capture the last ``tokens`` real positions of each sublayer for both sides of each pair.
 
@@ -151,6 +154,9 @@ def collect(
         batch_size: texts per forward pass (texts of similar length are batched together).
         progress: show a progress bar (pairs/s).
         dtype: dtype of the returned tensors (on CPU).
+        out: stream each batch to a shard in this folder instead of keeping results in
+            memory (see `probes.shards`); a rerun skips finished shards. The returned
+            `Activations` then loads one (layer, kind) at a time.
 
     Returns:
         `Activations` with ``acts[layer, kind]`` of shape ``[pair, side, token, d]``.
@@ -184,29 +190,48 @@ def collect(
     batches = plan_batches(token_ids, batch_size, tokenizer.pad_token_id, tokenizer.padding_side, tokens)
 
     device = next(sl.unwrap(model).parameters()).device
+    name = getattr(sl.config_of(model), "name_or_path", None) or None
+    keys = [(t.layer, t.kind) for t in targets]
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        manifest = {"format": "steerscope.shards/1", "keys": keys, "tokens": tokens, "n_pairs": len(pairs),
+                    "n_batches": len(batches), "batch_size": batch_size, "dtype": str(dtype).replace("torch.", ""),
+                    "texts": shards.texts_digest(pairs), "n_layers": sl.n_layers(model), "model_name": name}
+        shards.prepare(folder, manifest, pairs)
     results: dict[tuple[int, str], Tensor] = {}
+    dims: list[int] = []
     bar = tqdm(total=len(pairs), unit="pair", desc="collect", disable=not progress, smoothing=0.1)
     try:
-        for batch in batches:
-            captured = trace_batch(model, batch, by_path, paths, device)
+        for index, batch in enumerate(batches):
+            if folder is not None and shards.shard_path(folder, index).exists():  # finished by an earlier run
+                bar.update(len(batch.text_index) / 2)
+                continue
+            captured = {key: values.to("cpu", dtype) for key, values in trace_batch(model, batch, by_path, paths, device).items()}
             for (layer, kind), values in captured.items():
-                values = values.to("cpu", dtype)
-                if not torch.isfinite(values).all():
-                    bad = batch.text_index[~torch.isfinite(values).flatten(1).all(1)].tolist()
-                    raise ValueError(
-                        f"Non-finite (NaN/inf) activations at layer {layer}, kind {kind!r}, for pair(s) "
-                        f"{sorted({i // 2 for i in bad})[:10]}. Check the model's dtype (float16 overflows "
-                        "easily; use float32 or bfloat16) and those texts."
-                    )
-                if (layer, kind) not in results:
-                    results[(layer, kind)] = torch.empty((len(pairs), 2, tokens, values.shape[-1]), dtype=dtype)
-                results[(layer, kind)].view(len(texts), tokens, -1)[batch.text_index] = values
+                check_finite(values, layer, kind, batch)
+            if folder is not None:
+                shards.save_shard(folder, index, captured, batch.text_index)
+            else:
+                for key, values in captured.items():
+                    if key not in results:
+                        results[key] = torch.empty((len(pairs), 2, tokens, values.shape[-1]), dtype=dtype)
+                    results[key].view(len(texts), tokens, -1)[batch.text_index] = values
             bar.update(len(batch.text_index) / 2)
     finally:
         bar.close()
-    ordered = {(t.layer, t.kind): results[(t.layer, t.kind)] for t in targets}
-    name = getattr(sl.config_of(model), "name_or_path", None) or None
-    return Activations(ordered, pairs=pairs, n_layers=sl.n_layers(model), model_name=name)
+    if folder is not None:
+        return shards.open_activations(folder)
+    return Activations({key: results[key] for key in keys}, pairs=pairs, n_layers=sl.n_layers(model), model_name=name)
+
+
+def check_finite(values: Tensor, layer: int, kind: str, batch: Batch) -> None:
+    if not torch.isfinite(values).all():
+        bad = batch.text_index[~torch.isfinite(values).flatten(1).all(1)].tolist()
+        raise ValueError(
+            f"Non-finite (NaN/inf) activations at layer {layer}, kind {kind!r}, for pair(s) "
+            f"{sorted({i // 2 for i in bad})[:10]}. Check the model's dtype (float16 overflows "
+            "easily; use float32 or bfloat16) and those texts."
+        )
 
 
 def trace_batch(

@@ -174,3 +174,41 @@ def test_nan_activations_are_reported_with_layer_and_kind():
         sl.unwrap(model).model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="Non-finite.*layer 1, kind 'down'"):
         probes.collect(model, PAIRS, layers=[0, 1], sublayers="down", progress=False)
+
+
+def test_streamed_capture_equals_in_memory_and_resumes_without_recomputing(tmp_path, monkeypatch):
+    import importlib
+
+    collect_module = importlib.import_module("probes.collect")
+    model = tiny_model("gpt2")
+    pairs = PAIRS * 3
+    options = dict(layers="all", sublayers=("resid", "q", "up"), tokens=2, batch_size=4, progress=False)
+    in_memory = probes.collect(model, pairs, **options)
+
+    original, calls = collect_module.trace_batch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user stops the capture during the third batch
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(collect_module, "trace_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        probes.collect(model, pairs, out=tmp_path / "capture", **options)
+    assert len(list((tmp_path / "capture").glob("shard_*.safetensors"))) == 2
+    with pytest.raises(FileNotFoundError, match="unfinished"):
+        probes.shards.open_activations(tmp_path / "capture")
+
+    calls.clear()
+    monkeypatch.setattr(collect_module, "trace_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
+    streamed = probes.collect(model, pairs, out=tmp_path / "capture", **options)
+    n_batches = -(-2 * len(pairs) // 4)
+    assert len(calls) == n_batches - 2  # finished shards are not recomputed
+    assert set(streamed.keys()) == set(in_memory.keys()) and streamed.n_pairs == len(pairs)
+    for key in in_memory:
+        assert torch.equal(streamed[key], in_memory[key])
+    reopened = probes.shards.open_activations(tmp_path / "capture")
+    assert torch.equal(reopened[-1, "up"], in_memory[2, "up"]) and "15 pairs" in repr(reopened)
+    with pytest.raises(ValueError, match="different capture"):
+        probes.collect(model, pairs, out=tmp_path / "capture", **(options | {"tokens": 1}))
