@@ -3,7 +3,7 @@
     steerscope sweep [--model ID] [--layers all] [--kinds resid,o,down] [--methods mean_diff,pca_diff]
                      [--coeffs=-1,0,1] [--out runs/sweep] [--resume] [--full]
     steerscope train [--model ID] [--concept honesty] [--layers 8:22:2] [--kinds o,down] [--rank 16]
-                     [--steps 20] [--out runs/train]
+                     [--steps 16] [--out runs/train]
     steerscope figures --run runs/sweep --out figures/
     steerscope demo  [--model ID] [--pairs 64] [--layers all] [--kinds resid]
 """
@@ -162,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--layers", default=None, help="adapted layers: '8:22:2', '10,12' (default: every other middle layer)")
     train.add_argument("--kinds", default="o,down", help="adapted sublayer kinds")
     train.add_argument("--rank", type=int, default=16)
-    train.add_argument("--steps", type=int, default=20)
+    train.add_argument("--steps", type=int, default=16)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--batch-pairs", type=int, default=4)
     train.add_argument("--pairs", type=int, default=64)
-    train.add_argument("--items", type=int, default=64, help="held-out dilemmas for the comparison")
+    train.add_argument("--items", type=int, default=32, help="held-out dilemmas for the comparison (of the 64 shipped)")
     train.add_argument("--no-baselines", action="store_true", help="train and save only")
     train.add_argument("--no-ablations", action="store_true", help="skip the four adapter ablations")
     train.add_argument("--out", default="runs/train")
