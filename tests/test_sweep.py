@@ -88,3 +88,21 @@ def test_cli_sweep_on_a_local_model_folder(tmp_path, capsys):
     assert code == 0
     assert "| layer | kind | method |" in capsys.readouterr().out
     assert (tmp_path / "run" / "report.html").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not analysis.plots.kaleido_available(), reason="needs kaleido and a Chromium (scripts/setup.sh installs both)")
+def test_cli_figures_regenerates_png_and_svg_of_the_expected_size(tmp_path):
+    import struct
+
+    small_sweep(tmp_path / "run")
+    assert main(["figures", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "figures")]) == 0
+    for stem in ("steerability_score", "dose_response_top", "separation_auroc", "direction_cosines"):
+        png = (tmp_path / "figures" / f"{stem}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        figure = analysis.report.sweep_figures(analysis.sweep.load_sweep(tmp_path / "run"))[stem]
+        assert (width, height) == (2 * figure.layout.width, 2 * figure.layout.height)
+        svg = (tmp_path / "figures" / f"{stem}.svg").read_text()
+        assert svg.lstrip().startswith("<svg") and len(svg) > 1000
+    assert (tmp_path / "figures" / "sweep_summary.tex").read_text().startswith("\\begin{table}")
