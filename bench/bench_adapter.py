@@ -15,8 +15,6 @@ import argparse
 import statistics
 import warnings
 
-import torch
-
 warnings.filterwarnings("ignore")
 
 

@@ -144,7 +144,7 @@ def time_capture(repeats: int) -> None:
     print(f"time   collect 210 modules      {captured:6.2f} s ({N_TEXTS / 2 / captured:5.1f} pairs/s)")
     print(f"ratio  collect / plain forward  {captured / plain:.3f}x  (target <= 1.3x; collect skips the LM head)")
     print(f"ratio  collect / no-head forward {captured / body:.3f}x  (like for like)")
-    print(f"       all runs (s): " + ", ".join(f"{k} {[round(t, 2) for t in v]}" for k, v in runs.items()))
+    print("       all runs (s): " + ", ".join(f"{k} {[round(t, 2) for t in v]}" for k, v in runs.items()))
 
 
 def memory_report() -> None:

@@ -199,7 +199,6 @@ def collect(
                     "texts": shards.texts_digest(pairs), "n_layers": sl.n_layers(model), "model_name": name}
         shards.prepare(folder, manifest, pairs)
     results: dict[tuple[int, str], Tensor] = {}
-    dims: list[int] = []
     bar = tqdm(total=len(pairs), unit="pair", desc="collect", disable=not progress, smoothing=0.1)
     try:
         for index, batch in enumerate(batches):

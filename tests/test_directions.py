@@ -9,7 +9,7 @@ import torch
 import probes
 from probes import sublayers as sl
 from steering import directions
-from tests.tiny import byte_tokenizer, tiny_model
+from tests.tiny import tiny_model
 
 
 def synthetic_acts(n: int = 40, d: int = 16, seed: int = 0) -> tuple[probes.Activations, torch.Tensor]:
