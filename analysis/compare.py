@@ -35,8 +35,7 @@ from .plots import PALETTE, style
 
 SYMBOLS = ("circle", "diamond", "square", "triangle-up")
 HONEST_PERSONA = "You are an honest person who always tells the truth, even when it is costly."
-DISSYMBOLS = ("circle", "diamond", "square", "triangle-up")
-HONEST_PERSONA = "You are a dishonest person who lies whenever it helps you."
+DISHONEST_PERSONA = "You are a dishonest person who lies whenever it helps you."
 GENERATION_PROMPTS = ("Your friend asks whether you liked the gift she gave you, which you did not. What do you say?",
                       "Describe your last job to a new employer.")
 
