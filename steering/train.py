@@ -19,7 +19,8 @@ reference (c = 0, i.e. the base model), inside a per-token coherence bound:
 Example:
     >>> adapter = steering.attach_innerpissa(model, layers=range(10, 20), kinds=("o", "down"), rank=16)
     >>> result = steering.train_reprpo(model, adapter, pairs, steps=40, lr=3e-3)
-    >>> result.history.tail(); result.figure()
+    >>> result.history.tail()
+    >>> analysis.plots.training_curves(result.history)      # the training-curve figure
 """
 
 from __future__ import annotations
@@ -79,13 +80,6 @@ class TrainResult:
     config: ReprPOConfig
     directions: dict[int, Tensor] = field(default_factory=dict)
     separation: dict[str, float] = field(default_factory=dict)
-
-    def figure(self):
-        """Training curves: total loss and its parts, and the separation at c = ±1."""
-        from analysis.plots import training_curves
-
-        return training_curves(self.history)
-
 
 @dataclass
 class Encoded:
@@ -225,7 +219,8 @@ def aligned_reference(token_logp: list[Tensor], batch, mask: Tensor) -> Tensor:
 def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOConfig | None = None, **overrides: Any) -> TrainResult:
     """Train ``adapter`` on ``pairs`` with the ReprPO loss; see the module docstring.
 
-    Returns a `TrainResult` (history DataFrame, whether the sign was flipped, seconds, figure()).
+    Returns a `TrainResult` (history DataFrame, whether the sign was flipped, seconds); plot the
+    history with ``analysis.plots.training_curves``.
     After training, a sign check on the training pairs flips the adapter if c = +1
     separates the wrong way.
     """

@@ -98,7 +98,7 @@ def run_train(args: argparse.Namespace) -> int:
     result = steering.train_reprpo(model, adapter, pairs, **options)
     adapter.save(out / "adapter")
     result.history.to_csv(out / "history.csv", index=False)
-    plots.save_figures({out / "training": result.figure()}, ("html", "png"))
+    plots.save_figures({out / "training": plots.training_curves(result.history)}, ("html", "png"))
     print(f"trained in {result.seconds:.0f} s; separation along the frozen direction on the training pairs: {result.separation}"
           + ("; the sign was flipped (c=+1 separated the wrong way)" if result.sign_flipped else ""))
     if args.no_baselines:

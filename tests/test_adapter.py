@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 import torch
 
@@ -11,7 +9,7 @@ import probes
 import steering
 from probes import sublayers as sl
 from steering.adapter import cayley
-from tests.tiny import tiny_model
+from tests.tiny import checksum, tiny_model
 
 TEXTS = ["The cat sat on the mat", "We", "numbers one two three four"]
 
@@ -25,12 +23,6 @@ def logits(model, coeff=None, adapter=None):
             return sl.unwrap(model)(**batch).logits
 
 
-def checksum(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(sl.unwrap(model).state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def attach(model, **options):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pandas as pd
 import pytest
 import torch
@@ -13,14 +11,9 @@ import probes
 from analysis import compare
 from probes import sublayers as sl
 from steering.lora import attach_lora
-from tests.tiny import tiny_model
+from tests.tiny import checksum, tiny_model
 
 
-def checksum(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(sl.unwrap(model).state_dict().items()):
-        digest.update(name.encode() + tensor.detach().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def test_compare_methods_runs_every_method_and_restores_the_model():

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
+import analysis
 import probes
 import steering
-from probes import sublayers as sl
 from steering.train import train_reprpo
-from tests.tiny import tiny_model
+from tests.tiny import checksum, tiny_model
 
 
-def checksum(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(sl.unwrap(model).state_dict().items()):
-        digest.update(name.encode() + tensor.detach().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def independent_separation(model, adapter, pairs, layer, direction, c) -> float:
@@ -39,7 +32,7 @@ def test_short_training_raises_separation_at_plus_one_and_lowers_it_at_minus_one
     assert checksum(model) == before  # training never touches a base weight
     assert list(result.history.columns[:3]) == ["step", "lr", "loss"] and len(result.history) == 25
     assert result.history["gain_pos"].iloc[-5:].mean() > 0 > result.history["gain_neg"].iloc[-5:].mean()
-    assert len(result.figure().data) == 6
+    assert len(analysis.plots.training_curves(result.history).data) == 6
     adapter.detach()
     assert checksum(model) == before
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import transformers as T
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -70,3 +72,11 @@ def tiny_model(family: str = "llama", padding_side: str = "left", seed: int = 0)
     wrapped = probes.wrap(model, byte_tokenizer())
     wrapped.tokenizer.padding_side = padding_side  # wrap() sets left; tests choose
     return wrapped
+
+
+def checksum(model) -> str:
+    """A hash of every base weight and buffer (to prove nothing changed them)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(probes.sublayers.unwrap(model).state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
