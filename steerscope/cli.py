@@ -55,6 +55,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     import probes
 
     started = time.time()
+    args.out = args.out or time.strftime("runs/sweep-%Y%m%d-%H%M%S")
     model = probes.load_model(args.model)
     pairs = probes.honesty_pairs(n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
     items = analysis.dilemmas()[: args.items]
@@ -86,7 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
     from analysis.report import latex_table
 
     started = time.time()
-    out = Path(args.out)
+    out = Path(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     model = probes.load_model(args.model)
     total = probes.sublayers.n_layers(model)
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--methods", default="mean_diff,pca_diff", help="comma-separated direction methods (see steering.METHODS)")
     sweep.add_argument("--coeffs", default="-1,0,1", help="comma-separated steering coefficients; write --coeffs=-2,-1,0,1,2")
     sweep.add_argument("--min-pmass", type=float, default=0.1, help="items with P(yes)+P(no) below this are invalid")
-    sweep.add_argument("--out", default="runs/sweep", help="output folder")
+    sweep.add_argument("--out", default=None, help="output folder (default: runs/sweep-<date-time>, so reruns never collide)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     sweep.add_argument("--full", action="store_true", help="dose-response for every layer x kind (slow)")
     sweep.add_argument("--pairs", type=int, default=64, help="contrastive honesty pairs for the directions")
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--items", type=int, default=32, help="held-out dilemmas for the comparison (of the 64 shipped)")
     train.add_argument("--no-baselines", action="store_true", help="train and save only")
     train.add_argument("--no-ablations", action="store_true", help="skip the four adapter ablations")
-    train.add_argument("--out", default="runs/train")
+    train.add_argument("--out", default=None, help="output folder (default: runs/train-<date-time>)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=run_train)
     figures = commands.add_parser("figures", help="regenerate a run's figures (PNG, SVG, HTML) and tables (markdown, LaTeX)")
