@@ -1,9 +1,9 @@
 """The ``steerscope`` command line.
 
     steerscope sweep [--model ID] [--layers all] [--kinds resid,o,down] [--methods mean_diff,pca_diff]
-                     [--coeffs=-1,0,1] [--out runs/sweep] [--resume] [--full]
+                     [--coeffs=-1,0,1] [--out DIR] [--resume] [--full]
     steerscope train [--model ID] [--concept honesty] [--layers 8:22:2] [--kinds o,down] [--rank 16]
-                     [--steps 16] [--out runs/train]
+                     [--steps 16] [--out DIR]
     steerscope figures --run runs/sweep --out figures/
     steerscope demo  [--model ID] [--pairs 64] [--layers all] [--kinds resid]
 """
