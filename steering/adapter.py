@@ -114,12 +114,11 @@ class InnerPiSSALayer(nn.Module):
             rotated = coords @ R_v  # R_v: [r, r] or [b, r, r]
         S_c = self.singular_values(c)
         scaled = rotated * (S_c[:, None, :] if S_c.ndim == 2 else S_c)
-        if self.theta_u is not None:
-            R_u = cayley(self.theta_u, c, self.config.max_angle)
-            scaled = scaled @ R_u.transpose(-1, -2)
-        adapted = scaled @ self.U.T
-        original = (coords * self.S) @ self.U.T
-        return adapted - original
+        original = coords * self.S
+        if self.theta_u is None:  # both parts share U: one projection back instead of two
+            return (scaled - original) @ self.U.T
+        R_u = cayley(self.theta_u, c, self.config.max_angle)
+        return (scaled @ R_u.transpose(-1, -2) - original) @ self.U.T
 
     def delta_weight(self, c: float) -> Float[Tensor, "d_out d_in"]:
         """The dense ``ΔW(c)`` (only for `InnerPiSSA.merge`)."""
