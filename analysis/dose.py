@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from probes.remote import Remote, resolve_remote
 from steering.directions import Direction
 from steering.intervene import steer
 
@@ -36,7 +37,8 @@ def as_directions(intervention: Any) -> list[Direction] | None:
 
 
 def score_at_coeffs(model: Any, intervention: Any, items: list[sc.Dilemma], coeffs: Sequence[float], texts: list[str],
-                    neutral: list[str], batch_size: int, min_pmass: float) -> tuple[dict[float, pd.DataFrame], dict[float, float]]:
+                    neutral: list[str], batch_size: int, min_pmass: float,
+                    remote: Remote = False) -> tuple[dict[float, pd.DataFrame], dict[float, float]]:
     """Scores and neutral NLL at each non-zero coefficient."""
     tables: dict[float, pd.DataFrame] = {}
     nll: dict[float, float] = {}
@@ -48,10 +50,10 @@ def score_at_coeffs(model: Any, intervention: Any, items: list[sc.Dilemma], coef
         neutral_coeffs = np.repeat(coeffs, len(neutral))
 
         def steering_rows(per_text):
-            return lambda index: steer(model, directions, torch.tensor(per_text[index], dtype=torch.float32))
+            return lambda index: steer(model, directions, torch.tensor(per_text[index], dtype=torch.float32), remote=remote)
 
-        logprobs = sc.last_logprobs(model, texts * len(coeffs), batch_size, steering_rows(prompt_coeffs))
-        sums, counts = sc.token_nll(model, neutral * len(coeffs), batch_size, steering_rows(neutral_coeffs))
+        logprobs = sc.last_logprobs(model, texts * len(coeffs), batch_size, steering_rows(prompt_coeffs), remote=remote)
+        sums, counts = sc.token_nll(model, neutral * len(coeffs), batch_size, steering_rows(neutral_coeffs), remote=remote)
         for k, c in enumerate(coeffs):
             tables[c] = sc.logratio_table(logprobs[k * len(texts) : (k + 1) * len(texts)], items, model.tokenizer, min_pmass)
             part = slice(k * len(neutral), (k + 1) * len(neutral))
@@ -59,6 +61,12 @@ def score_at_coeffs(model: Any, intervention: Any, items: list[sc.Dilemma], coef
         return tables, nll
     if not hasattr(intervention, "coeff"):
         raise TypeError(f"intervention must be a Direction, a list of them, an adapter with .coeff(c), or None; got {type(intervention).__name__}.")
+    if remote:
+        raise NotImplementedError(
+            f"{type(intervention).__name__} works through forward hooks in this process, which do not travel "
+            "with a remote trace. Score Directions remotely, or run the adapter on a local model "
+            "(probes.load_model(name, device_map='auto', dtype='bfloat16'))."
+        )
     for c in coeffs:
         with intervention.coeff(c):
             tables[c] = sc.logratio_table(sc.last_logprobs(model, texts, batch_size), items, model.tokenizer, min_pmass)
@@ -78,6 +86,7 @@ def dose_response(
     neutral_texts: Sequence[str] | None = None,
     baseline: tuple[pd.DataFrame, float] | None = None,
     persona: str | None = None,
+    remote: Remote | None = None,
 ) -> pd.DataFrame:
     """A tidy DataFrame: one row per (item, coeff) with ``logratio``, ``pmass``, ``valid``,
     ``honesty`` and the neutral-text ``nll`` at that coefficient.
@@ -88,7 +97,11 @@ def dose_response(
         baseline: the unsteered ``(score table, nll)`` if already computed (a sweep
             shares it across configurations).
         persona: a system-style instruction prepended to every question (prompting baseline).
+        remote: run every forward on NDIF (``True``) or nnsight's local dry run of it
+            (``"local"``); ``None`` follows ``load_model(..., remote=)``. Directions then
+            travel as nnsight edits; adapters cannot.
     """
+    remote = resolve_remote(model, remote)
     items = list(items)
     if not items:
         raise ValueError("No items: pass dilemmas such as analysis.dilemmas().")
@@ -98,10 +111,10 @@ def dose_response(
     neutral = list(neutral_texts) if neutral_texts is not None else sc.neutral_texts()
     texts = [sc.render_item(model.tokenizer, item, persona=persona) for item in items]
     if baseline is None or persona is not None:
-        baseline = (sc.score_items(model, items, persona=persona, min_pmass=min_pmass, batch_size=batch_size),
-                    sc.text_nll(model, neutral, batch_size=batch_size))
+        baseline = (sc.score_items(model, items, persona=persona, min_pmass=min_pmass, batch_size=batch_size, remote=remote),
+                    sc.text_nll(model, neutral, batch_size=batch_size, remote=remote))
     steered = [c for c in coeffs if c != 0.0] if intervention is not None else []
-    tables, nll = score_at_coeffs(model, intervention, items, steered, texts, neutral, batch_size, min_pmass)
+    tables, nll = score_at_coeffs(model, intervention, items, steered, texts, neutral, batch_size, min_pmass, remote)
     frames = []
     for c in coeffs:
         table = tables.get(c, baseline[0]).copy()
@@ -112,10 +125,11 @@ def dose_response(
 
 
 def unsteered_baseline(model: Any, items: Sequence[sc.Dilemma], batch_size: int = 16, min_pmass: float = 0.1,
-                       neutral_texts: Sequence[str] | None = None) -> tuple[pd.DataFrame, float]:
-    """The c = 0 scores and NLL, to share across many `dose_response` calls."""
+                       neutral_texts: Sequence[str] | None = None, remote: Remote | None = None) -> tuple[pd.DataFrame, float]:
+    """The c = 0 scores and NLL, to share across many `dose_response` calls (``remote`` as there)."""
     neutral = list(neutral_texts) if neutral_texts is not None else sc.neutral_texts()
-    return sc.score_items(model, items, min_pmass=min_pmass, batch_size=batch_size), sc.text_nll(model, neutral, batch_size)
+    return (sc.score_items(model, items, min_pmass=min_pmass, batch_size=batch_size, remote=remote),
+            sc.text_nll(model, neutral, batch_size, remote=remote))
 
 
 def dose_metrics(df: pd.DataFrame) -> dict[str, float]:

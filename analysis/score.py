@@ -27,12 +27,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Sequence
 
+import nnsight
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float, Int
 
-from probes import sublayers as sl
-from probes.collect import pad_batch, tokenize
+from probes.collect import Batch, pad_batch, tokenize
+from probes.remote import Remote, resolve_remote, trace_options
 
 PREFILL = "My choice:"
 INSTRUCTION = "Answer with Yes or No only."
@@ -185,21 +187,35 @@ def padded_batches(model: Any, texts: Sequence[str], batch_size: int):
         yield index, pad_batch([ids[i] for i in index], index, tokenizer.pad_token_id, "left", 1)
 
 
-def last_logprobs(model: Any, texts: Sequence[str], batch_size: int = 16, context: BatchContext = no_context) -> torch.Tensor:
+def last_logprobs(model: Any, texts: Sequence[str], batch_size: int = 16, context: BatchContext = no_context,
+                  remote: Remote | None = None) -> torch.Tensor:
     """Next-token log-probabilities after each text, ``[len(texts), vocab]``.
 
     ``context(rows)`` wraps each batch's forward, e.g. steering with one
     coefficient per row, so a whole dose sweep shares batched forwards.
+    ``remote`` runs each batch's trace on NDIF (``None``: the model's setting).
     """
-    torch_model = sl.unwrap(model)
-    device = next(torch_model.parameters()).device
+    remote = resolve_remote(model, remote)
     rows = []
     for index, batch in padded_batches(model, texts, batch_size):
-        with torch.no_grad(), context(index):
-            logits = torch_model(**batch.model_inputs(device)).logits
-        last = logits[torch.arange(len(index)), batch.last_positions[:, 0].to(device)]
-        rows.append(F.log_softmax(last.float(), -1).cpu())
+        with context(index):
+            rows.append(traced_last_logprobs(model, batch, remote).cpu())
     return torch.cat(rows)
+
+
+def traced_last_logprobs(model: Any, batch: Batch, remote: Remote) -> Float[torch.Tensor, "b vocab"]:
+    """One traced forward; log-softmax of the logits at each row's last real token.
+
+    This block is what travels to NDIF: torch only, and nothing leaves the model's
+    device until the trace returns its ``[b, vocab]`` result.
+    """
+    positions = batch.last_positions[:, 0]
+    with torch.no_grad(), model.trace(batch.model_inputs(), **trace_options(remote)):
+        logits = model.output.logits
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        last = logits[rows, positions.to(logits.device)]
+        logprobs = nnsight.save(F.log_softmax(last.float(), -1))
+    return logprobs
 
 
 def logratio_table(logprobs: torch.Tensor, items: Sequence[Dilemma], tokenizer: Any, min_pmass: float) -> pd.DataFrame:
@@ -219,7 +235,7 @@ def logratio_table(logprobs: torch.Tensor, items: Sequence[Dilemma], tokenizer: 
 
 
 def score_items(model: Any, items: Iterable[Dilemma], *, prefill: str = PREFILL, persona: str | None = None,
-                min_pmass: float = 0.1, batch_size: int = 16) -> pd.DataFrame:
+                min_pmass: float = 0.1, batch_size: int = 16, remote: Remote | None = None) -> pd.DataFrame:
     """Score each item once with the model as it is now (steering hooks and adapters apply).
 
     Returns a DataFrame with columns ``item``, ``logratio``, ``pmass``, ``valid``, ``honesty``.
@@ -228,26 +244,41 @@ def score_items(model: Any, items: Iterable[Dilemma], *, prefill: str = PREFILL,
     if not items:
         raise ValueError("No items to score: pass dilemmas such as analysis.dilemmas().")
     texts = [render_item(model.tokenizer, item, prefill, persona) for item in items]
-    return logratio_table(last_logprobs(model, texts, batch_size), items, model.tokenizer, min_pmass)
+    return logratio_table(last_logprobs(model, texts, batch_size, remote=remote), items, model.tokenizer, min_pmass)
 
 
-def token_nll(model: Any, texts: Sequence[str], batch_size: int = 8, context: BatchContext = no_context) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token NLL and token count per text (``context`` as in `last_logprobs`)."""
-    torch_model = sl.unwrap(model)
-    device = next(torch_model.parameters()).device
+def token_nll(model: Any, texts: Sequence[str], batch_size: int = 8, context: BatchContext = no_context,
+              remote: Remote | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token NLL and token count per text (``context`` and ``remote`` as in `last_logprobs`)."""
+    remote = resolve_remote(model, remote)
     sums, counts = torch.zeros(len(texts), dtype=torch.float64), torch.zeros(len(texts), dtype=torch.long)
     for index, batch in padded_batches(model, texts, batch_size):
-        inputs = batch.model_inputs(device)
-        with torch.no_grad(), context(index):
-            logits = torch_model(**inputs).logits.float()
-        mask = inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]
-        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), inputs["input_ids"][:, 1:], reduction="none")
-        sums[index] = (nll * mask).sum(-1).double().cpu()
-        counts[index] = mask.sum(-1).cpu()
+        with context(index):
+            batch_sums, batch_counts = traced_token_nll(model, batch, remote)
+        sums[index] = batch_sums.cpu()
+        counts[index] = batch_counts.cpu()
     return sums, counts
 
 
-def text_nll(model: Any, texts: Sequence[str] | None = None, batch_size: int = 8) -> float:
+def traced_token_nll(model: Any, batch: Batch, remote: Remote) -> tuple[Float[torch.Tensor, "b"], Int[torch.Tensor, "b"]]:
+    """One traced forward; per-row summed NLL of each real next token, and how many there are.
+
+    Reduced on the model's device (this block travels to NDIF), so only two
+    numbers per text come back.
+    """
+    inputs = batch.model_inputs()
+    with torch.no_grad(), model.trace(inputs, **trace_options(remote)):
+        logits = model.output.logits
+        ids = inputs["input_ids"].to(logits.device)
+        mask = inputs["attention_mask"].to(logits.device)
+        targets = mask[:, 1:] * mask[:, :-1]
+        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+        sums = nnsight.save((nll * targets).sum(-1).double())
+        counts = nnsight.save(targets.sum(-1))
+    return sums, counts
+
+
+def text_nll(model: Any, texts: Sequence[str] | None = None, batch_size: int = 8, remote: Remote | None = None) -> float:
     """Mean per-token negative log-likelihood of ``texts`` (default: the shipped neutral paragraphs)."""
-    sums, counts = token_nll(model, list(texts) if texts is not None else neutral_texts(), batch_size)
+    sums, counts = token_nll(model, list(texts) if texts is not None else neutral_texts(), batch_size, remote=remote)
     return float(sums.sum() / counts.sum())

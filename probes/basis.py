@@ -26,6 +26,7 @@ from torch import Tensor
 
 from . import sublayers as sl
 from .models import cache_dir
+from .remote import require_weights
 
 MEMORY_CACHE_SIZE = 64
 
@@ -109,6 +110,7 @@ def weight_svd(
         >>> basis = weight_svd(model, 3, "up", rank=64)
         >>> torch.allclose(basis.reconstruct(), W, atol=...)   # only for rank=None
     """
+    require_weights(model, "A weight SVD (probes.project, U-space directions, InnerPiSSA)")
     layer = sl.resolve_layers(model, layer)[0]
     sublayer = sl.resolve(model, layer, kind)
     weight = sl.weight_matrix(model, sublayer)

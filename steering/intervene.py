@@ -12,9 +12,12 @@ cache on) and plain transformers calls alike.
 ``c`` may be a float or a tensor with one value per batch row, so a whole
 coefficient sweep runs as one batched forward.
 
-Reading ``.output`` of the steered module itself inside an nnsight trace shows
-its value before the edit (nnsight serves it inside ``forward``; the edit is a
-forward hook); every later module sees the steered value.
+Locally the edits are forward hooks. Reading ``.output`` of the steered module
+itself inside an nnsight trace shows its value before the edit (nnsight serves
+it inside ``forward``; the hook runs after); every later module sees the steered
+value. With ``remote=True`` (or a model loaded with ``remote=True``) the same
+edits are registered as nnsight edits instead, which travel with each trace to
+NDIF; a forward hook never leaves this process.
 
 Example:
     >>> with steer(model, direction, 2.0):
@@ -27,15 +30,19 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
 from jaxtyping import Float
+from nnsight.intervention.iterator import Iterations
 from torch import Tensor
 
 import probes
 from probes import sublayers as sl
+from probes.remote import Remote, resolve_remote
 
 from .directions import Direction
 
@@ -59,16 +66,55 @@ def edit_hidden(output: Any, edit) -> Any:
     return edit(output)
 
 
-def additive_hook(direction: Direction, sublayer: sl.Sublayer, coeff: Coeff, form_scale: float):
-    vector = direction.vector
+@dataclass(frozen=True)
+class SteeringEdit:
+    """What one direction adds to one module's output per unit of c (its ``scale`` folded in).
+
+    Activation form: ``delta = step``. Weight-space form: ``delta = ((x @ V) ⊙ coords) @ U_out``
+    with ``x`` the module's input. For a fused q/k/v module, ``step`` and ``U_out``
+    already place the slice in the fused output, so applying an edit is one formula
+    for every architecture, here (forward hooks) and on NDIF (nnsight edits).
+    """
+
+    path: str
+    step: Float[Tensor, "d_out"] | None = None
+    V: Float[Tensor, "d_in r"] | None = None
+    coords: Float[Tensor, "r"] | None = None
+    U_out: Float[Tensor, "r d_out"] | None = None
+
+    def delta(self, hs: Tensor, x: Tensor | None) -> Tensor:
+        if self.step is not None:
+            return self.step.to(hs.device, hs.dtype)
+        V, coords, U_out = (t.to(hs.device, hs.dtype) for t in (self.V, self.coords, self.U_out))
+        return ((x.to(hs.dtype) @ V) * coords) @ U_out
+
+
+def steering_edit(model: Any, direction: Direction, scale: float | None = None) -> SteeringEdit:
+    """The `SteeringEdit` of ``direction`` on ``model``; ``scale`` overrides ``direction.scale``."""
+    step_scale = direction.scale if scale is None else scale
+    if direction.space == "uspace":
+        basis_kind = direction.meta.get("basis_kind", direction.kind)
+        basis = probes.weight_svd(model, direction.layer, basis_kind)
+        sublayer = sl.resolve(model, direction.layer, basis_kind)
+        U_out = basis.U.T.float()
+        if sublayer.fused is not None:
+            U_out = fused_delta(U_out.new_zeros(U_out.shape[0], 3 * U_out.shape[1]), sublayer.fused, U_out)
+        return SteeringEdit(sublayer.weight_path, V=basis.V.float(), coords=direction.coords.float() * step_scale, U_out=U_out)
+    sublayer = sl.resolve(model, direction.layer, direction.kind)
+    step = direction.vector.float() * step_scale
+    if sublayer.fused is not None:
+        step = fused_delta(step.new_zeros(3 * step.shape[-1]), sublayer.fused, step)
+    return SteeringEdit(sublayer.path, step=step)
+
+
+def steering_hook(edit: SteeringEdit, coeff: Coeff):
+    """A forward hook adding ``c · delta`` to the module's output."""
 
     def hook(module, args, output):
-        def edit(hs: Tensor) -> Tensor:
-            c = coefficient_tensor(coeff, hs.shape[0], hs)
-            step = c * form_scale * vector.to(hs.device, hs.dtype)
-            return hs + (step if sublayer.fused is None else fused_delta(hs, sublayer.fused, step))
+        def apply(hs: Tensor) -> Tensor:
+            return hs + coefficient_tensor(coeff, hs.shape[0], hs) * edit.delta(hs, args[0] if args else None)
 
-        return edit_hidden(output, edit)
+        return edit_hidden(output, apply)
 
     return hook
 
@@ -84,52 +130,80 @@ def fused_delta(hs: Tensor, fused: sl.FusedSlice, step: Tensor) -> Tensor:
     return torch.cat(per_head, dim=-1).flatten(-2)
 
 
-def weight_space_hook(direction: Direction, sublayer: sl.Sublayer, basis: probes.WeightSVD, coeff: Coeff, form_scale: float):
-    coords = direction.coords
+def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff) -> list:
+    """Register ``c · delta`` as an nnsight edit, replayed at every forward of every later trace.
 
-    def hook(module, args, output):
-        x = args[0]
+    Unlike a forward hook, an nnsight edit travels with a remote trace to NDIF, so
+    its block uses only torch and the module's envoy (the server has no steerscope).
+    Returns the edit's mediators, for `remove_nnsight_edits`.
+    """
+    envoy = model.get(edit.path)
+    c = torch.as_tensor(coeff, dtype=torch.float32)
+    c = c[:, None, None] if c.ndim == 1 else c
+    step, V, coords, U_out = edit.step, edit.V, edit.coords, edit.U_out
+    before = len(model._edits)
+    # ``Iterations()[:]`` is what ``tracer.iter[:]`` returns; naming the editing
+    # tracer inside the block would try to ship it with the request.
+    with model.edit(inplace=True):
+        for _ in Iterations()[:]:  # every forward: each generated token too
+            inputs = envoy.input if step is None else None
+            output = envoy.output
+            hidden = output[0] if isinstance(output, tuple) else output
+            if step is None:
+                delta = ((inputs.to(hidden.dtype) @ V.to(hidden.device, hidden.dtype)) * coords.to(hidden.device, hidden.dtype)) @ U_out.to(hidden.device, hidden.dtype)
+            else:
+                delta = step.to(hidden.device, hidden.dtype)
+            steered = hidden + c.to(hidden.device, hidden.dtype) * delta
+            envoy.output = (steered, *output[1:]) if isinstance(output, tuple) else steered
+    return model._edits[before:]
 
-        def edit(hs: Tensor) -> Tensor:
-            c = coefficient_tensor(coeff, hs.shape[0], hs)
-            V = basis.V.to(hs.device, hs.dtype)
-            U = basis.U.to(hs.device, hs.dtype)
-            step = ((x.to(hs.dtype) @ V) * coords.to(hs.device, hs.dtype)) @ U.T  # U diag(δs) Vᵀ x, factored
-            step = c * form_scale * step
-            return hs + (step if sublayer.fused is None else fused_delta(hs, sublayer.fused, step))
 
-        return edit_hidden(output, edit)
-
-    return hook
+def remove_nnsight_edits(model: Any, mediators: list) -> None:
+    """Drop the given edits and keep any others the user registered."""
+    # nnsight 0.8 keeps edits in Envoy._edits; clear_edits() would drop the user's too.
+    model._edits = [m for m in model._edits if all(m is not ours for ours in mediators)]
 
 
 @contextmanager
-def steer(model: Any, directions: Direction | Sequence[Direction], coeff: Coeff, *, scale: float | None = None) -> Iterator[None]:
+def steer(
+    model: Any,
+    directions: Direction | Sequence[Direction],
+    coeff: Coeff,
+    *,
+    scale: float | None = None,
+    remote: Remote | None = None,
+) -> Iterator[None]:
     """Steer ``model`` with ``directions`` at coefficient ``coeff`` inside the block.
 
     Args:
         directions: one `Direction` or several (applied together, same ``coeff``).
         coeff: a float, or one value per batch row (a batched dose sweep).
         scale: override each direction's own ``scale`` (the size of a c = 1 step).
+        remote: ``True``/``"local"`` register the edits as nnsight edits, which ride
+            along with remote traces to NDIF (only nnsight traces see them);
+            ``False`` uses forward hooks (every forward sees them, plain transformers
+            calls included). ``None`` follows ``load_model(..., remote=)``.
 
-    c = 0 is exactly the unsteered model (the hooks add zero).
+    c = 0 is exactly the unsteered model (the edits add zero).
     """
     directions = [directions] if isinstance(directions, Direction) else list(directions)
+    edits = [steering_edit(model, direction, scale) for direction in directions]
+    if resolve_remote(model, remote):
+        added: list = []
+        try:
+            for edit in edits:
+                added += nnsight_edit(model, edit, coeff)
+            with warnings.catch_warnings():
+                # The edit's open "every forward" loop ends with each run, by design.
+                warnings.filterwarnings("ignore", message=".*was never reached: the loop asked for a step", category=UserWarning)
+                yield
+        finally:
+            remove_nnsight_edits(model, added)
+        return
     handles = []
     try:
-        for direction in directions:
-            sublayer = sl.resolve(model, direction.layer, direction.kind)
-            step_scale = direction.scale if scale is None else scale
-            if direction.space == "uspace":
-                basis_kind = direction.meta.get("basis_kind", direction.kind)
-                basis = probes.weight_svd(model, direction.layer, basis_kind)
-                weight_sublayer = sl.resolve(model, direction.layer, basis_kind)
-                module = sl.get_module(model, weight_sublayer.weight_path)
-                hook = weight_space_hook(direction, weight_sublayer, basis, coeff, step_scale)
-            else:
-                module = sl.get_module(model, sublayer.path)
-                hook = additive_hook(direction, sublayer, coeff, step_scale)
-            handles.append(module.register_forward_hook(hook))
+        for edit in edits:
+            handles.append(sl.get_module(model, edit.path).register_forward_hook(steering_hook(edit, coeff)))
         yield
     finally:
         for handle in handles:

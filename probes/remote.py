@@ -1,0 +1,83 @@
+"""Where a model's traces run: here, or on NDIF through nnsight's remote execution.
+
+steerscope has no remote engine of its own. ``remote=True`` is handed to
+``model.trace(..., remote=True)``: nnsight serializes the trace block (its source
+and the tensors it references), sends it to the NDIF server that holds the
+model, and returns the values the block saved. ``remote="local"`` runs the same
+serialize/deserialize round trip in this process (nnsight's dry run).
+
+The API key is nnsight's business: set ``NDIF_API_KEY`` in the environment or
+call ``nnsight.CONFIG.set_default_api_key("...")`` once. steerscope never reads,
+passes or stores it.
+
+Functions that take ``remote=None`` use the model's own setting, given when it
+was loaded (``probes.load_model(name, remote=True)``), so a whole study follows
+the model.
+
+Example:
+    >>> model = probes.load_model("meta-llama/Llama-3.1-70B-Instruct", remote=True)
+    >>> acts = probes.collect(model, pairs, layers=[40], sublayers="resid")   # runs on NDIF
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from . import sublayers as sl
+
+Remote = bool | str  # False, True (NDIF) or "local" (nnsight's in-process dry run of the remote path)
+ATTRIBUTE = "_steerscope_remote"
+
+
+def set_remote(model: Any, remote: Remote) -> None:
+    """Record where ``model``'s traces run by default."""
+    check_remote(remote)
+    sl.unwrap(model).__dict__[ATTRIBUTE] = remote
+
+
+def resolve_remote(model: Any, remote: Remote | None = None) -> Remote:
+    """``remote`` if given, else the model's default (``False`` unless loaded with ``remote=``)."""
+    if remote is None:
+        return sl.unwrap(model).__dict__.get(ATTRIBUTE, False)
+    check_remote(remote)
+    return remote
+
+
+def check_remote(remote: Any) -> None:
+    if remote not in (True, False, "local"):
+        raise ValueError(f"remote={remote!r}: use False (run here), True (NDIF) or 'local' (nnsight's local dry run).")
+
+
+def trace_options(remote: Remote) -> dict[str, Any]:
+    """Keyword arguments for ``model.trace`` that send it where ``remote`` says."""
+    return {"remote": remote} if remote else {}
+
+
+def has_weights(model: Any) -> bool:
+    """False for a model loaded for remote use (its weights are on the meta device, only NDIF has them)."""
+    return next(sl.unwrap(model).parameters()).device.type != "meta"
+
+
+def require_weights(model: Any, what: str) -> None:
+    """Raise a clear error when ``what`` needs weights this process does not have."""
+    if not has_weights(model):
+        raise NotImplementedError(
+            f"{what} needs the model's weights in this process, but this model was loaded for "
+            "remote execution (its weights live on NDIF). Remote runs support collect, "
+            "activation-space steer and dose-response; load the model locally "
+            "(probes.load_model(name, device_map='auto', dtype='bfloat16')) for this step."
+        )
+
+
+def warn_if_no_api_key() -> None:
+    """Warn (once per call site) when nnsight has no NDIF API key configured."""
+    from nnsight import CONFIG
+
+    if not CONFIG.API.APIKEY:
+        warnings.warn(
+            "No NDIF API key is configured, so remote traces will be refused. Set NDIF_API_KEY "
+            "in the environment or run nnsight.CONFIG.set_default_api_key('<key>') once "
+            "(keys: https://login.ndif.us).",
+            stacklevel=3,
+        )

@@ -1,0 +1,136 @@
+"""remote=True: collect, steer and dose-response hand their traces to nnsight's remote execution.
+
+Nothing here reaches NDIF: `tests.ndif_double` replaces only the network hop of
+nnsight's own RemoteBackend, and runs each serialized request the way the server
+would (steerscope unimportable, first on a meta-device twin so that any copy to
+the CPU inside the block fails, then on a real twin whose saves come back).
+Results are compared with the same functions run locally, which use plain
+forward hooks for steering.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import nnsight
+import nnsight.intervention.backends.remote as nnsight_remote
+import nnsight.modeling.huggingface as nnsight_hf
+import pytest
+import torch
+
+import analysis
+import probes
+from probes import sublayers as sl
+from steering import Direction, steer
+from steering.adapter import attach_innerpissa
+from tests.ndif_double import ndif_double, server_twins
+from tests.tiny import tiny_model
+
+REPO_ID = "steerscope-tests/tiny"
+PAIRS = [("I always tell the truth.", "I often tell lies."), ("Honest answers only.", "Deceive them all."),
+         ("Say what is so.", "Say what sells.")]
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def remote_setup(request, tmp_path, monkeypatch):
+    """(client model loaded with remote=True, the same model local, log of requests sent)."""
+    local = tiny_model(request.param)
+    folder = tmp_path / "tiny"
+    sl.unwrap(local).save_pretrained(folder)
+    local.tokenizer.save_pretrained(folder)
+    monkeypatch.setitem(nnsight_hf._ID_CACHE, str(folder), REPO_ID)  # the Hub's canonical id, offline
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", "key-from-nnsight-config")
+    requests: list = []
+    monkeypatch.setattr(nnsight_remote, "RemoteBackend", ndif_double(server_twins(local), requests))
+    client = probes.load_model(str(folder), remote=True)
+    return client, local, requests
+
+
+def test_load_model_remote_keeps_weights_off_this_machine(remote_setup):
+    client, local, _ = remote_setup
+    assert {p.device.type for p in sl.unwrap(client).parameters()} == {"meta"}
+    assert sl.n_layers(client) == sl.n_layers(local)
+    assert client.tokenizer.padding_side == "left" and client.tokenizer.pad_token is not None
+
+
+def test_remote_collect_equals_local_collect_and_sends_one_request_per_batch(remote_setup):
+    client, local, requests = remote_setup
+    kinds = ("resid", "o", "q")
+    remote = probes.collect(client, PAIRS, layers=[0, 2], sublayers=kinds, batch_size=4, progress=False)
+    here = probes.collect(local, PAIRS, layers=[0, 2], sublayers=kinds, batch_size=4, progress=False)
+    for key in here.keys():
+        torch.testing.assert_close(remote[key], here[key], rtol=1e-5, atol=1e-5)
+    assert len(requests) == 2  # 6 texts in batches of 4
+    for request in requests:
+        assert f'"repo_id": "{REPO_ID}"' in request.model_key and request.model_key.startswith("nnsight.modeling")
+        assert request.api_key == "key-from-nnsight-config"  # nnsight's config; steerscope passes none
+        assert request.host == nnsight.CONFIG.API.HOST
+        assert request.edits == 0
+
+
+def test_remote_dose_response_equals_hook_steering(remote_setup):
+    client, local, requests = remote_setup
+    torch.manual_seed(1)
+    d = sl.config_of(local).hidden_size
+    direction = Direction(torch.nn.functional.normalize(torch.randn(d), dim=0), 3.0, 1, "resid", "test")
+    items = analysis.dilemmas()[:3]
+    neutral = ["The river runs past the mill.", "Bread rises in a warm kitchen."]
+    kwargs = dict(coeffs=(-1.0, 0.0, 2.0), batch_size=4, neutral_texts=neutral)
+    remote = analysis.dose_response(client, direction, items, **kwargs)
+    here = analysis.dose_response(local, direction, items, **kwargs)
+    assert here.groupby("coeff")["logratio"].mean().nunique() == 3  # the steering does move the scores
+    cols = ["logratio", "pmass", "honesty", "nll"]
+    torch.testing.assert_close(torch.tensor(remote[cols].to_numpy()), torch.tensor(here[cols].to_numpy()), rtol=1e-4, atol=1e-4)
+    steered = [r for r in requests if r.edits]
+    assert steered and all(r.edits == 1 for r in steered)  # the edit travelled with those traces
+    assert not client._edits  # and was removed afterwards
+
+
+def test_remote_refuses_what_needs_local_weights_or_hooks(remote_setup):
+    client, local, _ = remote_setup
+    with pytest.raises(NotImplementedError, match="loaded for remote execution"):
+        probes.weight_svd(client, 1, "o")
+    adapter = attach_innerpissa(local, layers=[1], kinds=["o"], rank=4)
+    with pytest.raises(NotImplementedError, match="do not travel"):
+        analysis.dose_response(local, adapter, analysis.dilemmas()[:2], coeffs=(-1.0, 1.0), remote="local",
+                               neutral_texts=["A plain sentence."])
+
+
+def test_steer_as_nnsight_edit_matches_hooks_in_generation_and_per_row():
+    model = tiny_model("llama")
+    torch.manual_seed(2)
+    direction = Direction(torch.nn.functional.normalize(torch.randn(32), dim=0), 4.0, 1, "resid", "test")
+    ids = torch.tensor([[1, 70, 71, 72, 73]])
+    torch_model = sl.unwrap(model)
+    with steer(model, direction, 1.5, remote=False):
+        by_hooks = torch_model.generate(ids, max_new_tokens=6, do_sample=False)
+    with steer(model, direction, 1.5, remote="local"):
+        assert not torch_model._forward_hooks and len(model._edits) == 1
+        with torch.inference_mode(), model.generate(ids, max_new_tokens=6, do_sample=False, remote="local") as tracer:
+            by_edits = tracer.result.save()
+    assert torch.equal(by_edits, by_hooks)
+    assert not torch.equal(by_hooks, torch_model.generate(ids, max_new_tokens=6, do_sample=False))
+    coeffs = torch.tensor([-2.0, 0.0, 3.0])
+    batch = {"input_ids": ids.repeat(3, 1), "attention_mask": torch.ones(3, 5, dtype=torch.long)}
+    with steer(model, direction, coeffs, remote=False), torch.no_grad():
+        expected = torch_model(**batch).logits
+    with steer(model, direction, coeffs, remote="local"), torch.no_grad(), model.trace(batch, remote="local"):
+        logits = model.output.logits.save()
+    torch.testing.assert_close(logits, expected)
+    assert not model._edits
+
+
+def test_remote_argument_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="Hugging Face id"):
+        probes.load_model(None, remote=True)
+    with pytest.raises(ValueError, match="remote='ndif'"):
+        probes.collect(tiny_model("llama"), PAIRS, layers=[0], remote="ndif")
+    local = tiny_model("llama")
+    sl.unwrap(local).save_pretrained(tmp_path)
+    local.tokenizer.save_pretrained(tmp_path)
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", None)
+    with pytest.warns(UserWarning, match="NDIF_API_KEY"):
+        probes.load_model(str(tmp_path), remote=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probes.load_model(str(tmp_path), remote="local")  # a dry run needs no key
