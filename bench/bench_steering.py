@@ -2,8 +2,11 @@
 
 1. Batched coefficient sweep: scoring 64 dilemmas at 4 non-zero coefficients in
    shared forwards (one coefficient per batch row) vs one pass per coefficient.
-2. Steered greedy generation vs unsteered, same prompts (target ≤ 1.2×).
-3. (--sweep) the default `steerscope sweep`: wall time and peak RSS, in a child process.
+2. Scoring through an nnsight trace (the one path that also runs on NDIF) vs a
+   plain transformers forward; steering as nnsight edits (what travels to NDIF)
+   vs forward hooks, same batched sweep.
+3. Steered greedy generation vs unsteered, same prompts (target ≤ 1.2×).
+4. (--sweep) the default `steerscope sweep`: wall time and peak RSS, in a child process.
 
     python bench/bench_steering.py [--repeats 3] [--sweep]
 """
@@ -69,9 +72,32 @@ def main() -> None:
     print(f"coeff sweep  {len(items)} items x {len(coeffs)} coeffs: one pass per coeff {loop_time:6.2f} s, "
           f"batched rows {batch_time:6.2f} s, ratio batched/looped {batch_time / loop_time:.3f}x")
 
+    torch_model = model._module
+
+    def plain_forward():  # what scoring did before it went through nnsight traces
+        for index, batch in sc.padded_batches(model, texts, 16):
+            with torch.no_grad():
+                logits = torch_model(**batch.model_inputs()).logits
+            torch.log_softmax(logits[torch.arange(len(index)), batch.last_positions[:, 0]].float(), -1)
+
+    def traced():
+        sc.last_logprobs(model, texts, 16)
+
+    plain_time, traced_time = best_of(args.repeats, plain_forward, traced)
+    print(f"scoring      {len(items)} items: plain forward {plain_time:6.2f} s, nnsight trace {traced_time:6.2f} s, "
+          f"ratio {traced_time / plain_time:.3f}x")
+
+    def batched_edits():  # the same sweep with the steering registered as nnsight edits
+        per_row = torch.tensor(coeffs).repeat_interleave(len(texts))
+        sc.last_logprobs(model, texts * len(coeffs), 16, lambda index: steer(model, direction, per_row[index], remote="local"),
+                         remote=False)
+
+    hook_time, edit_time = best_of(args.repeats, batched, batched_edits)
+    print(f"steering     {len(items)} items x {len(coeffs)} coeffs: forward hooks {hook_time:6.2f} s, nnsight edits "
+          f"{edit_time:6.2f} s, ratio {edit_time / hook_time:.3f}x")
+
     prompts = ["The weather today is", "Tell me about your weekend.", "My favourite food is", "The best advice I ever got was"]
     inputs = model.tokenizer(prompts, return_tensors="pt", padding=True)
-    torch_model = model._module
 
     def generate():
         with torch.no_grad():

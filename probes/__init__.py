@@ -8,7 +8,7 @@ Example:
     >>> coords = probes.project(acts[10, "up"], probes.weight_svd(model, 10, "up"))
 """
 
-from . import shards, sublayers
+from . import remote, shards, sublayers
 from .activations import Activations
 from .basis import WeightSVD, project, weight_svd
 from .collect import collect
@@ -34,6 +34,7 @@ __all__ = [
     "load_model",
     "pairs_from_templates",
     "project",
+    "remote",
     "sentiment_pairs",
     "sublayers",
     "Trace",

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from probes import sublayers as sl
 from probes.collect import pad_batch, tokenize
+from probes.remote import require_weights
 
 from .directions import Direction
 from .intervene import steer
@@ -95,6 +96,7 @@ def calibrate(
 
     Raises ``ValueError`` when even ``max_coeff`` stays below the target.
     """
+    require_weights(model, "steering.calibrate (it generates and teacher-forces in this process)")
     if target_kl <= 0:
         raise ValueError(f"target_kl={target_kl}: must be > 0.")
     full, target_mask = greedy_continuations(model, prompts, max_new_tokens)

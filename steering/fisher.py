@@ -35,6 +35,7 @@ from torch import Tensor
 import probes
 from probes import sublayers as sl
 from probes.collect import plan_batches, tokenize
+from probes.remote import require_weights
 
 from .directions import METHODS, StateSet, pca_diff, sign_vote, state_set, unit
 
@@ -78,6 +79,7 @@ def text_gradients(
     batch_size: int = 8,
 ) -> Gradients:
     """Per-text gradients ``g_t = ∂L_t/∂δ`` at (layer, kind); cached per (model, pairs, layer, kind)."""
+    require_weights(model, "Gradient directions (fisher, fisher_cov, fisher_dual, svd_grad)")
     pairs = probes.as_pairs(pairs)
     layer = sl.resolve_layers(model, layer)[0]
     loss_layer = default_loss_layer(model, layer) if loss_layer is None else sl.resolve_layers(model, loss_layer)[0]

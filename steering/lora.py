@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from probes import sublayers as sl
+from probes.remote import require_weights
 
 from .intervene import Coeff
 
@@ -79,6 +80,7 @@ class LoraHandle:
 
 def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, alpha: float | None = None, seed: int = 0) -> LoraHandle:
     """Inject PEFT LoRA layers at the (layer, kind) projections; only they train."""
+    require_weights(model, "A PEFT LoRA adapter")
     from peft import LoraConfig, inject_adapter_in_model
 
     paths = [sl.resolve(model, layer, kind).weight_path for layer in sl.resolve_layers(model, layers) for kind in kinds]

@@ -1,11 +1,11 @@
 """The ``steerscope`` command line.
 
-    steerscope sweep [--model ID] [--layers all] [--kinds resid,o,down] [--methods mean_diff,pca_diff]
+    steerscope sweep [--model ID [--remote | --dtype bfloat16 --device-map auto]] [--layers all] [--kinds resid,o,down] [--methods mean_diff,pca_diff]
                      [--coeffs=-1,0,1] [--out DIR] [--resume] [--full]
-    steerscope train [--model ID] [--concept honesty] [--layers 8:22:2] [--kinds o,down] [--rank 16]
+    steerscope train [--model ID [--dtype bfloat16 --device-map auto]] [--concept honesty] [--layers 8:22:2] [--kinds o,down] [--rank 16]
                      [--steps 16] [--out DIR]
     steerscope figures --run runs/sweep --out figures/
-    steerscope demo  [--model ID] [--pairs 64] [--layers all] [--kinds resid]
+    steerscope demo  [--model ID [--remote]] [--pairs 64] [--layers all] [--kinds resid]
 """
 
 from __future__ import annotations
@@ -28,6 +28,21 @@ def parse_layers(text: str):
     return layers
 
 
+def add_model_options(parser: argparse.ArgumentParser, remote: bool) -> None:
+    parser.add_argument("--model", default=None, help="HF id (cached) or local path; default: embedded SmolLM2-135M-Instruct")
+    parser.add_argument("--dtype", default=None, help="parameter dtype, e.g. bfloat16 on a GPU (default float32)")
+    parser.add_argument("--device-map", default=None, help="transformers device_map, e.g. 'auto' to spread over the GPUs")
+    if remote:
+        parser.add_argument("--remote", action="store_true",
+                            help="run every trace on NDIF through nnsight (needs NDIF_API_KEY and a model NDIF serves)")
+
+
+def load_from_args(args: argparse.Namespace):
+    import probes
+
+    return probes.load_model(args.model, dtype=args.dtype, device_map=args.device_map, remote=getattr(args, "remote", False))
+
+
 def run_demo(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -35,7 +50,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from analysis import separation
 
     started = time.time()
-    model = probes.load_model(args.model)
+    model = load_from_args(args)
     pairs = probes.honesty_pairs(n=args.pairs, tokenizer=model.tokenizer, chat=True)
     kinds = args.kinds.split(",")
     acts = probes.collect(model, pairs, layers=parse_layers(args.layers), sublayers=kinds, batch_size=args.batch_size)
@@ -56,7 +71,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     started = time.time()
     args.out = args.out or time.strftime("runs/sweep-%Y%m%d-%H%M%S")
-    model = probes.load_model(args.model)
+    model = load_from_args(args)
     pairs = probes.honesty_pairs(n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
     items = analysis.dilemmas()[: args.items]
     result = analysis.sweep_steerability(
@@ -89,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     started = time.time()
     out = Path(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
-    model = probes.load_model(args.model)
+    model = load_from_args(args)
     total = probes.sublayers.n_layers(model)
     layers = parse_layers(args.layers) if args.layers else default_adapter_layers(total)
     pairs = probes.pairs_from_templates(**concept_templates(args.concept), tokenizer=model.tokenizer, chat=True, n=args.pairs, seed=args.seed)
@@ -141,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     sweep = commands.add_parser("sweep", help="the layer-steerability sweep (the main job)")
-    sweep.add_argument("--model", default=None, help="HF id (cached) or local path; default: embedded SmolLM2-135M-Instruct")
+    add_model_options(sweep, remote=True)
     sweep.add_argument("--layers", default="all", help="'all', '3,5,7' or 'start:stop[:step]'")
     sweep.add_argument("--kinds", default="resid,o,down", help="comma-separated sublayer kinds")
     sweep.add_argument("--methods", default="mean_diff,pca_diff", help="comma-separated direction methods (see steering.METHODS)")
@@ -158,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--seed", type=int, default=0)
     sweep.set_defaults(handler=run_sweep)
     train = commands.add_parser("train", help="train InnerPiSSA with ReprPO and compare it with baselines")
-    train.add_argument("--model", default=None, help="HF id (cached) or local path; default: embedded SmolLM2-135M-Instruct")
+    add_model_options(train, remote=False)
     train.add_argument("--concept", default="honesty", help="shipped concept for the training pairs (honesty, sentiment)")
     train.add_argument("--layers", default=None, help="adapted layers: '8:22:2', '10,12' (default: every other middle layer)")
     train.add_argument("--kinds", default="o,down", help="adapted sublayer kinds")
@@ -178,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     figures.add_argument("--out", default="figures")
     figures.set_defaults(handler=run_figures)
     demo = commands.add_parser("demo", help="collect honesty pairs and print a per-layer separation table")
-    demo.add_argument("--model", default=None, help="HF id (cached) or local path; default: embedded SmolLM2-135M-Instruct")
+    add_model_options(demo, remote=True)
     demo.add_argument("--pairs", type=int, default=64)
     demo.add_argument("--layers", default="all", help="'all', '3,5,7' or 'start:stop[:step]'")
     demo.add_argument("--kinds", default="resid", help="comma-separated sublayer kinds, e.g. resid,o,down")

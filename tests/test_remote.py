@@ -21,8 +21,10 @@ import torch
 import analysis
 import probes
 from probes import sublayers as sl
-from steering import Direction, steer
+from steering import Direction, calibrate, steer
 from steering.adapter import attach_innerpissa
+from steering.fisher import text_gradients
+from steering.lora import attach_lora
 from tests.ndif_double import ndif_double, server_twins
 from tests.tiny import tiny_model
 
@@ -88,8 +90,12 @@ def test_remote_dose_response_equals_hook_steering(remote_setup):
 
 def test_remote_refuses_what_needs_local_weights_or_hooks(remote_setup):
     client, local, _ = remote_setup
-    with pytest.raises(NotImplementedError, match="loaded for remote execution"):
-        probes.weight_svd(client, 1, "o")
+    direction = Direction(torch.ones(sl.config_of(local).hidden_size), 1.0, 1, "resid", "test")
+    for needs_weights in (lambda: probes.weight_svd(client, 1, "o"), lambda: attach_innerpissa(client, layers=[1], kinds=["o"]),
+                          lambda: attach_lora(client, [1], ["o"]), lambda: calibrate(client, direction),
+                          lambda: text_gradients(client, PAIRS, 1, "resid")):
+        with pytest.raises(NotImplementedError, match="loaded for remote execution"):
+            needs_weights()
     adapter = attach_innerpissa(local, layers=[1], kinds=["o"], rank=4)
     with pytest.raises(NotImplementedError, match="do not travel"):
         analysis.dose_response(local, adapter, analysis.dilemmas()[:2], coeffs=(-1.0, 1.0), remote="local",
@@ -134,3 +140,39 @@ def test_remote_argument_errors(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         probes.load_model(str(tmp_path), remote="local")  # a dry run needs no key
+
+
+def test_cli_passes_remote_and_gpu_options_to_load_model(monkeypatch):
+    from steerscope import cli
+
+    seen = {}
+
+    class Loaded(Exception):
+        pass
+
+    def fake_load_model(name, **options):
+        seen.update(options, name=name)
+        raise Loaded
+
+    monkeypatch.setattr(probes, "load_model", fake_load_model)
+    with pytest.raises(Loaded):
+        cli.main(["sweep", "--model", "meta-llama/Llama-3.1-8B", "--remote"])
+    assert seen == {"name": "meta-llama/Llama-3.1-8B", "dtype": None, "device_map": None, "remote": True}
+    with pytest.raises(Loaded):
+        cli.main(["train", "--model", "Qwen/Qwen3-8B", "--dtype", "bfloat16", "--device-map", "auto"])
+    assert seen == {"name": "Qwen/Qwen3-8B", "dtype": "bfloat16", "device_map": "auto", "remote": False}
+    with pytest.raises(SystemExit):  # adapters train locally: no --remote on train
+        cli.main(["train", "--remote"])
+
+
+def test_a_whole_sweep_follows_a_remote_model(remote_setup, tmp_path):
+    client, local, requests = remote_setup
+    pairs = probes.honesty_pairs(n=6, tokenizer=local.tokenizer, chat=True)
+    options = dict(layers=[1, 2], kinds=("resid",), methods=("mean_diff",), coeffs=(-1, 0, 1), top_k=1, stride=1,
+                   progress=False, min_pmass=0.0, figure_formats=())
+    remote = analysis.sweep_steerability(client, pairs, analysis.dilemmas()[:3], out=tmp_path / "remote", **options)
+    here = analysis.sweep_steerability(local, pairs, analysis.dilemmas()[:3], out=tmp_path / "here", **options)
+    numbers = ["slope", "r2", "valid_frac", "delta_nll"]
+    torch.testing.assert_close(torch.tensor(remote.results[numbers].to_numpy()), torch.tensor(here.results[numbers].to_numpy()),
+                               rtol=1e-4, atol=1e-5)
+    assert any(r.edits for r in requests) and len(requests) >= 4
