@@ -122,7 +122,7 @@ def load_hf_model(name: str, dtype: torch.dtype, device: str | None, device_map:
         raise FileNotFoundError(
             f"Could not load {name!r} offline: it is neither a local folder nor in the Hugging "
             "Face cache. Either download it once on a machine with access "
-            f"(`huggingface-cli download {name}`, then copy ~/.cache/huggingface), or pass "
+            f"(`hf download {name}`, then copy ~/.cache/huggingface), or pass "
             "the path of a local folder holding config.json, the weights and the tokenizer. "
             f"Original error: {error}"
         ) from error

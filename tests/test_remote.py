@@ -176,3 +176,26 @@ def test_a_whole_sweep_follows_a_remote_model(remote_setup, tmp_path):
     torch.testing.assert_close(torch.tensor(remote.results[numbers].to_numpy()), torch.tensor(here.results[numbers].to_numpy()),
                                rtol=1e-4, atol=1e-5)
     assert any(r.edits for r in requests) and len(requests) >= 4
+
+
+@pytest.mark.parametrize("family, kind, space", [("gpt2", "q", "activation"), ("gpt_neox", "v", "activation"),
+                                                 ("llama", "o", "uspace"), ("gpt2", "k", "uspace"), ("gpt_neox", "q", "uspace")])
+def test_nnsight_edits_equal_hooks_for_fused_and_weight_space_directions(family, kind, space):
+    model = tiny_model(family)
+    torch.manual_seed(3)
+    basis = probes.weight_svd(model, 1, kind)
+    if space == "uspace":
+        coords = torch.nn.functional.normalize(torch.randn(basis.rank), dim=0)
+        direction = Direction(basis.U @ coords, 2.0, 1, kind, "test", space="uspace", coords=coords)
+    else:
+        direction = Direction(torch.nn.functional.normalize(torch.randn(basis.U.shape[0]), dim=0), 2.0, 1, kind, "test")
+    batch = {"input_ids": torch.tensor([[1, 70, 71, 72], [1, 80, 81, 82]]), "attention_mask": torch.ones(2, 4, dtype=torch.long)}
+    coeffs = torch.tensor([1.5, -1.0])
+    with torch.no_grad():
+        plain = sl.unwrap(model)(**batch).logits
+        with steer(model, direction, coeffs, remote=False):
+            by_hooks = sl.unwrap(model)(**batch).logits
+        with steer(model, direction, coeffs, remote="local"), model.trace(batch, remote="local"):
+            by_edits = model.output.logits.save()
+    assert (by_hooks - plain).abs().max() > 1e-3
+    torch.testing.assert_close(by_edits, by_hooks, rtol=1e-5, atol=1e-5)
