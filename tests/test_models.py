@@ -54,3 +54,32 @@ def test_bad_dtype_is_refused():
     with pytest.raises(ValueError, match="Unknown dtype"):
         probes.models.resolve_dtype("float13")
     assert probes.models.resolve_dtype("bf16") is torch.bfloat16
+
+
+def test_bfloat16_with_device_map_collects_and_steers_like_float32(tmp_path):
+    """The GPU-box options (bf16, device_map="auto") through the same functions; bf16-close results.
+
+    On this CPU-only machine transformers places every module on the CPU, so the
+    spread over several GPUs itself is not exercised here.
+    """
+    import analysis
+    from steering import Direction
+    from tests.tiny import tiny_model
+
+    reference = tiny_model("llama")
+    sl.unwrap(reference).save_pretrained(tmp_path)
+    reference.tokenizer.save_pretrained(tmp_path)
+    model = probes.load_model(str(tmp_path), dtype="bfloat16", device_map="auto", attn_implementation="eager")
+    assert {p.dtype for p in sl.unwrap(model).parameters()} == {torch.bfloat16}
+    pairs = [("I tell the truth.", "I tell lies."), ("Be honest.", "Be sly.")]
+    half = probes.collect(model, pairs, layers=[1, 2], sublayers=("resid", "o"), progress=False)
+    full = probes.collect(reference, pairs, layers=[1, 2], sublayers=("resid", "o"), progress=False)
+    for key in full.keys():
+        assert half[key].dtype == torch.float32  # returned in the requested dtype
+        torch.testing.assert_close(half[key], full[key], rtol=0.05, atol=0.05 * full[key].abs().max().item())
+    direction = Direction(torch.nn.functional.normalize(torch.ones(32), dim=0), 2.0, 1, "resid", "test")
+    kwargs = dict(coeffs=(-1.0, 0.0, 1.0), neutral_texts=["A plain sentence."], min_pmass=0.0)
+    half_dose = analysis.dose_response(model, direction, analysis.dilemmas()[:3], **kwargs)
+    full_dose = analysis.dose_response(reference, direction, analysis.dilemmas()[:3], **kwargs)
+    torch.testing.assert_close(torch.tensor(half_dose["logratio"].to_numpy()), torch.tensor(full_dose["logratio"].to_numpy()),
+                               rtol=0.1, atol=0.1)
