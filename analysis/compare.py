@@ -146,10 +146,10 @@ def greedy_generations(model: Any, intervention: Any, coeffs: Sequence[float] = 
 
 
 def evaluate(model: Any, name: str, intervention: Any, items: Sequence[sc.Dilemma], coeffs: Sequence[float],
-             parameters: int, train_seconds: float, generate: bool = False) -> MethodRun:
+             parameters: int, train_seconds: float, generation_tokens: int = 0) -> MethodRun:
     dose = dose_response(model, intervention, items, coeffs)
     controls = score_controls(model, intervention, (-1.0, 0.0, 1.0))
-    generations = greedy_generations(model, intervention) if generate else {}
+    generations = greedy_generations(model, intervention, max_new_tokens=generation_tokens) if generation_tokens else {}
     return MethodRun(name, dose, controls, parameters, train_seconds, generations)
 
 
@@ -181,11 +181,13 @@ def compare_methods(
     train_options: dict[str, Any] | None = None,
     ablations: bool = True,
     lora: bool = True,
+    generation_tokens: int = 40,
     log: Callable[[str], None] = print,
 ) -> tuple[pd.DataFrame, list[MethodRun]]:
     """Train (unless ``adapter`` is given) and judge InnerPiSSA, its baselines and ablations.
 
     Every adapter is detached after its evaluation, so the model ends as it began.
+    ``generation_tokens`` sets the length of the greedy sample generations (0: none).
     """
     train_options = dict(train_options or {})
     coeffs = sorted({-1.0, 0.0, 1.0, *map(float, wide_coeffs)})
@@ -193,10 +195,11 @@ def compare_methods(
     runs: list[MethodRun] = []
 
     def adapter_run(name: str, attach: Callable[[], Any], trained: Any = None, seconds: float = 0.0, generate: bool = False) -> None:
+        tokens = generation_tokens if generate else 0
         log(f"[compare] {name}: training" if trained is None else f"[compare] {name}: evaluating")
         handle, seconds = (trained, seconds) if trained is not None else train_adapter(model, pairs, attach, train_options)
         try:
-            runs.append(evaluate(model, name, handle, items, coeffs, handle.num_parameters(), seconds, generate))
+            runs.append(evaluate(model, name, handle, items, coeffs, handle.num_parameters(), seconds, tokens))
         finally:
             handle.detach()
 
@@ -209,7 +212,7 @@ def compare_methods(
     middle = layer_ids[len(layer_ids) // 2]
     acts = probes.collect(model, pairs, layers=[middle], sublayers="resid", progress=False)
     pca = dirs.compute("pca_diff", acts, middle, "resid")
-    runs.append(evaluate(model, f"PCA resid L{middle}", pca, items, coeffs, 0, 0.0, generate=True))
+    runs.append(evaluate(model, f"PCA resid L{middle}", pca, items, coeffs, 0, 0.0, generation_tokens))
     random_direction = dirs.compute("random", acts, middle, "resid")
     random_direction.scale = pca.scale  # matched norm
     runs.append(evaluate(model, f"random L{middle}", random_direction, items, coeffs, 0, 0.0))

@@ -5,12 +5,14 @@ run (``methods.csv``/``history.csv``, from ``steerscope train``), or both.
 
 Example:
     >>> regenerate("runs/sweep", "figures/")       # also: steerscope figures --run runs/sweep --out figures/
+    >>> figures = run_figures("runs/sweep")         # {file stem: plotly figure}, to show in a notebook
+    >>> figures["steerability_score"]
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -21,32 +23,51 @@ from .sweep import load_sweep
 FORMATS = ("html", "png", "svg")
 
 
-def regenerate(run: str | Path, out: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write the run's figures (PNG, SVG, HTML) and tables (markdown, LaTeX) into ``out``."""
-    run, out = Path(run), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    figures, written = {}, []
-    found = False
+def check_run(run: Path) -> None:
+    if not any((run / name).exists() for name in ("results.csv", "history.csv", "methods.csv")):
+        raise FileNotFoundError(f"{run} holds neither results.csv (a sweep) nor history.csv/methods.csv (a training run).")
+
+
+def run_figures(run: str | Path) -> dict[str, Any]:
+    """Every figure of a run folder, by the file stem `regenerate` writes it under."""
+    run = Path(run)
+    check_run(run)
+    figures: dict[str, Any] = {}
     if (run / "results.csv").exists():
-        found = True
-        result = load_sweep(run)
-        figures |= {out / stem: fig for stem, fig in sweep_figures(result).items()}
-        table = ranked(result.results).head(20)
-        written += write_tables(out / "sweep_summary", table, SUMMARY_COLUMNS, "Steerability sweep, ranked by composite score.")
+        figures |= sweep_figures(load_sweep(run))
     if (run / "history.csv").exists():
-        found = True
-        figures[out / "training_curves"] = plots.training_curves(pd.read_csv(run / "history.csv"))
+        figures["training_curves"] = plots.training_curves(pd.read_csv(run / "history.csv"))
     if (run / "methods.csv").exists():
         from .compare import pareto_figure
 
-        table = pd.read_csv(run / "methods.csv")
-        figures[out / "pareto"] = pareto_figure(table)
-        written += write_tables(out / "methods", table, None, "Honesty steering methods on held-out dilemmas.")
+        figures["pareto"] = pareto_figure(pd.read_csv(run / "methods.csv"))
         doses = {path.stem.replace("_", " "): pd.read_csv(path) for path in sorted((run / "doses").glob("*.csv"))}
         if doses:
-            figures[out / "method_dose_response"] = plots.dose_curves(dict(list(doses.items())[:6]))
-    if not found:
-        raise FileNotFoundError(f"{run} holds neither results.csv (a sweep) nor history.csv/methods.csv (a training run).")
+            figures["method_dose_response"] = plots.dose_curves(dict(list(doses.items())[:6]))
+    return figures
+
+
+def run_tables(run: Path) -> dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]]:
+    """The run's tables by file stem: (table, columns, caption)."""
+    tables: dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]] = {}
+    if (run / "results.csv").exists():
+        tables["sweep_summary"] = (ranked(load_sweep(run).results).head(20), SUMMARY_COLUMNS,
+                                   "Steerability sweep, ranked by composite score.")
+    if (run / "methods.csv").exists():
+        tables["methods"] = (pd.read_csv(run / "methods.csv"), None, "Honesty steering methods on held-out dilemmas.")
+    return tables
+
+
+def regenerate(run: str | Path, out: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write the run's figures (PNG, SVG, HTML; HTML only without Chromium) and tables
+    (markdown, LaTeX) into ``out``. Returns the files written."""
+    run, out = Path(run), Path(out)
+    check_run(run)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for stem, (table, columns, caption) in run_tables(run).items():
+        written += write_tables(out / stem, table, columns, caption)
+    figures = {out / stem: figure for stem, figure in run_figures(run).items()}
     return written + plots.save_figures(figures, formats)
 
 

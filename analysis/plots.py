@@ -1,7 +1,7 @@
 """Plotly figures for notebooks and papers, in one consistent style.
 
-Every function returns a ``plotly.graph_objects.Figure``; `save_figure` writes
-HTML and, when kaleido can find a Chromium, PNG/SVG/PDF.
+Every function returns a ``plotly.graph_objects.Figure``; `save_figure` (from
+`analysis.figure_files`) writes HTML and, when kaleido can find a Chromium, PNG/SVG/PDF.
 
 Example:
     >>> from analysis import plots
@@ -19,6 +19,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy import stats
+
+from .figure_files import save_figure, save_figures, static_export_available  # noqa: F401  (re-exported)
 
 # Okabe–Ito: distinguishable under the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -134,54 +136,6 @@ def training_curves(history: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="loss (dimensionless)", row=1, col=1)
     fig.update_yaxes(title_text="Δ separation / typical gap at c = 0", row=1, col=2)
     return style(fig, "ReprPO training", height=420, width=980)
-
-
-def kaleido_available() -> bool:
-    try:
-        import kaleido  # noqa: F401
-    except ImportError:
-        return False
-    import shutil
-
-    return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome"))
-
-
-def save_figures(figures: Mapping[str | Path, go.Figure], formats: Sequence[str] = ("html", "png", "svg", "pdf"),
-                 scale: float = 2.0) -> list[Path]:
-    """Write several figures (``{path without extension: figure}``) as HTML and, when kaleido and a
-    Chromium are present, as static images, in one browser session (each separate
-    ``write_image`` starts Chromium anew: ~2.7 s here). Returns the files written."""
-    written: list[Path] = []
-    static_figs, static_paths, scales, widths, heights = [], [], [], [], []
-    for path, fig in figures.items():
-        base = Path(path)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        if "html" in formats:
-            fig.write_html(base.with_suffix(".html"), include_plotlyjs="cdn")
-            written.append(base.with_suffix(".html"))
-        for fmt in (f for f in formats if f != "html"):
-            static_figs.append(fig)
-            static_paths.append(base.with_suffix(f".{fmt}"))
-            scales.append(scale if fmt == "png" else 1)
-            widths.append(fig.layout.width or 800)  # kaleido ignores the layout's size otherwise
-            heights.append(fig.layout.height or 500)
-    if static_figs and kaleido_available():
-        import plotly.io as pio
-
-        pio.write_images(static_figs, static_paths, scale=scales, width=widths, height=heights)
-        written += static_paths
-    return written
-
-
-def save_figure(fig: go.Figure, path: str | Path, formats: Sequence[str] = ("html", "png", "svg", "pdf"), scale: float = 2.0) -> list[Path]:
-    """Write ``fig`` as HTML and, when kaleido and a Chromium are present, as PNG/SVG/PDF.
-
-    ``path`` is given without extension. Returns the files written.
-
-    Example:
-        >>> save_figure(plots.dose_curves({"pca_diff": df}), "figures/dose")
-    """
-    return save_figures({path: fig}, formats, scale)
 
 
 def projection_histograms(acts, directions, layer: int, kind: str) -> go.Figure:

@@ -46,7 +46,7 @@ def png_size(path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not plots.kaleido_available(), reason="needs kaleido and a Chromium (scripts/setup.sh installs both)")
+@pytest.mark.skipif(not plots.static_export_available(), reason="needs kaleido and a Chromium (scripts/setup.sh installs both)")
 def test_save_figure_writes_html_png_svg_pdf(tmp_path):
     fig = plots.dose_curves({"pca_diff": fake_dose()})
     written = plots.save_figure(fig, tmp_path / "dose")

@@ -91,7 +91,7 @@ def test_cli_sweep_on_a_local_model_folder(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not analysis.plots.kaleido_available(), reason="needs kaleido and a Chromium (scripts/setup.sh installs both)")
+@pytest.mark.skipif(not analysis.plots.static_export_available(), reason="needs kaleido and a Chromium (scripts/setup.sh installs both)")
 def test_cli_figures_regenerates_png_and_svg_of_the_expected_size(tmp_path):
     import struct
 
@@ -106,3 +106,23 @@ def test_cli_figures_regenerates_png_and_svg_of_the_expected_size(tmp_path):
         svg = (tmp_path / "figures" / f"{stem}.svg").read_text()
         assert svg.lstrip().startswith("<svg") and len(svg) > 1000
     assert (tmp_path / "figures" / "sweep_summary.tex").read_text().startswith("\\begin{table}")
+
+
+def test_cli_figures_without_chromium_writes_html_and_tables_and_says_so_once(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from analysis import figure_files
+
+    small_sweep(tmp_path / "run")
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no Chromium to be found
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setattr(figure_files, "warned_no_static_export", False)
+    with pytest.warns(UserWarning, match="export needs kaleido and a Chromium") as caught:
+        assert main(["figures", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "figures")]) == 0
+    assert sum("Chromium" in str(w.message) for w in caught) == 1
+    figures = tmp_path / "figures"
+    assert not list(figures.glob("*.png")) and not list(figures.glob("*.svg"))
+    for stem in ("steerability_score", "dose_response_top", "separation_auroc", "direction_cosines"):
+        assert (figures / f"{stem}.html").stat().st_size > 0, stem
+    assert (figures / "sweep_summary.md").exists() and (figures / "sweep_summary.tex").exists()
