@@ -36,7 +36,7 @@ KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 
 def setup():
     import probes
-    from probes.collect import plan_batches, tokenize
+    from probes.batching import plan_batches, tokenize
 
     model = probes.load_model()
     pairs = probes.honesty_pairs(n=N_TEXTS // 2, tokenizer=model.tokenizer, chat=True, seed=0)

@@ -29,7 +29,7 @@ def child(variant: str, n_pairs: int) -> None:
     import torch
 
     import probes
-    from probes.collect import plan_batches, tokenize
+    from probes.batching import plan_batches, tokenize
 
     model = probes.load_model()
     pairs = probes.honesty_pairs(n=n_pairs, truncate="words", min_length=3)

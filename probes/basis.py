@@ -2,8 +2,12 @@
 
 For a sublayer ``y = W x (+ b)`` with ``W = U diag(S) Vᵀ``: ``U`` is the output
 basis (``hs @ U`` are a sublayer output's coordinates), ``V`` the input basis.
-SVDs are cached in memory and on disk (``$STEERSCOPE_CACHE/svd``), keyed by a
-hash of the weight's bytes, so a changed weight can never hit a stale entry.
+SVDs are cached in memory and on disk (``$STEERSCOPE_CACHE/svd``), keyed by the
+model's name, the module path, the weight's shape and dtype, and a sampled
+fingerprint of its values (cheap: no full-weight hashing per lookup). Every
+entry read is checked against the weight itself (``W v_i ≈ s_i u_i`` for the top
+components), so a damaged or stale file is recomputed, never used; a cache
+folder that cannot be written only costs the recomputation.
 
 Example:
     >>> basis = probes.weight_svd(model, 12, "down")
@@ -14,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +30,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from . import sublayers as sl
+from .files import write_atomic
+from .fingerprint import tensor_fingerprint
 from .models import cache_dir
 from .remote import require_weights
 
 MEMORY_CACHE_SIZE = 64
+CHECKED_COMPONENTS = 4
 
 
 def svd_cache_dir() -> Path:
@@ -68,11 +76,63 @@ class WeightSVD:
         return f"WeightSVD({where}U {tuple(self.U.shape)}, S {tuple(self.S.shape)}, V {tuple(self.V.shape)}, S[0]={self.S[0]:.3g})"
 
 
-def weight_key(weight: Tensor, method: str) -> str:
-    data = weight.detach().to("cpu", torch.float32).contiguous()
-    digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=16)
-    digest.update(f"{tuple(weight.shape)}|{method}".encode())
-    return digest.hexdigest()
+def weight_key(model: Any, sublayer: sl.Sublayer, weight: Tensor, method: str) -> str:
+    """Cache key: model name and revision, module path (and q/k/v slice), shape, dtype, method and a
+    sampled fingerprint of the values."""
+    config = sl.config_of(model)
+    parts = [str(getattr(config, "name_or_path", "")), str(getattr(config, "_commit_hash", "")), sublayer.weight_path or "",
+             sublayer.kind if sublayer.fused is not None else "", str(tuple(weight.shape)), str(weight.dtype), method,
+             tensor_fingerprint(weight)]
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def factors_fit(weight: Tensor, factors: tuple[Tensor, Tensor, Tensor], tolerance: float) -> bool:
+    """Whether ``(U, S, V)`` are singular triplets of ``weight``: right shapes, finite, and
+    ``W v_i ≈ s_i u_i`` for the top components (relative to ``s_0``)."""
+    U, S, V = factors
+    rank = S.shape[0] if S.ndim == 1 else -1
+    d_out, d_in = weight.shape
+    if rank < 1 or U.shape != (d_out, rank) or V.shape != (d_in, rank):
+        return False
+    if not all(torch.isfinite(t).all() for t in factors) or S[0] <= 0:
+        return False
+    k = min(CHECKED_COMPONENTS, rank)
+    matrix = weight.detach().to(torch.float32)
+    image = matrix @ V[:, :k].to(matrix.device)
+    expected = U[:, :k].to(matrix.device) * S[:k].to(matrix.device)
+    return bool((image - expected).norm() <= tolerance * float(S[0]) * k**0.5)
+
+
+warned_unwritable: set[Path] = set()
+
+
+def read_cached(file: Path, weight: Tensor, tolerance: float) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The cached factors in ``file`` if it exists, reads and fits ``weight``; else None (with a warning
+    when a file was there but unusable)."""
+    if not file.exists():
+        return None
+    try:
+        stored = load_file(str(file))
+        factors = stored["U"], stored["S"], stored["V"]
+    except Exception as error:  # truncated or garbled file
+        warnings.warn(f"Cached SVD {file} is unreadable ({type(error).__name__}); recomputing it.", stacklevel=4)
+        return None
+    if not factors_fit(weight, factors, tolerance):
+        warnings.warn(f"Cached SVD {file} does not fit its weight (wrong shapes or values); recomputing it.", stacklevel=4)
+        return None
+    return factors
+
+
+def write_cached(file: Path, factors: tuple[Tensor, Tensor, Tensor]) -> None:
+    """Store the factors; a cache folder that cannot be written is reported once and skipped."""
+    try:
+        tensors = {"U": factors[0].contiguous(), "S": factors[1].contiguous(), "V": factors[2].contiguous()}
+        write_atomic(file, lambda temporary: save_file(tensors, str(temporary)))
+    except OSError as error:
+        if file.parent not in warned_unwritable:
+            warned_unwritable.add(file.parent)
+            warnings.warn(f"Cannot write the SVD cache in {file.parent} ({error.strerror}); SVDs are recomputed in each "
+                          "process. Point STEERSCOPE_CACHE at a writable folder to keep them.", stacklevel=4)
 
 
 def compute_svd(weight: Float[Tensor, "d_out d_in"], rank: int | None, lowrank: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -117,20 +177,16 @@ def weight_svd(
     if rank is not None and not 1 <= rank <= min(weight.shape):
         raise ValueError(f"rank={rank} is out of range for {kind!r} at layer {layer}: its weight is {tuple(weight.shape)}, so rank ≤ {min(weight.shape)}.")
     method = f"lowrank{rank}" if lowrank and rank is not None else "full"
-    key = weight_key(weight, method)
+    tolerance = 2e-2 if method != "full" else 1e-3
+    key = weight_key(model, sublayer, weight, method)
     svd = memory_cache.get(key) if cache else None
     if svd is None:
         file = svd_cache_dir() / f"{key}.safetensors"
-        if cache and file.exists():
-            stored = load_file(str(file))
-            factors = stored["U"], stored["S"], stored["V"]
-        else:
-            factors = compute_svd(weight, rank, lowrank)
+        factors = read_cached(file, weight, tolerance) if cache else None
+        if factors is None:
+            factors = tuple(t.cpu() for t in compute_svd(weight, rank, lowrank))
             if cache:
-                file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = file.with_suffix(".tmp")
-                save_file({"U": factors[0], "S": factors[1], "V": factors[2]}, str(tmp))
-                tmp.replace(file)
+                write_cached(file, factors)
         svd = WeightSVD(*factors)
         if cache:
             memory_cache[key] = svd

@@ -18,105 +18,23 @@ Example:
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import nnsight
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import shards
 from . import sublayers as sl
 from .activations import Activations
+from .batching import Batch, check_batch_size, encode, plan_batches
+from .call_order import execution_order
+from .fingerprint import model_fingerprint
 from .pairs import PairLike, as_pairs
 from .remote import Remote, resolve_remote, trace_options
-
-
-@dataclass
-class Batch:
-    """Padded inputs of some texts plus where their last real tokens are."""
-
-    text_index: Int[Tensor, "b"]  # index into the flat [pair*2 + side] text list
-    input_ids: Int[Tensor, "b seq"]
-    attention_mask: Int[Tensor, "b seq"]
-    position_ids: Int[Tensor, "b seq"]
-    last_positions: Int[Tensor, "b tokens"]
-
-    def model_inputs(self, device: torch.device | str = "cpu") -> dict[str, Tensor]:
-        """The forward's keyword inputs (nnsight moves them to the model's device itself)."""
-        return {
-            "input_ids": self.input_ids.to(device),
-            "attention_mask": self.attention_mask.to(device),
-            "position_ids": self.position_ids.to(device),
-        }
-
-
-def tokenize(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids per text; no second BOS for texts that already start with one (chat templates)."""
-    bos = getattr(tokenizer, "bos_token", None)
-    ids = []
-    for text in texts:
-        add_special = not (bos and text.startswith(bos))
-        ids.append(tokenizer(text, add_special_tokens=add_special)["input_ids"])
-    return ids
-
-
-def pad_batch(token_ids: list[list[int]], text_index: list[int], pad_id: int, side: str, tokens: int) -> Batch:
-    """Pad to a common length on ``side`` and locate each text's last ``tokens`` real positions."""
-    lengths = torch.tensor([len(ids) for ids in token_ids])
-    width = int(lengths.max())
-    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    starts = width - lengths if side == "left" else torch.zeros_like(lengths)
-    for row, ids in enumerate(token_ids):
-        start = int(starts[row])
-        input_ids[row, start : start + len(ids)] = torch.tensor(ids)
-        attention_mask[row, start : start + len(ids)] = 1
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    ends = starts + lengths
-    last_positions = ends[:, None] - tokens + torch.arange(tokens)[None, :]
-    return Batch(torch.tensor(text_index), input_ids, attention_mask, position_ids, last_positions)
-
-
-def plan_batches(token_ids: list[list[int]], batch_size: int, pad_id: int, side: str, tokens: int) -> list[Batch]:
-    """Batches of texts of similar length (less padding), covering every text once."""
-    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return [pad_batch([token_ids[i] for i in chunk], chunk, pad_id, side, tokens) for chunk in chunks]
-
-
-def execution_order(model: Any, paths: Iterable[str]) -> list[str]:
-    """``paths`` sorted by when their modules run in a forward (nnsight reads them in that order).
-
-    Found once per model by a two-token forward with plain hooks.
-    """
-    wanted = list(dict.fromkeys(paths))
-    torch_model = sl.unwrap(model)
-    cache = torch_model.__dict__.setdefault("_steerscope_call_order", {})
-    missing = [p for p in wanted if p not in cache]
-    if missing:
-        seen: list[str] = []
-        handles = [
-            sl.get_module(model, path).register_forward_hook(lambda *_, path=path: seen.append(path))
-            for path in missing
-        ]
-        try:
-            device = next(torch_model.parameters()).device
-            with torch.inference_mode():
-                torch_model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device))
-        finally:
-            for handle in handles:
-                handle.remove()
-        base = len(cache)
-        for path in dict.fromkeys(seen):
-            cache.setdefault(path, base + len(cache))
-        never = [p for p in missing if p not in cache]
-        if never:
-            raise ValueError(f"These modules never run in a forward pass, so nothing can be captured: {never}.")
-    return sorted(wanted, key=cache.__getitem__)
 
 
 def normalize_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
@@ -173,10 +91,9 @@ def collect(
     require_nnsight(model)
     remote = resolve_remote(model, remote)
     pairs = as_pairs(pairs)
-    if not isinstance(tokens, int) or tokens < 1:
-        raise ValueError(f"tokens={tokens!r}: keep at least the last 1 token.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: must be at least 1.")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens={tokens!r}: give how many last tokens to keep per text, a whole number ≥ 1 (e.g. tokens=1).")
+    batch_size = check_batch_size(batch_size)
     layer_ids = sl.resolve_layers(model, layers)
     targets = [sl.resolve(model, layer, kind) for layer in layer_ids for kind in normalize_kinds(sublayers)]
     by_path: dict[str, list[sl.Sublayer]] = {}
@@ -186,7 +103,7 @@ def collect(
 
     tokenizer = model.tokenizer
     texts = [text for pair in pairs for text in pair]
-    token_ids = tokenize(tokenizer, texts)
+    token_ids = encode(model, texts)
     too_short = [i for i, ids in enumerate(token_ids) if len(ids) < tokens]
     if too_short:
         i = too_short[0]
@@ -202,13 +119,14 @@ def collect(
     if folder is not None:
         manifest = {"format": "steerscope.shards/1", "keys": keys, "tokens": tokens, "n_pairs": len(pairs),
                     "n_batches": len(batches), "batch_size": batch_size, "dtype": str(dtype).replace("torch.", ""),
-                    "texts": shards.texts_digest(pairs), "n_layers": sl.n_layers(model), "model_name": name}
+                    "texts": shards.texts_digest(pairs), "n_layers": sl.n_layers(model), "model_name": name,
+                    "weights": model_fingerprint(model)}
         shards.prepare(folder, manifest, pairs)
     results: dict[tuple[int, str], Tensor] = {}
     bar = tqdm(total=len(pairs), unit="pair", desc="collect", disable=not progress, smoothing=0.1)
     try:
         for index, batch in enumerate(batches):
-            if folder is not None and shards.shard_path(folder, index).exists():  # finished by an earlier run
+            if folder is not None and shards.finished_shard(folder, index, batch.text_index):  # by an earlier run
                 bar.update(len(batch.text_index) / 2)
                 continue
             captured = {key: values.to("cpu", dtype) for key, values in trace_batch(model, batch, by_path, paths, remote).items()}

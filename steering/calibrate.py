@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from probes import sublayers as sl
-from probes.collect import pad_batch, tokenize
+from probes.batching import encode, pad_batch
 from probes.remote import require_weights
 
 from .directions import Direction
@@ -40,7 +40,7 @@ def greedy_continuations(model: Any, prompts: Sequence[str], max_new_tokens: int
     """Unsteered greedy continuations: (padded batch of prompt + continuation, mask of continuation targets)."""
     tokenizer = model.tokenizer
     torch_model = sl.unwrap(model)
-    ids = tokenize(tokenizer, prompts)
+    ids = encode(model, prompts, extra=max_new_tokens)
     batch = pad_batch(ids, list(range(len(ids))), tokenizer.pad_token_id, "left", 1)
     device = next(torch_model.parameters()).device
     with torch.no_grad():

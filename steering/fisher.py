@@ -34,7 +34,7 @@ from torch import Tensor
 
 import probes
 from probes import sublayers as sl
-from probes.collect import plan_batches, tokenize
+from probes.batching import encode, plan_batches
 from probes.remote import require_weights
 
 from .directions import METHODS, StateSet, pca_diff, sign_vote, state_set, unit
@@ -93,7 +93,7 @@ def text_gradients(
     read = sl.resolve(model, loss_layer, "resid")
     texts = [text for pair in pairs for text in pair]
     tokenizer = model.tokenizer
-    batches = plan_batches(tokenize(tokenizer, texts), batch_size, tokenizer.pad_token_id, tokenizer.padding_side, 1)
+    batches = plan_batches(encode(model, texts), batch_size, tokenizer.pad_token_id, tokenizer.padding_side, 1)
     device = next(sl.unwrap(model).parameters()).device
     results: list[tuple[Tensor, Tensor]] = []
     for batch in batches:
