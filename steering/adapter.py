@@ -26,9 +26,10 @@ Example:
 
 from __future__ import annotations
 
-import json
+import math
+import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
@@ -39,10 +40,14 @@ from torch import Tensor, nn
 
 import probes
 from probes import sublayers as sl
+from probes.files import read_json, write_atomic, write_json
 
+from .frozen import freeze, release
 from .intervene import Coeff, coefficient_tensor, edit_hidden, fused_delta
 
 ScaleMode = Literal["add", "tanh", "mult", "none"]
+SCALE_MODES = ("add", "tanh", "mult", "none")
+FINGERPRINT_VALUES = 8  # top singular values stored per target to recognise its weight
 
 
 @dataclass
@@ -61,6 +66,25 @@ class AdapterConfig:
     sign: float = 1.0
     model: str | None = None
     components: dict[str, list[int]] = field(default_factory=dict)  # target name -> selected singular indices
+    # target name -> {"shape": [d_out, d_in], "singular_values": top values}: which weights it was made for
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.scale_mode not in SCALE_MODES:
+            problems.append(f"scale_mode={self.scale_mode!r} (use one of {SCALE_MODES})")
+        if not (isinstance(self.max_angle, (int, float)) and math.isfinite(self.max_angle) and self.max_angle > 0):
+            problems.append(f"max_angle={self.max_angle!r} (the rotation bound must be a finite number > 0, e.g. 0.3)")
+        if self.sign not in (1.0, -1.0):
+            problems.append(f"sign={self.sign!r} (must be 1 or -1)")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            problems.append(f"rank={self.rank!r} (a whole number ≥ 1)")
+        if self.select not in ("top", "data"):
+            problems.append(f"select={self.select!r} (use 'top' or 'data')")
+        if not (isinstance(self.init_std, (int, float)) and math.isfinite(self.init_std) and self.init_std >= 0):
+            problems.append(f"init_std={self.init_std!r} (a finite number ≥ 0)")
+        if problems:
+            raise ValueError("Invalid InnerPiSSA configuration: " + "; ".join(problems) + ".")
 
 
 def cayley(generator: Float[Tensor, "r r"], c: Tensor | float, max_angle: float) -> Float[Tensor, "... r r"]:
@@ -68,6 +92,8 @@ def cayley(generator: Float[Tensor, "r r"], c: Tensor | float, max_angle: float)
 
     ``c`` may be a scalar or one value per batch row (then one rotation per row).
     """
+    if not max_angle > 0:
+        raise ValueError(f"max_angle={max_angle}: the rotation bound must be > 0.")
     skew = (generator - generator.T) / 2
     bounded = max_angle * torch.tanh(skew / max_angle)  # odd, so still skew-symmetric
     c = torch.as_tensor(c, dtype=generator.dtype, device=generator.device)
@@ -143,9 +169,7 @@ class InnerPiSSA:
         self.targets = targets
         self.c: Coeff = 0.0
         self.merged: dict[str, Tensor] = {}
-        self.requires_grad = {name: p.requires_grad for name, p in sl.unwrap(model).named_parameters()}
-        for parameter in sl.unwrap(model).parameters():
-            parameter.requires_grad_(False)  # only the adapter trains
+        freeze(model, self)  # only adapters train; restored when the last one detaches
         self.handles = [t.module.register_forward_hook(self.hook_for(t)) for t in targets]
 
     def layer(self, target: Target) -> InnerPiSSALayer:
@@ -219,21 +243,21 @@ class InnerPiSSA:
         self.merged = {}
 
     def detach(self) -> None:
-        """Remove the adapter: hooks off, merged weights restored, requires_grad flags as before."""
+        """Remove the adapter: hooks off, merged weights restored, requires_grad flags as before
+        (once every adapter on this model is detached, in any order)."""
         self.unmerge()
         for handle in self.handles:
             handle.remove()
         self.handles = []
-        for name, parameter in sl.unwrap(self.model).named_parameters():
-            parameter.requires_grad_(self.requires_grad.get(name, True))
+        release(self.model, self)
 
     # -- persistence -------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write ``adapter.safetensors`` and ``adapter.json`` (model, targets, options) into ``path``."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.layers.state_dict().items()}, str(path / "adapter.safetensors"))
-        (path / "adapter.json").write_text(json.dumps(asdict(self.config), indent=1))
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.layers.state_dict().items()}
+        write_atomic(path / "adapter.safetensors", lambda temporary: save_file(tensors, str(temporary)))
+        write_json(path / "adapter.json", asdict(self.config))
         return path
 
     def __repr__(self) -> str:
@@ -272,12 +296,11 @@ def attach_innerpissa(
     most instead of the top-r by singular value. Raises ``ValueError`` for a rank the
     weight cannot hold or a kind the model lacks.
     """
-    if scale_mode not in ("add", "tanh", "mult", "none"):
-        raise ValueError(f"scale_mode={scale_mode!r}: use 'add', 'tanh', 'mult' or 'none'.")
     if select == "data" and pairs is None and components is None:
         raise ValueError("select='data' needs pairs=... to find the components that separate them.")
     layer_ids = sl.resolve_layers(model, layers)
-    config = AdapterConfig(layers=layer_ids, kinds=list(kinds), rank=rank, rotate_v=rotate_v, rotate_u=rotate_u,
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    config = AdapterConfig(layers=layer_ids, kinds=kinds, rank=rank, rotate_v=rotate_v, rotate_u=rotate_u,
                            scale_mode=scale_mode, max_angle=max_angle, init_std=init_std, select=select,
                            model=getattr(sl.config_of(model), "name_or_path", None))
     generator = torch.Generator().manual_seed(seed)
@@ -300,6 +323,7 @@ def attach_innerpissa(
             else:
                 index = list(range(rank))
             config.components[name] = list(index)
+            config.targets[name] = weight_identity(full)
             basis = probes.WeightSVD(full.U[:, index], full.S[index], full.V[:, index], layer, kind)
             adapted[name] = InnerPiSSALayer(basis, config, generator)
             module = sl.get_module(model, sublayer.weight_path)
@@ -308,15 +332,67 @@ def attach_innerpissa(
     return handle.to(device)
 
 
+def weight_identity(basis: probes.WeightSVD) -> dict[str, Any]:
+    """What an adapter records about a target weight to recognise it later."""
+    return {"shape": [basis.U.shape[0], basis.V.shape[0]],
+            "singular_values": [round(float(v), 6) for v in basis.S[:FINGERPRINT_VALUES]]}
+
+
+def check_targets(config: AdapterConfig, model: Any, path: Path) -> None:
+    """Refuse an adapter whose recorded target weights differ from this model's (shape or singular values)."""
+    problems = []
+    for name, saved in config.targets.items():
+        layer, kind = name.split(".", 1)
+        try:
+            found = weight_identity(probes.weight_svd(model, int(layer), kind))
+        except ValueError as error:
+            problems.append(f"{name}: {error}")
+            continue
+        if found["shape"] != saved["shape"]:
+            problems.append(f"{name}: weight {found['shape']} here, {saved['shape']} when saved")
+        elif not torch.allclose(torch.tensor(found["singular_values"]), torch.tensor(saved["singular_values"]), rtol=1e-2, atol=1e-4):
+            problems.append(f"{name}: other singular values ({found['singular_values'][:3]}… here, {saved['singular_values'][:3]}… when saved)")
+    if problems:
+        raise ValueError(f"The adapter in {path} was saved for other weights than this model's ({config.model!r}): "
+                         + "; ".join(problems[:5]) + ". Load it into the model it was trained on.")
+    here = getattr(sl.config_of(model), "name_or_path", None)
+    if config.model and here and Path(str(config.model)).name != Path(str(here)).name:
+        warnings.warn(f"The adapter in {path} was saved for {config.model!r}; this model is {here!r}. Its target weights "
+                      "match, so it is loaded.", stacklevel=3)
+
+
+def read_adapter_config(path: Path) -> AdapterConfig:
+    raw = read_json(path / "adapter.json", "an InnerPiSSA adapter's configuration")
+    known = {f.name for f in fields(AdapterConfig)}
+    unknown = sorted(set(raw) - known) if isinstance(raw, dict) else []
+    if not isinstance(raw, dict) or unknown or not {"layers", "kinds"} <= set(raw):
+        raise ValueError(f"{path / 'adapter.json'} is not an InnerPiSSA configuration"
+                         + (f" (unknown fields {unknown})" if unknown else "") + ".")
+    return AdapterConfig(**raw)
+
+
 def load_innerpissa(path: str | Path, model: Any) -> InnerPiSSA:
-    """Attach a saved adapter to ``model`` and load its parameters."""
+    """Attach a saved adapter to ``model`` and load its parameters.
+
+    Checks first that the adapter was made for this model's weights (each target's shape and top
+    singular values); a load that fails for any reason leaves the model as it was.
+    """
     path = Path(path)
-    config = AdapterConfig(**json.loads((path / "adapter.json").read_text()))
+    config = read_adapter_config(path)
+    check_targets(config, model, path)
     handle = attach_innerpissa(
         model, config.layers, config.kinds, config.rank, rotate_v=config.rotate_v, rotate_u=config.rotate_u,
         scale_mode=config.scale_mode, max_angle=config.max_angle, init_std=config.init_std, select=config.select,
         components=config.components,
     )
-    handle.config.sign = config.sign
-    handle.layers.load_state_dict(load_file(str(path / "adapter.safetensors")))
+    try:
+        handle.config.sign = config.sign
+        try:
+            state = load_file(str(path / "adapter.safetensors"))
+        except Exception as error:  # truncated or garbled file
+            raise ValueError(f"{path / 'adapter.safetensors'} is damaged ({type(error).__name__}: {error}).") from None
+        handle.layers.load_state_dict(state)
+    except BaseException:
+        handle.detach()
+        raise
     return handle

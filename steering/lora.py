@@ -21,18 +21,18 @@ from torch import nn
 from probes import sublayers as sl
 from probes.remote import require_weights
 
+from .frozen import freeze, release
 from .intervene import Coeff
 
 
 class LoraHandle:
-    def __init__(self, model: Any, paths: list[str], rank: int, alpha: float, requires_grad: dict[str, bool]):
+    def __init__(self, model: Any, paths: list[str], rank: int, alpha: float):
         self.model = model
         self.paths = paths
         self.rank = rank
         self.alpha = alpha
         self.c: Coeff = 0.0
         self.sign = 1.0
-        self.requires_grad = requires_grad  # the base parameters' flags before attaching
         self.apply()
 
     def lora_layers(self) -> list[nn.Module]:
@@ -68,14 +68,14 @@ class LoraHandle:
         return sum(p.numel() for p in self.trainable_parameters())
 
     def detach(self) -> None:
-        """Put the original modules back and restore the requires_grad flags."""
+        """Put the original modules back and restore the requires_grad flags (once every adapter
+        on this model is detached, in any order)."""
         torch_model = sl.unwrap(self.model)
         for path in self.paths:
             parent_path, _, name = path.rpartition(".")
             parent = torch_model.get_submodule(parent_path)
             setattr(parent, name, getattr(parent, name).base_layer)
-        for name, parameter in torch_model.named_parameters():
-            parameter.requires_grad_(self.requires_grad.get(name, True))
+        release(self.model, self)
 
 
 def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, alpha: float | None = None, seed: int = 0) -> LoraHandle:
@@ -88,12 +88,16 @@ def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, a
         raise ValueError("LoRA adapts weights: use projection kinds such as 'o', 'down', 'up'.")
     torch.manual_seed(seed)
     torch_model = sl.unwrap(model)
-    before = {name: p.requires_grad for name, p in torch_model.named_parameters()}
-    for parameter in torch_model.parameters():
-        parameter.requires_grad_(False)
+    owner = object()  # freeze before injecting, so the LoRA parameters are not among the base ones
+    freeze(model, owner)
     alpha = float(alpha if alpha is not None else rank)
-    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=paths), torch_model)
-    for layer in (torch_model.get_submodule(path) for path in paths):
-        for name, parameter in layer.named_parameters():
-            parameter.requires_grad_("lora_" in name)
-    return LoraHandle(model, paths, rank, alpha, before)
+    try:
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=paths), torch_model)
+        for layer in (torch_model.get_submodule(path) for path in paths):
+            for name, parameter in layer.named_parameters():
+                parameter.requires_grad_("lora_" in name)
+        handle = LoraHandle(model, paths, rank, alpha)
+        freeze(model, handle)
+    finally:
+        release(model, owner)
+    return handle
