@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from probes.batching import check_batch_size
 from probes.remote import Remote, resolve_remote
 from steering.directions import Direction
 from steering.intervene import steer
@@ -75,6 +76,24 @@ def score_at_coeffs(model: Any, intervention: Any, items: list[sc.Dilemma], coef
     return tables, nll
 
 
+def check_coeffs(coeffs: Sequence[float]) -> list[float]:
+    """Coefficients as floats: at least one, all finite, all different."""
+    if isinstance(coeffs, (str, bytes)) or not isinstance(coeffs, Sequence | np.ndarray):
+        raise ValueError(f"coeffs={coeffs!r}: give a list of numbers, e.g. (-1, 0, 1).")
+    try:
+        values = [float(c) for c in coeffs]
+    except (TypeError, ValueError):
+        raise ValueError(f"coeffs={list(coeffs)!r}: every coefficient must be a number.") from None
+    if not values:
+        raise ValueError("coeffs is empty: give the steering coefficients to score, e.g. (-1, 0, 1).")
+    if not all(np.isfinite(values)):
+        raise ValueError(f"coeffs={values}: coefficients must be finite numbers (no NaN or inf).")
+    repeated = sorted({c for c in values if values.count(c) > 1})
+    if repeated:
+        raise ValueError(f"coeffs={values} repeats {repeated}: give each coefficient once.")
+    return values
+
+
 def dose_response(
     model: Any,
     intervention: Any,
@@ -102,12 +121,9 @@ def dose_response(
             travel as nnsight edits; adapters cannot.
     """
     remote = resolve_remote(model, remote)
-    items = list(items)
-    if not items:
-        raise ValueError("No items: pass dilemmas such as analysis.dilemmas().")
-    coeffs = [float(c) for c in coeffs]
-    if not coeffs or len(set(coeffs)) != len(coeffs):
-        raise ValueError(f"coeffs={coeffs}: give distinct coefficients, e.g. (-1, 0, 1).")
+    items = sc.check_items(items)
+    coeffs = check_coeffs(coeffs)
+    batch_size = check_batch_size(batch_size)
     neutral = list(neutral_texts) if neutral_texts is not None else sc.neutral_texts()
     texts = [sc.render_item(model.tokenizer, item, persona=persona) for item in items]
     if baseline is None or persona is not None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
-from probes.collect import Batch, pad_batch, tokenize
+from probes.batching import Batch, check_batch_size, encode, pad_batch
 from probes.remote import Remote, resolve_remote, trace_options
 
 PREFILL = "My choice:"
@@ -54,6 +54,9 @@ class Dilemma:
     def __post_init__(self) -> None:
         if self.honest_answer not in ("Yes", "No", None):
             raise ValueError(f"item {self.id!r}: honest_answer must be 'Yes' or 'No', got {self.honest_answer!r}.")
+        if isinstance(self.values, str) or not all(isinstance(v, str) for v in self.values):
+            raise ValueError(f"item {self.id!r}: values must be a list of value names, e.g. ['honesty', 'loyalty']; "
+                             f"got {self.values!r}.")
 
     @property
     def sign(self) -> float:
@@ -79,7 +82,10 @@ def load_dilemmas(path: Path | str) -> list[Dilemma]:
         missing = [k for k in ("id", "situation", "question", "honest_answer") if k not in row]
         if missing:
             raise ValueError(f"{path}: row {number} lacks {missing}; each row needs id, situation, question, honest_answer.")
-        items.append(Dilemma(str(row["id"]), row["situation"], row["question"], row["honest_answer"], tuple(row.get("values", ()))))
+        values = row.get("values", [])
+        if not isinstance(values, list):
+            raise ValueError(f"{path}: row {number} has values={values!r}; give a JSON list such as [\"honesty\"].")
+        items.append(Dilemma(str(row["id"]), row["situation"], row["question"], row["honest_answer"], tuple(values)))
     if not items:
         raise ValueError(f"{path} holds no dilemmas.")
     return items
@@ -123,7 +129,13 @@ def load_daily_dilemmas(path: Path | str, value: str = "honesty") -> list[Dilemm
         raise ValueError(f"{path} is not in the DailyDilemmas schema: missing {sorted(needed - set(frame.columns))}.")
 
     def values_of(cell: Any) -> tuple[str, ...]:
-        listed = ast.literal_eval(cell) if isinstance(cell, str) else list(cell)
+        try:
+            listed = ast.literal_eval(cell) if isinstance(cell, str) else list(cell)
+            if isinstance(listed, str) or not isinstance(listed, (list, tuple)):
+                raise ValueError
+        except (ValueError, SyntaxError, TypeError):
+            raise ValueError(f"{path}: values_aggregated cell {cell!r} is not a list of values such as "
+                             "\"['honesty', 'loyalty']\".") from None
         return tuple(str(v).strip().lower() for v in listed)
 
     items = []
@@ -181,7 +193,8 @@ def no_context(index: list[int]) -> ContextManager[Any]:
 def padded_batches(model: Any, texts: Sequence[str], batch_size: int):
     """Left-padded batches of ``texts`` with their row indices."""
     tokenizer = model.tokenizer
-    ids = tokenize(tokenizer, texts)
+    batch_size = check_batch_size(batch_size)
+    ids = encode(model, texts)
     for start in range(0, len(ids), batch_size):
         index = list(range(start, min(start + batch_size, len(ids))))
         yield index, pad_batch([ids[i] for i in index], index, tokenizer.pad_token_id, "left", 1)
@@ -218,7 +231,23 @@ def traced_last_logprobs(model: Any, batch: Batch, remote: Remote) -> Float[torc
     return logprobs
 
 
+def check_items(items: Iterable[Dilemma]) -> list[Dilemma]:
+    """The items as a list; refuses an empty list and duplicate ids (per-item statistics would merge them)."""
+    items = list(items)
+    if not items:
+        raise ValueError("No items to score: pass dilemmas such as analysis.dilemmas().")
+    ids = [item.id for item in items]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"Item ids must be unique (per-item statistics key on them); repeated: {duplicates[:10]}.")
+    return items
+
+
 def logratio_table(logprobs: torch.Tensor, items: Sequence[Dilemma], tokenizer: Any, min_pmass: float) -> pd.DataFrame:
+    if torch.isnan(logprobs).any():
+        bad = [items[i].id for i in torch.isnan(logprobs).any(-1).nonzero().flatten().tolist()]
+        raise ValueError(f"The model gave NaN log-probabilities for {len(bad)} item(s) (e.g. {bad[:3]}): its "
+                         "weights or this steering dose break it. Check the dtype (float16 overflows), or lower the coefficient.")
     yes, no = answer_token_ids(tokenizer)
     log_yes = torch.logsumexp(logprobs[:, yes], -1)
     log_no = torch.logsumexp(logprobs[:, no], -1)
@@ -240,9 +269,7 @@ def score_items(model: Any, items: Iterable[Dilemma], *, prefill: str = PREFILL,
 
     Returns a DataFrame with columns ``item``, ``logratio``, ``pmass``, ``valid``, ``honesty``.
     """
-    items = list(items)
-    if not items:
-        raise ValueError("No items to score: pass dilemmas such as analysis.dilemmas().")
+    items = check_items(items)
     texts = [render_item(model.tokenizer, item, prefill, persona) for item in items]
     return logratio_table(last_logprobs(model, texts, batch_size, remote=remote), items, model.tokenizer, min_pmass)
 

@@ -8,10 +8,12 @@ Two stages, so the default finishes on a laptop CPU:
    the first kind at every ``stride``-th layer (a layer profile) plus the
    ``top_k`` most separable (layer, kind); ``full=True`` runs every one.
 
-Each finished configuration is appended to ``results.csv`` at once (with its
-dose table in ``doses/`` and direction in ``directions/``), so an interrupted
-run keeps its rows and ``resume=True`` skips them. A configuration that fails
-is recorded with its error and the sweep goes on.
+Each finished configuration is written to ``results.csv`` at once (with its
+dose table in ``doses/`` and direction in ``directions/``; every file atomic),
+so an interrupted run keeps its rows and ``resume=True`` skips them. A
+configuration that fails is recorded with its error and the sweep goes on; a
+resumed run retries it. The options are recorded in ``config.json`` and one
+sweep at a time may write into a folder (see `analysis.run_folder`).
 
 Example:
     >>> result = sweep_steerability(model, pairs, dilemmas(), layers="all", kinds=("resid", "o", "down"),
@@ -21,10 +23,10 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import json
+import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,10 +35,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import probes
+from probes.batching import check_batch_size
+from probes.files import write_atomic
+from probes.fingerprint import model_fingerprint
 from steering import directions as dirs
 
+from . import score as sc
 from .agreement import compare_directions
-from .dose import dose_metrics, dose_response, unsteered_baseline
+from .dose import check_coeffs, dose_metrics, dose_response, unsteered_baseline
+from .run_folder import ResultTable, RunFolder
 from .separation import separation
 
 MODEL_METHODS = ("uspace_pca", "uspace_mean")
@@ -79,21 +86,16 @@ def method_options(method: str, model: Any, pairs: list) -> dict[str, Any]:
     return {}
 
 
-def done_configs(results_file: Path) -> set[str]:
-    if not results_file.exists():
-        return set()
-    frame = pd.read_csv(results_file)
-    finished = frame[frame["error"].isna()] if "error" in frame else frame
-    return {config_name(int(r.layer), r.kind, r.method) for r in finished.itertuples()}
-
-
-def append_row(results_file: Path, row: dict[str, Any]) -> None:
-    new = not results_file.exists()
-    with results_file.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+def sweep_options(model: Any, pairs: list, items: list, layers: Any, kinds: Sequence[str], methods: Sequence[str],
+                  coeffs: list[float], full: bool, top_k: int, stride: int, min_pmass: float) -> dict[str, Any]:
+    """Everything that decides a sweep's numbers (recorded in config.json; a resume must match it)."""
+    return {
+        "model": getattr(probes.sublayers.config_of(model), "name_or_path", None), "weights": model_fingerprint(model),
+        "layers": layers if isinstance(layers, str) else [int(layer) for layer in layers], "kinds": list(kinds),
+        "methods": list(methods), "coeffs": coeffs, "n_pairs": len(pairs), "pairs": probes.shards.texts_digest(pairs),
+        "n_items": len(items), "items": [item.id for item in items], "full": full, "top_k": top_k, "stride": stride,
+        "min_pmass": min_pmass,
+    }
 
 
 def sweep_steerability(
@@ -115,74 +117,82 @@ def sweep_steerability(
     progress: bool = True,
     figure_formats: Sequence[str] = ("html", "png", "svg"),
 ) -> SweepResult:
-    """Run the two-stage sweep; see the module docstring. Returns a `SweepResult`."""
-    pairs = probes.as_pairs(pairs)
-    unknown = [m for m in methods if m not in dirs.METHODS]
-    if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; available: {', '.join(dirs.METHODS)}.")
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        results_file = out_dir / "results.csv"
-        if results_file.exists() and not resume:
-            raise FileExistsError(f"{results_file} exists: pass resume=True (--resume) to continue it, or choose another out folder.")
-        (out_dir / "config.json").write_text(json.dumps({
-            "model": getattr(probes.sublayers.config_of(model), "name_or_path", None), "layers": layers if isinstance(layers, str) else list(layers),
-            "kinds": list(kinds), "methods": list(methods), "coeffs": list(coeffs), "n_pairs": len(pairs), "n_items": len(items),
-            "full": full, "top_k": top_k, "stride": stride, "min_pmass": min_pmass}, indent=1))
+    """Run the two-stage sweep; see the module docstring. Returns a `SweepResult`.
 
+    ``out=None`` writes into a fresh temporary folder (``result.out``). Every option is checked
+    before any work starts; ``resume=True`` refuses a folder written with other options, and a
+    folder another sweep is writing into is refused while that sweep runs.
+    """
+    pairs = probes.as_pairs(pairs)
+    items = sc.check_items(items)
+    coeffs = check_coeffs(coeffs)
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in methods if m not in dirs.METHODS]
+    if unknown or not methods:
+        raise ValueError(f"Unknown method(s) {unknown or methods}; available: {', '.join(dirs.METHODS)}.")
+    check_batch_size(batch_size)
+    for kind in kinds:
+        probes.sublayers.resolve(model, 0, kind)
+    folder = RunFolder(out if out is not None else tempfile.mkdtemp(prefix="steerscope-sweep-"))
+    with folder.locked():
+        folder.record_options(sweep_options(model, pairs, items, layers, kinds, methods, coeffs, full, top_k, stride, min_pmass), resume)
+        return run_sweep(model, pairs, items, layers, kinds, methods, coeffs, folder, full, top_k, stride, batch_size,
+                         min_pmass, progress, figure_formats)
+
+
+def run_sweep(model: Any, pairs: list, items: list, layers: Any, kinds: list[str], methods: list[str], coeffs: list[float],
+              folder: RunFolder, full: bool, top_k: int, stride: int, batch_size: int, min_pmass: float, progress: bool,
+              figure_formats: Sequence[str]) -> SweepResult:
     acts = probes.collect(model, pairs, layers=layers, sublayers=kinds, batch_size=max(batch_size, 16), progress=progress)
     sep = separation(acts)
-    if out_dir is not None:
-        sep.to_csv(out_dir / "separation.csv", index=False)
+    write_atomic(folder.file("separation.csv"), sep.to_csv(index=False))
     selected = select_configs(sep, list(kinds), top_k, stride, full)
     todo = [(layer, kind, method) for layer, kind in selected for method in methods]
-    finished = done_configs(results_file) if out_dir is not None else set()
+    table = ResultTable(folder.file("results.csv"), RESULT_COLUMNS, key=("layer", "kind", "method"))
+    finished = {config_name(int(layer), kind, method) for layer, kind, method in table.finished()}
     baseline = unsteered_baseline(model, items, batch_size=batch_size, min_pmass=min_pmass)
     auroc = {(int(r.layer), r.kind): float(r.auroc) for r in sep.itertuples()}
 
     doses: dict[str, pd.DataFrame] = {}
     found: list[dirs.Direction] = []
-    rows: list[dict[str, Any]] = []
     bar = tqdm(todo, desc="dose-response", unit="config", disable=not progress)
     for layer, kind, method in bar:
         name = config_name(layer, kind, method)
         bar.set_postfix_str(name)
-        direction_file = out_dir / "directions" / f"{name}.safetensors" if out_dir is not None else None
+        direction_file = folder.file("directions") / f"{name}.safetensors"
+        dose_file = folder.file("doses") / f"{name}.csv"
         if name in finished:
-            found += dirs.load_directions(direction_file) if direction_file.exists() else []
-            doses[name] = pd.read_csv(out_dir / "doses" / f"{name}.csv")
-            continue
+            try:
+                found_here, dose_here = dirs.load_directions(direction_file), pd.read_csv(dose_file)
+                found += found_here
+                doses[name] = dose_here
+                continue
+            except Exception as error:  # a finished configuration whose files were lost or damaged: run it again
+                warnings.warn(f"{name}: its saved files are unreadable ({type(error).__name__}); recomputing it.", stacklevel=2)
         started = time.time()
         row: dict[str, Any] = {"layer": layer, "kind": kind, "method": method, "auroc": auroc.get((layer, kind))}
         try:
             direction = dirs.compute(method, acts, layer, kind, **method_options(method, model, pairs))
             df = dose_response(model, direction, items, coeffs, batch_size=batch_size, baseline=baseline, min_pmass=min_pmass)
             row |= dose_metrics(df) | {"vote_share": direction.meta["vote_share"], "scale": direction.scale}
+            write_atomic(dose_file, df.to_csv(index=False))
+            dirs.save_directions([direction], direction_file)
             doses[name] = df
             found.append(direction)
-            if out_dir is not None:
-                (out_dir / "doses").mkdir(exist_ok=True)
-                df.to_csv(out_dir / "doses" / f"{name}.csv", index=False)
-                dirs.save_directions([direction], direction_file)
         except Exception as error:  # one failing configuration must not lose the sweep
             row["error"] = f"{type(error).__name__}: {error}"
             if progress:
                 tqdm.write(f"{name} failed: {row['error']}\n{traceback.format_exc(limit=3)}")
         row["seconds"] = round(time.time() - started, 2)
-        rows.append(row)
-        if out_dir is not None:
-            append_row(results_file, row)
+        table.record(row)
     bar.close()
 
-    # the file holds resumed rows too
-    results = pd.read_csv(results_file) if out_dir is not None else pd.DataFrame(rows, columns=RESULT_COLUMNS)
     cosines = compare_directions(found) if found else None
-    result = SweepResult(results, sep, doses, found, cosines, out_dir)
-    if out_dir is not None:
-        from .report import write_report
+    result = SweepResult(table.frame(), sep, doses, found, cosines, folder.path)
+    from .report import write_report
 
-        write_report(result, figure_formats)
+    write_report(result, figure_formats)
     return result
 
 

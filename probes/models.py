@@ -18,8 +18,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -64,8 +65,9 @@ def convert_embedded_gguf(target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with hub_offline():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are now plain float32 tensors; drop the GGUF quantiser so
     # save_pretrained writes an ordinary checkpoint.
     if hasattr(model.config, "quantization_config"):
@@ -106,18 +108,52 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return value
 
 
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """No Hugging Face hub traffic inside the block, whatever ``HF_HUB_OFFLINE`` says.
+
+    ``local_files_only`` alone is not enough: huggingface_hub still fetches side
+    files (its user-agent registry) before it looks in the cache.
+    """
+    from huggingface_hub import constants
+
+    before_constant, before_env = constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")
+    constants.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before_constant
+        if before_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before_env
+
+
+def check_model_folder(folder: Path) -> None:
+    if not folder.is_dir() or not (folder / "config.json").exists():
+        found = sorted(p.name for p in folder.iterdir())[:8] if folder.is_dir() else []
+        raise FileNotFoundError(
+            f"{folder} exists but holds no model: a local model folder needs config.json, the weights "
+            f"(*.safetensors) and the tokenizer files, as written by save_pretrained. It holds: {found or 'nothing'}."
+        )
+
+
 def load_hf_model(name: str, dtype: torch.dtype, device: str | None, device_map: Any, **kwargs: Any):
-    """Load a causal LM and its tokenizer from a local path or the local HF cache only."""
+    """Load a causal LM and its tokenizer from a local path or the local HF cache only, never the network."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     local = Path(name).expanduser()
+    if local.exists():
+        check_model_folder(local)
+    elif name.startswith(("/", "./", "../", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise FileNotFoundError(f"No model folder at {local}: check the path (a Hugging Face id looks like 'org/name').")
     source = str(local) if local.exists() else name
-    offline = {"local_files_only": not local.exists()}
+    offline = {"local_files_only": True}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **offline)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, device_map=device_map, **offline, **kwargs
-        )
+        with hub_offline():
+            tokenizer = AutoTokenizer.from_pretrained(source, **offline)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map, **offline, **kwargs)
     except OSError as error:
         raise FileNotFoundError(
             f"Could not load {name!r} offline: it is neither a local folder nor in the Hugging "

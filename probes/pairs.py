@@ -45,11 +45,13 @@ def as_pairs(pairs: Iterable[PairLike]) -> list[ContrastivePair]:
     """
     if isinstance(pairs, (str, ContrastivePair)):
         pairs = [pairs]  # type: ignore[list-item]
+    if pairs is None or not isinstance(pairs, Iterable):
+        raise ValueError(f"pairs={pairs!r}: pass a list of ContrastivePair or (positive, negative) tuples, e.g. probes.honesty_pairs().")
     result: list[ContrastivePair] = []
     for index, item in enumerate(pairs):
         if isinstance(item, ContrastivePair):
             pair = item
-        elif isinstance(item, str) or len(item) != 2:
+        elif isinstance(item, str) or not isinstance(item, Sequence) or len(item) != 2:
             raise ValueError(
                 f"pair {index} is {item!r}: each pair must be a ContrastivePair or a "
                 "(positive, negative) tuple of two strings."

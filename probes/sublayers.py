@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
@@ -36,7 +37,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 KINDS: tuple[str, ...] = ("resid", "attn", "mlp", "q", "k", "v", "o", "gate", "up", "down")
-PROJECTION_KINDS: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
 QKV = ("q", "k", "v")
 
 
@@ -209,13 +209,20 @@ def resolve_layers(model: Any, layers: int | Iterable[int] | range | str) -> lis
         if layers != "all":
             raise ValueError(f"layers={layers!r}: use an int, a list or range of ints, or 'all'.")
         return list(range(total))
-    items = [layers] if isinstance(layers, int) else list(layers)
+    if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
+        items = [layers]
+    else:
+        try:
+            items = list(layers)
+        except TypeError:
+            raise ValueError(f"layers={layers!r}: use an int, a list or range of ints, or 'all'.") from None
     if not items:
         raise ValueError("layers is empty: pass at least one layer index, a range, or 'all'.")
     resolved = set()
     for layer in items:
-        if not isinstance(layer, int) or isinstance(layer, bool):
-            raise ValueError(f"layer {layer!r} is not an int; pass ints, a range, or 'all'.")
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+            raise ValueError(f"layer {layer!r} is not a whole number; pass ints (numpy ints are fine), a range, or 'all'.")
+        layer = int(layer)
         if not -total <= layer < total:
             raise ValueError(
                 f"layer {layer} is out of range for a model with {total} layers "
@@ -231,6 +238,9 @@ def resolve(model: Any, layer: int, kind: str) -> Sublayer:
     ``kind`` is one of `KINDS` or a dotted module path template containing ``{layer}``.
     """
     family = family_of(model)
+    layer = resolve_layers(model, layer)[0]
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"kind={kind!r}: use a sublayer kind such as 'resid', 'o' or 'down', or a dotted module path.")
     if "." in kind or "{layer}" in kind:
         path = kind.format(layer=layer)
         if not has_module(model, path):
@@ -253,6 +263,18 @@ def resolve(model: Any, layer: int, kind: str) -> Sublayer:
     weight_kind = family.weight_of.get(kind, kind)
     weight_path = f"{block}.{family.paths[weight_kind]}" if weight_kind in family.paths and kind != "resid" else None
     return Sublayer(layer=layer, kind=kind, path=path, weight_path=weight_path)
+
+
+def output_width(model: Any, sublayer: Sublayer) -> int | None:
+    """Features of the sublayer's output: its weight's rows, the hidden size for block outputs,
+    None where it cannot be known without a forward (a module path with no weight)."""
+    if sublayer.kind in ("resid", "attn", "mlp"):
+        return int(getattr(config_of(model), "hidden_size", None) or getattr(config_of(model), "n_embd"))
+    if sublayer.weight_path is not None:
+        module = get_module(model, sublayer.weight_path)
+        if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.ndim == 2:
+            return weight_matrix(model, sublayer).shape[0]
+    return None
 
 
 def weight_matrix(model: Any, sublayer: Sublayer) -> Float[Tensor, "d_out d_in"]:

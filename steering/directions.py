@@ -191,8 +191,16 @@ METHODS["uspace_mean"] = uspace_method(mean_diff)
 def state_set(acts: Any, layer: int, kind: str, token: int | slice | None = None) -> StateSet:
     """Positive/negative states of one (layer, kind), all captured tokens folded in as samples."""
     hs = acts[layer, kind].to(torch.float64)
-    if token is not None:
-        hs = hs[:, :, token] if isinstance(token, slice) else hs[:, :, token : token + 1 or None]
+    captured = hs.shape[2]
+    if isinstance(token, slice):
+        hs = hs[:, :, token]
+        if hs.shape[2] == 0:
+            raise ValueError(f"token={token} selects none of the {captured} captured token position(s).")
+    elif token is not None:
+        if isinstance(token, bool) or not isinstance(token, int) or not -captured <= token < captured:
+            raise ValueError(f"token={token!r}: {captured} token position(s) were captured per text, so use 0..{captured - 1} "
+                             f"(or -{captured}..-1 from the end), or capture more with collect(..., tokens=N).")
+        hs = hs[:, :, token % captured : token % captured + 1]
     hs = rearrange(hs, "pair side token d -> side (pair token) d")
     layer = acts.normalize_key((layer, kind))[0]
     return StateSet(hs[0], hs[1], layer, kind)

@@ -59,7 +59,14 @@ def import_gguf(path: str | Path) -> list[Direction]:
     """Read a GGUF control vector back as unit `Direction` s (``scale`` = the stored vector's norm)."""
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ValueError(f"{path} is {'empty' if path.is_file() else 'not a file'}: expected a GGUF control vector "
+                         "written by export_gguf or repeng's export_gguf.")
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as error:  # the gguf package raises assorted errors for non-GGUF bytes
+        raise ValueError(f"{path} is not a readable GGUF file ({type(error).__name__}: {error}).") from None
     architecture = reader.fields.get("general.architecture")
     if architecture is None or bytes(architecture.parts[architecture.data[0]]).decode() != "controlvector":
         raise ValueError(f"{path} is not a GGUF control vector (general.architecture != 'controlvector').")

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +48,19 @@ from probes.remote import Remote, resolve_remote
 from .directions import Direction
 
 Coeff = float | Sequence[float] | Float[Tensor, "batch"]
+
+
+def check_coefficients(coeff: Coeff) -> Tensor:
+    """``coeff`` as a float tensor (scalar or one value per row), refusing NaN and infinities."""
+    try:
+        values = torch.as_tensor(coeff, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"coeff={coeff!r}: give a number, or one number per batch row.") from None
+    if values.ndim > 1:
+        raise ValueError(f"coeff has shape {tuple(values.shape)}: give a number, or one number per batch row.")
+    if not torch.isfinite(values).all():
+        raise ValueError(f"coeff={coeff!r} is not finite: steering coefficients must be real numbers (c = 0 is the base model).")
+    return values
 
 
 def coefficient_tensor(coeff: Coeff, batch: int, like: Tensor) -> Tensor:
@@ -89,13 +103,35 @@ class SteeringEdit:
         return ((x.to(hs.dtype) @ V) * coords) @ U_out
 
 
+def check_fits(model: Any, direction: Direction) -> sl.Sublayer:
+    """The sublayer ``direction`` steers, after checking the model has it and its width matches."""
+    if not isinstance(direction, Direction):
+        raise TypeError(f"Expected a steering.Direction, got {type(direction).__name__}.")
+    try:
+        sublayer = sl.resolve(model, direction.layer, direction.kind)
+    except ValueError as error:
+        raise ValueError(f"{direction.name} cannot steer this model: {error}") from None
+    width = sl.output_width(model, sublayer)
+    if direction.space == "activation" and width is not None and direction.vector.shape[-1] != width:
+        raise ValueError(f"{direction.name} has {direction.vector.shape[-1]} features but {direction.kind!r} at layer "
+                         f"{direction.layer} of this model has {width}: was it computed on another model?")
+    if not torch.isfinite(direction.vector).all() or not math.isfinite(direction.scale):
+        raise ValueError(f"{direction.name} holds NaN or infinite values.")
+    return sublayer
+
+
 def steering_edit(model: Any, direction: Direction, scale: float | None = None) -> SteeringEdit:
     """The `SteeringEdit` of ``direction`` on ``model``; ``scale`` overrides ``direction.scale``."""
+    check_fits(model, direction)
     step_scale = direction.scale if scale is None else scale
     if direction.space == "uspace":
         basis_kind = direction.meta.get("basis_kind", direction.kind)
         basis = probes.weight_svd(model, direction.layer, basis_kind)
         sublayer = sl.resolve(model, direction.layer, basis_kind)
+        if direction.coords is None or direction.coords.shape[-1] != basis.rank:
+            raise ValueError(f"{direction.name} has {None if direction.coords is None else direction.coords.shape[-1]} U-space "
+                             f"coordinates but the {basis_kind!r} weight at layer {direction.layer} has {basis.rank} components: "
+                             "was it computed on another model?")
         U_out = basis.U.T.float()
         if sublayer.fused is not None:
             U_out = fused_delta(U_out.new_zeros(U_out.shape[0], 3 * U_out.shape[1]), sublayer.fused, U_out)
@@ -187,6 +223,7 @@ def steer(
     c = 0 is exactly the unsteered model (the edits add zero).
     """
     directions = [directions] if isinstance(directions, Direction) else list(directions)
+    check_coefficients(coeff)
     edits = [steering_edit(model, direction, scale) for direction in directions]
     if resolve_remote(model, remote):
         added: list = []

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Sequence
 
 import pandas as pd
@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 import probes
 from probes import sublayers as sl
-from probes.collect import pad_batch, tokenize
+from probes.batching import check_batch_size, check_lengths, pad_batch, tokenize
 
 from .directions import StateSet, first_component, sign_vote, unit
 
@@ -71,6 +71,14 @@ class ReprPOConfig:
     check_pairs: int = 16  # training pairs used by the sign check after training
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_pairs", "grad_accum", "tokens", "check_pairs"):
+            check_batch_size(getattr(self, name), name)
+        if self.projection not in ("raw", "logsigmoid", "softplus"):
+            raise ValueError(f"projection={self.projection!r}: use 'raw', 'logsigmoid' or 'softplus'.")
+        if self.direction_space not in ("activation", "uspace"):
+            raise ValueError(f"direction_space={self.direction_space!r}: use 'activation' or 'uspace'.")
+
 
 @dataclass
 class TrainResult:
@@ -98,6 +106,7 @@ def encode(model: Any, pairs: list, tokens: int, max_length: int | None) -> Enco
     ids = tokenize(model.tokenizer, texts)
     if max_length is not None:
         ids = [row[-max_length:] for row in ids]
+    check_lengths(model, ids, texts)
     for index, row in enumerate(ids):
         if len(row) < tokens + 1:
             raise ValueError(
@@ -224,6 +233,9 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
     After training, a sign check on the training pairs flips the adapter if c = +1
     separates the wrong way.
     """
+    unknown = sorted(set(overrides) - {f.name for f in fields(ReprPOConfig)})
+    if unknown:
+        raise ValueError(f"Unknown training option(s) {unknown}; ReprPOConfig has: {', '.join(f.name for f in fields(ReprPOConfig))}.")
     config = ReprPOConfig(**(asdict(config or ReprPOConfig()) | overrides))
     pairs = probes.as_pairs(pairs)
     encoded = encode(model, pairs, config.tokens, config.max_length)

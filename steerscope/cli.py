@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -19,13 +20,23 @@ def parse_layers(text: str):
     if text == "all":
         return "all"
     layers: list[int] = []
-    for part in text.split(","):
-        if ":" in part:
-            start, stop, *step = (int(x) for x in part.split(":"))
-            layers.extend(range(start, stop, step[0] if step else 1))
-        else:
-            layers.append(int(part))
+    try:
+        for part in text.split(","):
+            if ":" in part:
+                start, stop, *step = (int(x) for x in part.split(":"))
+                layers.extend(range(start, stop, step[0] if step else 1))
+            else:
+                layers.append(int(part))
+    except ValueError:
+        raise ValueError(f"--layers {text!r}: use 'all', '3,5,7' or 'start:stop[:step]'.") from None
     return layers
+
+
+def parse_floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(c) for c in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give comma-separated numbers, e.g. {option}=-1,0,1.") from None
 
 
 def add_model_options(parser: argparse.ArgumentParser, remote: bool) -> None:
@@ -69,14 +80,18 @@ def run_sweep(args: argparse.Namespace) -> int:
     import analysis
     import probes
 
+    from analysis.dose import check_coeffs
+
     started = time.time()
+    coeffs = check_coeffs(parse_floats(args.coeffs, "--coeffs"))  # before the model loads: fail fast
+    layers = parse_layers(args.layers)
     args.out = args.out or time.strftime("runs/sweep-%Y%m%d-%H%M%S")
     model = load_from_args(args)
     pairs = probes.honesty_pairs(n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
     items = analysis.dilemmas()[: args.items]
     result = analysis.sweep_steerability(
-        model, pairs, items, layers=parse_layers(args.layers), kinds=args.kinds.split(","),
-        methods=args.methods.split(","), coeffs=[float(c) for c in args.coeffs.split(",")], out=args.out,
+        model, pairs, items, layers=layers, kinds=args.kinds.split(","),
+        methods=args.methods.split(","), coeffs=coeffs, out=args.out,
         resume=args.resume, full=args.full, top_k=args.top_k, stride=args.stride, batch_size=args.batch_size,
         min_pmass=args.min_pmass,
     )
@@ -84,6 +99,11 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     print(markdown_table(ranked(result.results).head(10), SUMMARY_COLUMNS))
     print(f"\nWrote {args.out}/summary.md, results.csv, report.html and figures/ in {time.time() - started:.0f} s.")
+    errors = result.results["error"].notna() if "error" in result.results else None
+    if errors is not None and len(errors) and errors.all():
+        print(f"Every configuration failed (first error: {result.results['error'].iloc[0]}); see {args.out}/summary.md.",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -200,7 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--batch-size", type=int, default=32)
     demo.set_defaults(handler=run_demo)
     args = parser.parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, RuntimeError) as error:
+        # bad input, a missing model or a clash with an earlier run: say what and how to fix it, no traceback
+        # (STEERSCOPE_DEBUG=1 shows it)
+        if os.environ.get("STEERSCOPE_DEBUG") or (isinstance(error, RuntimeError) and "another steerscope run" not in str(error)):
+            raise
+        parser.exit(2, f"steerscope {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,6 @@ def test_layers_normalisation():
     assert sl.resolve_layers(model, -1) == [2]
     assert sl.resolve_layers(model, range(0, 3, 2)) == [0, 2]
     assert sl.resolve_layers(model, [2, -1, 0]) == [0, 2]
-    for bad, message in [(3, "out of range"), ("some", "use an int"), ([], "empty"), ([1.5], "not an int")]:
+    for bad, message in [(3, "out of range"), ("some", "use an int"), ([], "empty"), ([1.5], "not a whole number")]:
         with pytest.raises(ValueError, match=message):
             sl.resolve_layers(model, bad)

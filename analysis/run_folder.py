@@ -1,0 +1,154 @@
+"""A run's output folder: its file names, an exclusive lock, its recorded options, its results table.
+
+Long runs (sweeps, training comparisons) write into one folder, row by row, so
+that a run killed at any point keeps its finished work and ``resume`` continues
+it. `RunFolder` makes that safe:
+
+- one run at a time: a second run into the same folder is refused while the
+  first holds the lock (an OS file lock, released even when the process is killed);
+- no mixing: the options are recorded in ``config.json``; resuming with other
+  options is refused with the list of what differs;
+- nothing half-written: `ResultTable` rewrites ``results.csv`` atomically after
+  every row, keeps one row per configuration (a configuration that failed and
+  later succeeded keeps only its success) and, reading an older file, drops an
+  incomplete last line.
+
+Example:
+    >>> folder = RunFolder("runs/sweep")
+    >>> with folder.locked():
+    ...     folder.record_options({"coeffs": [-1, 0, 1]}, resume=True)
+    ...     table = ResultTable(folder.file("results.csv"), COLUMNS, key=("layer", "kind", "method"))
+    ...     table.record({"layer": 3, "kind": "resid", "method": "pca_diff", "score": 0.1})
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pandas as pd
+
+from probes.files import read_json, write_atomic, write_json
+
+CONFIG = "config.json"
+LOCK = ".lock"
+
+
+class RunFolder:
+    """The folder of one run; see the module docstring."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @contextmanager
+    def locked(self) -> Iterator["RunFolder"]:
+        """Hold the folder's exclusive lock inside the block; refuse if another run holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.file(LOCK), "a+")
+        try:
+            if not try_lock(handle):
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RuntimeError(f"{self.path} is in use by another steerscope run ({holder}). Wait for it to "
+                                   "finish, or write this run into another folder.")
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            yield self
+        finally:
+            handle.close()  # closing the file releases the lock
+
+    def record_options(self, options: dict[str, Any], resume: bool, results: str = "results.csv") -> None:
+        """Write ``config.json``; when resuming, first check the recorded options are these."""
+        options = json.loads(json.dumps(options, default=str))  # as it reads back
+        if self.file(results).exists() and not resume:
+            raise FileExistsError(f"{self.file(results)} exists: pass resume=True (--resume) to continue that run, or "
+                                  "choose another output folder.")
+        if resume and self.file(CONFIG).exists():
+            recorded = read_json(self.file(CONFIG), "the run's options")
+            differs = {k: (recorded.get(k), v) for k, v in options.items() if recorded.get(k) != v}
+            if differs:
+                detail = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in list(differs.items())[:6])
+                raise ValueError(f"Cannot resume {self.path} with other options ({detail}): its finished rows would mix "
+                                 "with new ones. Rerun with the same options, or write into another folder.")
+        write_json(self.file(CONFIG), options)
+
+
+def try_lock(handle: Any) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+class ResultTable:
+    """A CSV of one row per configuration (identified by ``key`` columns), rewritten atomically."""
+
+    def __init__(self, path: str | Path, columns: Sequence[str], key: Sequence[str]):
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.key = tuple(key)
+        self.rows: dict[tuple, dict[str, Any]] = {}
+        if self.path.exists():
+            for row in read_complete_rows(self.path):
+                self.rows[self.key_of(row)] = row
+
+    def key_of(self, row: dict[str, Any]) -> tuple:
+        return tuple(str(row.get(k)) for k in self.key)
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Add or replace the row of this configuration, and rewrite the file."""
+        self.rows[self.key_of(row)] = {c: row.get(c) for c in self.columns}
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows.values())
+        write_atomic(self.path, buffer.getvalue())
+
+    def finished(self) -> set[tuple]:
+        """Keys of the configurations that finished without an error."""
+        return {k for k, row in self.rows.items() if row.get("error") in (None, "") or pd.isna(row.get("error"))}
+
+    def frame(self) -> pd.DataFrame:
+        if not self.path.exists():
+            return pd.DataFrame(columns=self.columns)
+        return pd.read_csv(self.path)
+
+
+def read_complete_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV file that are complete: a last line cut off mid-write (no newline, or
+    too few fields) is dropped, with a warning."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        warnings.warn(f"{path}: the last line was cut off mid-write; it is dropped and that configuration reruns.", stacklevel=3)
+        text = "".join(lines[:-1])
+    reader = csv.DictReader(io.StringIO(text))
+    rows = []
+    for row in reader:
+        if None in row or any(v is None for v in row.values()):  # wrong number of fields
+            warnings.warn(f"{path}: dropping a malformed row ({list(row.values())[:3]}...).", stacklevel=3)
+            continue
+        rows.append(row)
+    return rows
