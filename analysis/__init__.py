@@ -1,22 +1,39 @@
-"""analysis: judging and showing (separation, Yes/No scoring, dose-response, sweeps, figures).
+"""analysis: judging and showing (readout items, separation, scoring, dose-response, sweeps, figures).
 
 Example:
     >>> import analysis
-    >>> df = analysis.dose_response(model, direction, analysis.dilemmas(), coeffs=(-1, 0, 1))
-    >>> analysis.dose_metrics(df)
+    >>> split = analysis.split_items(analysis.eval_items("honesty"), test_fraction=0.5, seed=0)
+    >>> df = analysis.dose_response(model, direction, split.test, coeffs=(-1, 0, 1))
+    >>> analysis.dose_metrics(df)["item_slope"]
     >>> analysis.save_figure(analysis.plots.dose_curves({"pca_diff": df}), "figures/dose")
 """
 
 from . import compare, figures, plots, report
 from .agreement import compare_directions
-from .dose import dose_metrics, dose_response, unsteered_baseline
+from .daily_dilemmas import for_value, load_daily_dilemmas, value_counts
+from .dose import dose_response, unsteered_baseline
+from .items import (
+    ReadoutItem,
+    Split,
+    controls,
+    dilemma,
+    dilemmas,
+    eval_items,
+    load_dilemmas,
+    load_items,
+    neutral_texts,
+    sentiment_readouts,
+    split_items,
+)
+from .metrics import dose_metrics, paired_changes
 from .plots import save_figure
-from .score import controls, dilemmas, load_daily_dilemmas, load_dilemmas, score_items, text_nll
+from .score import score_items, text_nll
 from .separation import separation
 from .sweep import sweep_steerability
 
 __all__ = [
-    "compare", "compare_directions", "figures", "report", "controls", "dilemmas", "dose_metrics", "dose_response", "load_daily_dilemmas",
-    "load_dilemmas", "plots", "save_figure", "score_items", "separation", "sweep_steerability", "text_nll",
-    "unsteered_baseline",
+    "ReadoutItem", "Split", "compare", "compare_directions", "controls", "dilemma", "dilemmas", "dose_metrics",
+    "dose_response", "eval_items", "figures", "for_value", "load_daily_dilemmas", "load_dilemmas", "load_items",
+    "neutral_texts", "paired_changes", "plots", "report", "save_figure", "score_items", "sentiment_readouts",
+    "separation", "split_items", "sweep_steerability", "text_nll", "unsteered_baseline", "value_counts",
 ]

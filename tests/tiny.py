@@ -24,9 +24,10 @@ def byte_tokenizer(padding_side: str = "left") -> T.PreTrainedTokenizerFast:
     vocab = {token: i for i, token in enumerate(SPECIALS)}
     for char in sorted(alphabet):
         vocab[char] = len(vocab)
-    # A few merges so that "Yes"/"No" (and " Yes", "yes", ...) are single tokens for answer scoring;
-    # a lone " N" or " Y" stays two tokens.
-    merges = [("Y", "e"), ("Ye", "s"), ("Ġ", "Yes"), ("N", "o"), ("Ġ", "No"), ("y", "e"), ("ye", "s"), ("n", "o")]
+    # A few merges so that "Yes"/"No" (and " Yes", "yes", ...) and " good"/" bad" are single tokens for
+    # readout scoring; a lone " N" or " Y" stays two tokens.
+    merges = [("Y", "e"), ("Ye", "s"), ("Ġ", "Yes"), ("N", "o"), ("Ġ", "No"), ("y", "e"), ("ye", "s"), ("n", "o"),
+              ("g", "o"), ("go", "o"), ("goo", "d"), ("Ġ", "good"), ("b", "a"), ("ba", "d"), ("Ġ", "bad")]
     for left, right in merges:
         vocab[left + right] = len(vocab)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))

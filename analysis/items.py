@@ -1,0 +1,219 @@
+"""Evaluation items: contrastive next-token readouts, the shipped sets, and held-out splits.
+
+A readout item is a prompt (the user turn), a prefilled start of the answer and
+two word sets. The model's next-token distribution after the prefill is read once:
+
+    logratio = log P(positive words) − log P(negative words)
+    readout  = sign · logratio
+
+where P(words) sums every token that decodes to one of the words (any case, with
+or without a leading space) and ``sign`` says which side the concept favours.
+Yes/No dilemmas are one instance (positive ``yes``, negative ``no``, ``sign`` +1
+when "Yes" is the honest answer, −1 when "No"), so a model that always says
+"Yes" earns nothing on a balanced set. Items may also carry value labels
+(+1 the action serves the value, −1 it works against it) for value profiles.
+
+Example:
+    >>> items = eval_items("sentiment")                  # or "honesty"
+    >>> split = split_items(items, test_fraction=0.5, seed=0)
+    >>> split.validation, split.test                     # disjoint, balanced by sign, seeded
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+YES_NO_PREFILL = "My choice:"
+YES_NO_INSTRUCTION = "Answer with Yes or No only."
+CONCEPTS = ("honesty", "sentiment")
+
+
+@dataclass(frozen=True)
+class ReadoutItem:
+    """One contrastive next-token readout; see the module docstring."""
+
+    id: str
+    prompt: str
+    prefill: str
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+    sign: float = 1.0
+    labels: tuple[tuple[str, int], ...] = field(default_factory=tuple)  # (value, +1/-1) pairs
+    kind: str = "item"
+    group: str | None = None  # items of one group (both actions of a dilemma) stay in the same split
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.id, str) or not self.id:
+            problems.append("id must be a non-empty string")
+        for side in ("positive", "negative"):
+            words = getattr(self, side)
+            if isinstance(words, str) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+                problems.append(f"{side} must be a non-empty list of words, e.g. ['yes']")
+        if self.sign not in (-1.0, 0.0, 1.0):
+            problems.append(f"sign must be +1, -1 or 0, got {self.sign!r}")
+        if any(not isinstance(v, str) or label not in (-1, 1) for v, label in self.labels):
+            problems.append(f"labels must be (value, +1 or -1) pairs, got {self.labels!r}")
+        if problems:
+            raise ValueError(f"item {self.id!r}: " + "; ".join(problems) + ".")
+
+    @property
+    def value_labels(self) -> dict[str, int]:
+        return dict(self.labels)
+
+
+def dilemma(id: str, situation: str, question: str, honest_answer: str | None, values: Sequence[str] = (),
+            kind: str = "dilemma") -> ReadoutItem:
+    """A Yes/No dilemma as a readout item (``honest_answer`` "Yes", "No", or None for controls without one)."""
+    if honest_answer not in ("Yes", "No", None):
+        raise ValueError(f"item {id!r}: honest_answer must be 'Yes' or 'No', got {honest_answer!r}.")
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"item {id!r}: values must be a list of value names, e.g. ['honesty', 'loyalty']; got {values!r}.")
+    sign = {"Yes": 1.0, "No": -1.0, None: 0.0}[honest_answer]
+    prompt = f"{situation}\n{question} {YES_NO_INSTRUCTION}" if situation else f"{question} {YES_NO_INSTRUCTION}"
+    labels = tuple((v, int(sign)) for v in dict.fromkeys(values)) if sign else ()
+    return ReadoutItem(str(id), prompt, YES_NO_PREFILL, ("yes",), ("no",), sign, labels, kind)
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not valid JSON: {error}") from None
+    return rows
+
+
+def item_from_row(row: dict[str, Any], where: str) -> ReadoutItem:
+    """A JSONL row in the dilemma schema (situation, question, honest_answer) or the readout schema
+    (prompt, prefill, positive, negative, sign)."""
+    if "honest_answer" in row or "question" in row:
+        missing = [k for k in ("id", "situation", "question", "honest_answer") if k not in row]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}; each row needs id, situation, question, honest_answer.")
+        values = row.get("values", [])
+        if not isinstance(values, list):
+            raise ValueError(f"{where} has values={values!r}; give a JSON list such as [\"honesty\"].")
+        return dilemma(row["id"], row["situation"], row["question"], row["honest_answer"], values, row.get("kind", "dilemma"))
+    missing = [k for k in ("id", "prompt", "prefill", "positive", "negative") if k not in row]
+    if missing:
+        raise ValueError(f"{where} lacks {missing}; a readout row needs id, prompt, prefill, positive, negative (and sign).")
+    if any(not isinstance(row[k], list) for k in ("positive", "negative")):
+        raise ValueError(f"{where}: positive and negative must be JSON lists of words.")
+    labels = tuple((str(k), int(v)) for k, v in row.get("labels", {}).items())
+    return ReadoutItem(str(row["id"]), row["prompt"], row["prefill"], tuple(row["positive"]), tuple(row["negative"]),
+                       float(row.get("sign", 1)), labels, row.get("kind", "item"), row.get("group"))
+
+
+def load_items(path: Path | str) -> list[ReadoutItem]:
+    """Read items from JSONL (either schema, see `item_from_row`)."""
+    items = [item_from_row(row, f"{path}: row {number}") for number, row in enumerate(read_jsonl(path), 1)]
+    if not items:
+        raise ValueError(f"{path} holds no items.")
+    return check_items(items)
+
+
+load_dilemmas = load_items
+
+
+def shipped(name: str) -> Path:
+    return Path(str(resources.files("analysis.data").joinpath(name)))
+
+
+def dilemmas() -> list[ReadoutItem]:
+    """The 64 shipped Yes/No honesty dilemmas written for steerscope (honest answer "Yes" in exactly half)."""
+    return load_items(shipped("dilemmas.jsonl"))
+
+
+def sentiment_readouts() -> list[ReadoutItem]:
+    """48 prompts written for steerscope whose next word is an evaluative adjective (good … vs bad …)."""
+    return load_items(shipped("sentiment_readouts.jsonl"))
+
+
+def controls() -> list[ReadoutItem]:
+    """Capability checks: arithmetic and facts (answer known) and preferences (none)."""
+    return [dilemma(row["id"], row["situation"], row["question"], row["answer"], (), row["kind"])
+            for row in read_jsonl(shipped("controls.jsonl"))]
+
+
+def neutral_texts() -> list[str]:
+    """Fixed neutral paragraphs on which steering's NLL cost is measured."""
+    return [t.strip() for t in shipped("neutral.txt").read_text(encoding="utf-8").split("\n\n") if t.strip()]
+
+
+def eval_items(concept: str) -> list[ReadoutItem]:
+    """The shipped evaluation items of a concept: ``honesty`` (dilemmas) or ``sentiment`` (readouts)."""
+    loaders = {"honesty": dilemmas, "sentiment": sentiment_readouts}
+    if concept not in loaders:
+        raise ValueError(f"No shipped evaluation items for concept {concept!r}; shipped: {', '.join(loaders)}.")
+    return loaders[concept]()
+
+
+def check_items(items: Iterable[ReadoutItem]) -> list[ReadoutItem]:
+    """The items as a list; refuses an empty list, non-items and duplicate ids (per-item statistics key on them)."""
+    items = list(items)
+    if not items:
+        raise ValueError("No items: pass evaluation items such as analysis.eval_items('honesty').")
+    wrong = [type(i).__name__ for i in items if not isinstance(i, ReadoutItem)]
+    if wrong:
+        raise ValueError(f"Items must be analysis.ReadoutItem (e.g. from analysis.eval_items); got {wrong[0]}.")
+    ids = [item.id for item in items]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"Item ids must be unique (per-item statistics key on them); repeated: {duplicates[:10]}.")
+    return items
+
+
+@dataclass(frozen=True)
+class Split:
+    """Disjoint validation and test items (choices are made on validation, results reported on test)."""
+
+    validation: list[ReadoutItem]
+    test: list[ReadoutItem]
+    seed: int
+    test_fraction: float
+
+    def record(self) -> dict[str, Any]:
+        """What ``split.json`` holds."""
+        return {"seed": self.seed, "test_fraction": self.test_fraction,
+                "validation": [i.id for i in self.validation], "test": [i.id for i in self.test]}
+
+
+def split_items(items: Sequence[ReadoutItem], test_fraction: float = 0.5, seed: int = 0) -> Split:
+    """A seeded split into validation and test items.
+
+    Items of one ``group`` go to the same side; groups are stratified by their signs, so each side
+    keeps the set's balance of "Yes"-honest and "No"-honest items (a plain answer bias still cancels).
+
+    Example:
+        >>> split = split_items(analysis.dilemmas(), test_fraction=0.5, seed=0)
+        >>> len(split.validation), len(split.test)
+        (32, 32)
+    """
+    items = check_items(items)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction={test_fraction}: must be strictly between 0 and 1.")
+    groups: dict[str, list[ReadoutItem]] = {}
+    for item in items:
+        groups.setdefault(item.group or item.id, []).append(item)
+    strata: dict[tuple, list[str]] = {}
+    for name, members in groups.items():
+        strata.setdefault(tuple(sorted(m.sign for m in members)), []).append(name)
+    rng = random.Random(seed)
+    test_groups: set[str] = set()
+    for names in strata.values():
+        names = sorted(names)
+        rng.shuffle(names)
+        test_groups |= set(names[: round(len(names) * test_fraction)])
+    test = [i for i in items if (i.group or i.id) in test_groups]
+    validation = [i for i in items if (i.group or i.id) not in test_groups]
+    if not test or not validation:
+        raise ValueError(f"{len(items)} items are too few to split with test_fraction={test_fraction}: both sides need items.")
+    return Split(validation, test, seed, test_fraction)
