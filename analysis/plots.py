@@ -27,9 +27,11 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 FONT = dict(family="Helvetica, Arial, sans-serif", size=14)
 KIND_ORDER = ["resid", "attn", "mlp", "q", "k", "v", "o", "gate", "up", "down"]
 METRIC_TITLES = {
+    "item_slope": "readout change per unit c (mean item slope)",
+    "predicted_effect": "first-order effect dR/dc at c = 0",
     "score": "composite score |slope|·R²·valid²",
     "normalized_gain": "normalized gain (%)",
-    "slope": "honesty slope (nats per unit c)",
+    "slope": "slope of the mean readout (nats per unit c)",
     "auroc": "AUROC (cross-validated)",
     "probe_acc": "probe accuracy (cross-validated)",
     "cohens_d": "Cohen's d",
@@ -53,8 +55,12 @@ def ordered_kinds(kinds: Sequence[str]) -> list[str]:
     return sorted(set(kinds), key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k))
 
 
-def steerability_heatmap(results: pd.DataFrame, metric: str = "score") -> go.Figure:
-    """Layer × sublayer-kind heatmap of a dose-response metric, one panel per method."""
+def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alpha: float = 0.05) -> go.Figure:
+    """Layer × sublayer-kind heatmap of a dose-response metric, one panel per method.
+
+    Cells whose item-level ``p_value`` is not below ``alpha`` are marked "n.s.": their effect is
+    not distinguishable from zero over the test items.
+    """
     methods = list(dict.fromkeys(results["method"]))
     fig = make_subplots(rows=1, cols=len(methods), subplot_titles=methods, shared_yaxes=True, horizontal_spacing=0.04)
     values = results[metric].astype(float)
@@ -64,8 +70,13 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "score") -> go.Fig
         part = results[results["method"] == method]
         grid = part.pivot_table(index="kind", columns="layer", values=metric, aggfunc="mean")
         grid = grid.reindex(ordered_kinds(grid.index))
+        text = None
+        if "p_value" in part:
+            p = part.pivot_table(index="kind", columns="layer", values="p_value", aggfunc="mean").reindex_like(grid)
+            text = np.where(grid.notna() & ~(p < alpha), "n.s.", "")
         fig.add_trace(go.Heatmap(
-            z=grid.values, x=[str(c) for c in grid.columns], y=list(grid.index),
+            z=grid.values, x=[str(c) for c in grid.columns], y=list(grid.index), text=text,
+            texttemplate="%{text}" if text is not None else None, textfont=dict(size=11, color="#444"),
             colorscale="RdBu" if diverging else "Viridis", zmid=0 if diverging else None,
             zmin=-bound if diverging else 0, zmax=bound, showscale=column == len(methods),
             colorbar=dict(title=METRIC_TITLES.get(metric, metric)),
@@ -73,39 +84,55 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "score") -> go.Fig
         ), row=1, col=column)
         fig.update_xaxes(title_text="layer", type="category", row=1, col=column)
     fig.update_yaxes(title_text="sublayer", row=1, col=1)
-    return style(fig, f"Steerability: {METRIC_TITLES.get(metric, metric)}", height=420, width=max(520, 380 * len(methods)))
+    note = f" (n.s.: item-level p ≥ {alpha:g})" if "p_value" in results else ""
+    return style(fig, f"Steerability: {METRIC_TITLES.get(metric, metric)}{note}", height=420, width=max(520, 380 * len(methods)))
 
 
-def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> go.Figure:
-    """Mean honesty vs coefficient with confidence bands (t interval over items), one line per configuration."""
-    fig = go.Figure()
+def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95, readout_label: str = "readout") -> go.Figure:
+    """Paired change of the readout from c = 0 against c (mean and t-interval over items of each item's
+    difference), one line per configuration, with each one's ΔNLL on neutral text on a secondary axis."""
+    from .metrics import paired_changes
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
     for index, (name, df) in enumerate(curves.items()):
         colour = PALETTE[index % len(PALETTE)]
-        grouped = df[df["valid"]].groupby("coeff")["honesty"]
-        mean, sem, n = grouped.mean(), grouped.sem().fillna(0), grouped.count()
-        half = sem * stats.t.ppf((1 + confidence) / 2, np.maximum(n - 1, 1))
-        x = list(mean.index)
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + half) + list((mean - half)[::-1]), fill="toself", mode="lines",
-                                 fillcolor=colour, opacity=0.18, line=dict(width=0), hoverinfo="skip", showlegend=False))
-        fig.add_trace(go.Scatter(x=x, y=list(mean), name=name, mode="lines+markers", line=dict(color=colour, width=2.5)))
+        change = paired_changes(df, confidence)
+        x = list(change["coeff"])
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(change["hi"]) + list(change["lo"][::-1]), fill="toself", mode="lines",
+                                 fillcolor=colour, opacity=0.18, line=dict(width=0), hoverinfo="skip", showlegend=False),
+                      secondary_y=False)
+        fig.add_trace(go.Scatter(x=x, y=list(change["mean"]), name=name, mode="lines+markers", line=dict(color=colour, width=2.5),
+                                 legendgroup=name), secondary_y=False)
+        if "delta_nll" in change:
+            fig.add_trace(go.Scatter(x=x, y=list(change["delta_nll"]), name=f"{name}: ΔNLL", mode="lines",
+                                     line=dict(color=colour, width=1.5, dash="dot"), legendgroup=name, showlegend=False,
+                                     hovertemplate="ΔNLL %{y:.3g}<extra>" + name + "</extra>"), secondary_y=True)
     fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
     fig.update_xaxes(title_text="steering coefficient c (units of the typical pair difference)")
-    fig.update_yaxes(title_text="honesty log-ratio (nats; + = honest)")
-    return style(fig, f"Dose-response with {confidence:.0%} confidence bands", height=450, width=760)
+    fig.update_yaxes(title_text=f"change of the {readout_label} from c = 0 (nats)", secondary_y=False)
+    fig.update_yaxes(title_text="ΔNLL on neutral text (dotted; nats/token)", secondary_y=True, showgrid=False)
+    return style(fig, f"Dose-response: paired change from c = 0, {confidence:.0%} CI over items", height=450, width=820)
 
 
 def separation_by_layer(table: pd.DataFrame, metric: str = "auroc") -> go.Figure:
-    """A separation metric per layer, one line per sublayer kind."""
+    """A separation metric per layer, one line per sublayer kind; dotted, the same for the
+    random-init null model (``{metric}_null``) when the table has it."""
     fig = go.Figure()
+    null = f"{metric}_null"
     for index, kind in enumerate(ordered_kinds(table["kind"])):
         part = table[table["kind"] == kind].sort_values("layer")
-        fig.add_trace(go.Scatter(x=part["layer"], y=part[metric], name=kind, mode="lines+markers",
-                                 line=dict(color=PALETTE[index % len(PALETTE)], width=2)))
+        colour = PALETTE[index % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=part["layer"], y=part[metric], name=kind, mode="lines+markers", legendgroup=kind,
+                                 line=dict(color=colour, width=2)))
+        if null in part:
+            fig.add_trace(go.Scatter(x=part["layer"], y=part[null], name=f"{kind} (random-init null)", mode="lines",
+                                     legendgroup=kind, line=dict(color=colour, width=1.5, dash="dot")))
     if metric in ("auroc", "probe_acc"):
         fig.add_hline(y=0.5, line=dict(color="grey", dash="dot", width=1), annotation_text="chance")
     fig.update_xaxes(title_text="layer")
     fig.update_yaxes(title_text=METRIC_TITLES.get(metric, metric))
-    return style(fig, "Positive vs negative separation per layer", height=420, width=760)
+    title = "Positive vs negative separation per layer" + (" (dotted: random-init model)" if null in table else "")
+    return style(fig, title, height=420, width=820)
 
 
 def cosine_heatmap(cosines: pd.DataFrame, layer: int | None = None, kind: str | None = None) -> go.Figure:

@@ -16,7 +16,20 @@ import pandas as pd
 
 from . import plots
 
-SUMMARY_COLUMNS = ["layer", "kind", "method", "score", "slope", "r2", "valid_frac", "spearman", "delta_nll", "normalized_gain", "p_value", "auroc"]
+SUMMARY_COLUMNS = ["layer", "kind", "method", "item_slope", "item_slope_lo", "item_slope_hi", "p_value", "null_item_slope",
+                   "null_p_value", "effect", "delta_nll", "normalized_gain", "score", "n_items", "predicted_effect", "auroc", "auroc_null"]
+SELECTION_RULE = (
+    "Configurations were chosen on validation items and every number here is on test items (split.json). Stage 2 "
+    "doses the (layer, kind) with the largest first-order effect of the readout on validation items (dR/dc at c = 0, "
+    "predicted_effect; see analysis.predict), plus a layer profile of the first kind. Raw AUROC is not used to choose: "
+    "a randomly initialised copy of the model separates persona pairs too (auroc_null).")
+METRICS_NOTE = (
+    "item_slope: mean over test items of each item's least-squares slope of the signed readout on c (nats per unit c), "
+    "with its 95 % t-interval [item_slope_lo, item_slope_hi]; p_value: one-sample t-test of those slopes against 0 "
+    "(items, not (item, c) rows, are the samples). null_*: the same for a seeded random direction of the same norm at the same "
+    "(layer, kind), sign-calibrated on the pairs like every method. effect = (mean at +1 − mean at −1) / 2 over items valid at every c; ΔNLL the worst neutral-text "
+    "NLL increase at c = ±1; gain = 100 · effect · max(0, ρ) / (1 + max(0, ΔNLL)); score = |slope| · R² · valid_frac² "
+    "of the per-coefficient means.")
 
 
 def format_cell(value: Any) -> str:
@@ -49,27 +62,32 @@ def latex_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, capti
 
 
 def ranked(results: pd.DataFrame) -> pd.DataFrame:
+    """Rows without errors, the largest item-level effect first (``score`` for tables written before it existed)."""
     ok = results[results["error"].isna()] if "error" in results else results
-    return ok.sort_values("score", ascending=False, na_position="last").reset_index(drop=True)
+    key = "item_slope" if "item_slope" in ok else "score"
+    return ok.sort_values(key, ascending=False, na_position="last").reset_index(drop=True)
 
 
 def summary_markdown(result: Any, top: int = 20) -> str:
     table = ranked(result.results)
     failed = result.results[result.results["error"].notna()] if "error" in result.results else result.results.iloc[:0]
     best_sep = result.separation.sort_values("auroc", ascending=False).groupby("kind", sort=False).head(1)
+    significant = table[(table.get("p_value", pd.Series(dtype=float)) < 0.05) & (table.get("item_slope", 0) > 0)] if len(table) else table
     parts = [
         "# Steerability sweep",
         "",
-        f"{len(table)} configurations scored ({len(failed)} failed); ranked by the composite score "
-        "|slope| · R² · valid_frac² of honesty on c (slope in nats of the Yes/No log-ratio per unit c). "
-        "ρ is Spearman over c ∈ {−1, 0, +1}; ΔNLL the worst neutral-text NLL increase at c = ±1; "
-        "gain = 100 · effect · max(0, ρ) / (1 + ΔNLL).",
+        f"{len(table)} configurations scored ({len(failed)} failed), ranked by item_slope on test items; "
+        f"{len(significant)} move the readout towards the concept with item-level p < 0.05.",
+        "",
+        SELECTION_RULE,
+        "",
+        METRICS_NOTE,
         "",
         markdown_table(table.head(top), SUMMARY_COLUMNS),
         "",
-        "## Most separable layer per sublayer kind (cross-validated)",
+        "## Most separable layer per sublayer kind (cross-validated; _null: randomly initialised copy)",
         "",
-        markdown_table(best_sep, ["kind", "layer", "auroc", "probe_acc", "cohens_d", "pc1_share"]),
+        markdown_table(best_sep, ["kind", "layer", "auroc", "auroc_null", "auroc_margin", "probe_acc", "probe_acc_null", "cohens_d"]),
     ]
     if len(failed):
         parts += ["", "## Failed configurations", "", markdown_table(failed, ["layer", "kind", "method", "error"])]
@@ -81,10 +99,13 @@ def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
     table = ranked(result.results)
     figures: dict[str, Any] = {}
     if len(table):
-        figures["steerability_score"] = plots.steerability_heatmap(table, "score")
+        figures["steerability_score"] = plots.steerability_heatmap(table, "item_slope" if "item_slope" in table else "score")
         figures["steerability_gain"] = plots.steerability_heatmap(table, "normalized_gain")
         names = [f"L{int(r.layer):02d}_{r.kind}_{r.method}" for r in table.head(top).itertuples()]
-        curves = {name.replace("_", " ", 2): result.doses[name] for name in names if name in result.doses}
+        best = table.iloc[0]
+        names.append(f"L{int(best.layer):02d}_{best.kind}_null")  # the random direction at the best place, for scale
+        curves = {name.replace("_", " ", 2).replace(" null", " random (null)"): result.doses[name]
+                  for name in names if name in result.doses}
         if curves:
             figures["dose_response_top"] = plots.dose_curves(curves)
     figures["separation_auroc"] = plots.separation_by_layer(result.separation, "auroc")
@@ -98,7 +119,7 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
     out = Path(result.out)
     summary = summary_markdown(result)
     (out / "summary.md").write_text(summary)
-    (out / "summary.tex").write_text(latex_table(ranked(result.results).head(20), SUMMARY_COLUMNS, "Steerability sweep, ranked by composite score."))
+    (out / "summary.tex").write_text(latex_table(ranked(result.results).head(20), SUMMARY_COLUMNS, "Steerability sweep on test items, ranked by the mean item slope."))
     figures = sweep_figures(result)
     plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)
     blocks = [

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -37,6 +38,7 @@ import pandas as pd
 from probes.files import read_json, write_atomic, write_json
 
 CONFIG = "config.json"
+MANIFEST = "manifest.json"
 LOCK = ".lock"
 
 
@@ -82,6 +84,50 @@ class RunFolder:
                 raise ValueError(f"Cannot resume {self.path} with other options ({detail}): its finished rows would mix "
                                  "with new ones. Rerun with the same options, or write into another folder.")
         write_json(self.file(CONFIG), options)
+
+    def write_manifest(self, model: Any, options: dict[str, Any], pairs: Sequence[Any], items: Sequence[Any],
+                       seeds: dict[str, int]) -> None:
+        """``manifest.json``: environment, model and weights, a hash of the options, of the pairs and of the
+        items, the seeds and every option; a resumed run adds the time it resumed."""
+        import sys
+        import time
+
+        from probes.fingerprint import model_fingerprint
+        from probes.sublayers import config_of
+
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        path = self.file(MANIFEST)
+        if path.exists():
+            manifest = read_json(path, "the run's manifest")
+            manifest.setdefault("resumed", []).append(now)
+        else:
+            manifest = {"created": now, "command": sys.argv, **environment(),
+                        "model": getattr(config_of(model), "name_or_path", None), "weights": model_fingerprint(model),
+                        "config_hash": digest(options),
+                        "pairs_hash": digest([[p.positive, p.negative] for p in pairs]),
+                        "items_hash": digest([[i.id, i.prompt, i.prefill, i.positive, i.negative, i.sign] for i in items]),
+                        "seeds": seeds, "options": options}
+        write_json(path, manifest)
+
+
+def environment() -> dict[str, Any]:
+    """Versions of Python and of every package that shapes a run's numbers."""
+    import importlib.metadata
+    import platform
+    import sys
+
+    packages = {}
+    for name in ("steerscope", "torch", "transformers", "nnsight", "numpy", "scipy", "scikit-learn", "pandas", "peft",
+                 "safetensors", "plotly", "accelerate", "gguf"):
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": packages}
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def try_lock(handle: Any) -> bool:

@@ -80,3 +80,16 @@ def separation(acts: Any, layers: list[int] | None = None, kinds: list[str] | No
             values, space = probes.project(values, basis), "uspace"
         rows.append({"layer": layer, "kind": kind, "space": space} | pair_metrics(values.numpy(), folds))
     return pd.DataFrame(rows)
+
+
+def with_null(table: pd.DataFrame, null_table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the null model's metrics as ``*_null`` columns and ``auroc_margin = auroc − auroc_null``.
+
+    Example:
+        >>> sep = with_null(separation(acts), separation(probes.collect(null_model, pairs, layers="all")))
+    """
+    metrics = ["probe_acc", "auroc", "cohens_d", "pc1_share"]
+    null = null_table.set_index(["layer", "kind"])[metrics].add_suffix("_null")
+    merged = table.join(null, on=["layer", "kind"])
+    merged["auroc_margin"] = merged["auroc"] - merged["auroc_null"]
+    return merged

@@ -1,24 +1,34 @@
-"""The layer-steerability sweep: which (layer, sublayer, method) steers, and how well?
+"""The layer-steerability sweep: which (layer, sublayer, method) steers a concept, and how well?
 
-Two stages, so the default finishes on a laptop CPU:
+Choices are made on validation items and results reported on test items
+(`analysis.split_items`, recorded in ``split.json``):
 
-1. *Separation* for every requested layer × kind (one `probes.collect` pass):
-   cheap, cross-validated, written to ``separation.csv``.
-2. *Dose-response* on the dilemmas for selected (layer, kind) × every method:
-   the first kind at every ``stride``-th layer (a layer profile) plus the
-   ``top_k`` most separable (layer, kind); ``full=True`` runs every one.
+1. *Separation* for every requested layer × kind (one `probes.collect` pass over
+   the concept's pairs), beside the same numbers for a randomly initialised copy
+   of the model (``*_null`` columns): separation that a random network matches is
+   not evidence of the concept.
+2. *Selection* on validation items: each direction's first-order effect on the
+   readout (dR/dc at c = 0, one backward pass for all of them, see
+   `analysis.predict`); the ``top_k`` (layer, kind) with the largest effect are
+   dosed, plus the first kind at every ``stride``-th layer (a layer profile);
+   ``full=True`` doses every one. Raw AUROC is not used to choose.
+3. *Dose-response* on test items for every method at the selected (layer, kind),
+   and a random direction of the same norm there (the ``null_*`` columns).
 
 Each finished configuration is written to ``results.csv`` at once (with its
 dose table in ``doses/`` and direction in ``directions/``; every file atomic),
-so an interrupted run keeps its rows and ``resume=True`` skips them. A
+so an interrupted run keeps its rows and ``resume=True`` continues it. A
 configuration that fails is recorded with its error and the sweep goes on; a
-resumed run retries it. The options are recorded in ``config.json`` and one
-sweep at a time may write into a folder (see `analysis.run_folder`).
+resumed run retries it. The options are recorded in ``config.json`` (a resume
+must match them) and the environment in ``manifest.json``; one sweep at a time
+may write into a folder (see `analysis.run_folder`).
 
 Example:
-    >>> result = sweep_steerability(model, pairs, dilemmas(), layers="all", kinds=("resid", "o", "down"),
-    ...                             methods=("mean_diff", "pca_diff"), coeffs=(-1, 0, 1), out="runs/smollm")
-    >>> result.results.sort_values("score", ascending=False).head()
+    >>> concept = "sentiment"
+    >>> pairs = probes.concept_pairs(concept, n=64, tokenizer=model.tokenizer, chat=True)
+    >>> result = sweep_steerability(model, pairs, analysis.eval_items(concept), layers="all",
+    ...                             kinds=("resid", "o", "down"), out="runs/sentiment")
+    >>> result.results.sort_values("item_slope", ascending=False).head()
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import tempfile
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,21 +46,56 @@ from tqdm.auto import tqdm
 
 import probes
 from probes.batching import check_batch_size
-from probes.files import write_atomic
-from probes.fingerprint import model_fingerprint
+from probes.files import write_atomic, write_json
+from probes.remote import has_weights
 from steering import directions as dirs
 
-from . import score as sc
 from .agreement import compare_directions
-from .dose import check_coeffs, dose_metrics, dose_response, unsteered_baseline
+from .dose import check_coeffs, dose_response, unsteered_baseline
+from .items import ReadoutItem, Split, check_items, split_items
+from .metrics import METRIC_KEYS, dose_metrics
+from .predict import finite_difference_effects, first_order_effects, summarise_effects
 from .run_folder import ResultTable, RunFolder
-from .separation import separation
+from .separation import separation, with_null
 
-MODEL_METHODS = ("uspace_pca", "uspace_mean")
-GRADIENT_METHODS = ("fisher", "fisher_cov", "fisher_dual", "svd_grad")
-RESULT_COLUMNS = ["layer", "kind", "method", "score", "slope", "r2", "p_value", "paired_p", "spearman", "effect",
-                  "delta_nll", "normalized_gain", "valid_frac", "min", "max", "intercept", "vote_share", "scale",
-                  "auroc", "seconds", "error"]
+RESULT_COLUMNS = ["layer", "kind", "method", *METRIC_KEYS, "vote_share", "scale", "predicted_effect", "predicted_t",
+                  "auroc", "auroc_null", "null_item_slope", "null_p_value", "null_effect", "null_delta_nll", "seconds", "error"]
+NULL_COLUMNS = ["layer", "kind", *METRIC_KEYS, "seconds", "error"]
+SCREEN_FALLBACK = "mean_diff"
+
+
+@dataclass
+class SweepSettings:
+    """Everything that decides a sweep's numbers (recorded in ``config.json``)."""
+
+    layers: Any = "all"
+    kinds: Sequence[str] = ("resid", "o", "down")
+    methods: Sequence[str] = ("mean_diff", "pca_diff")
+    coeffs: Sequence[float] = (-1.0, 0.0, 1.0)
+    full: bool = False
+    top_k: int = 4
+    stride: int = 6
+    batch_size: int = 16
+    min_pmass: float = 0.1
+    test_fraction: float = 0.5
+    seed: int = 0
+    null_model: bool = True  # separation of a random-init copy beside every row
+    null_direction: bool = True  # a random direction of the same norm beside every dosed (layer, kind)
+
+    def checked(self, model: Any) -> "SweepSettings":
+        """A normalised copy, or a clear error for anything that would fail later."""
+        kinds = [self.kinds] if isinstance(self.kinds, str) else list(self.kinds)
+        methods = [self.methods] if isinstance(self.methods, str) else list(self.methods)
+        unknown = [m for m in methods if m not in dirs.METHODS]
+        if unknown or not methods:
+            raise ValueError(f"Unknown method(s) {unknown or methods}; available: {', '.join(dirs.METHODS)}.")
+        for kind in kinds:
+            probes.sublayers.resolve(model, 0, kind)
+        layers = self.layers if isinstance(self.layers, str) else probes.sublayers.resolve_layers(model, self.layers)
+        check_batch_size(self.batch_size)
+        for name in ("top_k", "stride"):
+            check_batch_size(getattr(self, name), name)
+        return replace(self, layers=layers, kinds=kinds, methods=methods, coeffs=check_coeffs(self.coeffs))
 
 
 @dataclass
@@ -61,139 +106,163 @@ class SweepResult:
     directions: list[dirs.Direction] = field(default_factory=list)
     cosines: pd.DataFrame | None = None
     out: Path | None = None
+    predictions: pd.DataFrame | None = None
+    split: dict[str, Any] | None = None
 
 
 def config_name(layer: int, kind: str, method: str) -> str:
     return f"L{layer:02d}_{kind}_{method}"
 
 
-def select_configs(sep: pd.DataFrame, kinds: Sequence[str], top_k: int, stride: int, full: bool) -> list[tuple[int, str]]:
-    """(layer, kind) pairs to run dose-response on, most separable first."""
-    ranked = sep.sort_values(["auroc", "cohens_d"], ascending=False)
+def select_configs(predictions: pd.DataFrame, kinds: Sequence[str], top_k: int, stride: int, full: bool) -> list[tuple[int, str]]:
+    """(layer, kind) to dose: the largest first-order effect on validation items first, then the layer profile."""
+    best = predictions.groupby(["layer", "kind"])["predicted_effect"].max().sort_values(ascending=False)
+    ranked = [(int(layer), kind) for layer, kind in best.index]
     if full:
-        return [(int(r.layer), r.kind) for r in ranked.itertuples()]
-    chosen = [(int(r.layer), r.kind) for r in ranked.head(top_k).itertuples()]
-    layers = sorted(sep["layer"].unique())
-    profile = [(int(layer), kinds[0]) for layer in layers[:: max(1, stride)]]
-    return list(dict.fromkeys(chosen + profile))
+        return ranked
+    layers = sorted({layer for layer, _ in ranked})
+    profile = [(layer, kinds[0]) for layer in layers[:: max(1, stride)]]
+    return list(dict.fromkeys(ranked[:top_k] + profile))
 
 
-def method_options(method: str, model: Any, pairs: list) -> dict[str, Any]:
-    if method in MODEL_METHODS:
-        return {"model": model}
-    if method in GRADIENT_METHODS:
-        return {"model": model, "pairs": pairs}
-    return {}
-
-
-def sweep_options(model: Any, pairs: list, items: list, layers: Any, kinds: Sequence[str], methods: Sequence[str],
-                  coeffs: list[float], full: bool, top_k: int, stride: int, min_pmass: float) -> dict[str, Any]:
-    """Everything that decides a sweep's numbers (recorded in config.json; a resume must match it)."""
-    return {
-        "model": getattr(probes.sublayers.config_of(model), "name_or_path", None), "weights": model_fingerprint(model),
-        "layers": layers if isinstance(layers, str) else [int(layer) for layer in layers], "kinds": list(kinds),
-        "methods": list(methods), "coeffs": coeffs, "n_pairs": len(pairs), "pairs": probes.shards.texts_digest(pairs),
-        "n_items": len(items), "items": [item.id for item in items], "full": full, "top_k": top_k, "stride": stride,
-        "min_pmass": min_pmass,
-    }
-
-
-def sweep_steerability(
-    model: Any,
-    pairs: Sequence[Any],
-    items: Sequence[Any],
-    layers: Any = "all",
-    kinds: Sequence[str] = ("resid", "o", "down"),
-    methods: Sequence[str] = ("mean_diff", "pca_diff"),
-    coeffs: Sequence[float] = (-1.0, 0.0, 1.0),
-    *,
-    out: str | Path | None = None,
-    resume: bool = False,
-    full: bool = False,
-    top_k: int = 4,
-    stride: int = 6,
-    batch_size: int = 16,
-    min_pmass: float = 0.1,
-    progress: bool = True,
-    figure_formats: Sequence[str] = ("html", "png", "svg"),
-) -> SweepResult:
-    """Run the two-stage sweep; see the module docstring. Returns a `SweepResult`.
+def sweep_steerability(model: Any, pairs: Sequence[Any], items: Sequence[ReadoutItem], settings: SweepSettings | None = None, *,
+                       out: str | Path | None = None, resume: bool = False, progress: bool = True,
+                       figure_formats: Sequence[str] = ("html", "png", "svg"), **overrides: Any) -> SweepResult:
+    """Run the sweep; see the module docstring. ``overrides`` set `SweepSettings` fields by name.
 
     ``out=None`` writes into a fresh temporary folder (``result.out``). Every option is checked
     before any work starts; ``resume=True`` refuses a folder written with other options, and a
     folder another sweep is writing into is refused while that sweep runs.
     """
+    unknown = sorted(set(overrides) - {f.name for f in fields(SweepSettings)})
+    if unknown:
+        raise ValueError(f"Unknown sweep option(s) {unknown}; SweepSettings has: {', '.join(f.name for f in fields(SweepSettings))}.")
+    settings = replace(settings or SweepSettings(), **overrides).checked(model)
     pairs = probes.as_pairs(pairs)
-    items = sc.check_items(items)
-    coeffs = check_coeffs(coeffs)
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    unknown = [m for m in methods if m not in dirs.METHODS]
-    if unknown or not methods:
-        raise ValueError(f"Unknown method(s) {unknown or methods}; available: {', '.join(dirs.METHODS)}.")
-    check_batch_size(batch_size)
-    for kind in kinds:
-        probes.sublayers.resolve(model, 0, kind)
+    items = check_items(items)
+    split = split_items(items, settings.test_fraction, settings.seed)
+    options = asdict(settings) | {"model": getattr(probes.sublayers.config_of(model), "name_or_path", None),
+                                  "pairs": probes.shards.texts_digest(pairs), "n_pairs": len(pairs), "items": [i.id for i in items]}
     folder = RunFolder(out if out is not None else tempfile.mkdtemp(prefix="steerscope-sweep-"))
     with folder.locked():
-        folder.record_options(sweep_options(model, pairs, items, layers, kinds, methods, coeffs, full, top_k, stride, min_pmass), resume)
-        return run_sweep(model, pairs, items, layers, kinds, methods, coeffs, folder, full, top_k, stride, batch_size,
-                         min_pmass, progress, figure_formats)
+        folder.record_options(options, resume)
+        folder.write_manifest(model, options, pairs, items, seeds={"split": settings.seed, "null_model": settings.seed,
+                                                                  "null_direction": settings.seed})
+        write_json(folder.file("split.json"), split.record())
+        return run_sweep(model, pairs, split, settings, folder, progress, figure_formats)
 
 
-def run_sweep(model: Any, pairs: list, items: list, layers: Any, kinds: list[str], methods: list[str], coeffs: list[float],
-              folder: RunFolder, full: bool, top_k: int, stride: int, batch_size: int, min_pmass: float, progress: bool,
+def screen(model: Any, acts: Any, pairs: list, split: Split, settings: SweepSettings, progress: bool) -> pd.DataFrame:
+    """First-order effect on validation items of every cheap method's direction at every (layer, kind)."""
+    cheap = [m for m in settings.methods if not dirs.METHODS[m].needs_gradients]
+    found, failed = [], set()
+    for method in cheap:
+        try:
+            found += [dirs.compute(method, acts, layer, kind, model=model, pairs=pairs) for layer, kind in acts.keys()]
+        except Exception as error:  # its dose rows will record the error; screen with the others
+            failed.add(method)
+            warnings.warn(f"{method} could not be screened ({type(error).__name__}: {error}).", stacklevel=2)
+    if not found:  # only gradient methods, or every cheap one failed: screen with the mass-mean difference
+        found = [dirs.compute(SCREEN_FALLBACK, acts, layer, kind) for layer, kind in acts.keys()]
+    if has_weights(model):
+        effects = first_order_effects(model, found, split.validation, batch_size=min(settings.batch_size, 8))
+    else:  # remote: no backward pass through NDIF; estimate from readouts at ±h
+        effects = finite_difference_effects(model, found, split.validation, batch_size=settings.batch_size)
+    return summarise_effects(effects)
+
+
+def run_sweep(model: Any, pairs: list, split: Split, settings: SweepSettings, folder: RunFolder, progress: bool,
               figure_formats: Sequence[str]) -> SweepResult:
-    acts = probes.collect(model, pairs, layers=layers, sublayers=kinds, batch_size=max(batch_size, 16), progress=progress)
+    acts = probes.collect(model, pairs, layers=settings.layers, sublayers=settings.kinds, batch_size=max(settings.batch_size, 16),
+                          progress=progress)
     sep = separation(acts)
+    if settings.null_model and has_weights(model):
+        null_model = probes.models.random_init_copy(model, settings.seed)
+        sep = with_null(sep, separation(probes.collect(null_model, pairs, layers=settings.layers, sublayers=settings.kinds,
+                                                       batch_size=max(settings.batch_size, 16), progress=progress)))
+        del null_model
     write_atomic(folder.file("separation.csv"), sep.to_csv(index=False))
-    selected = select_configs(sep, list(kinds), top_k, stride, full)
-    todo = [(layer, kind, method) for layer, kind in selected for method in methods]
-    table = ResultTable(folder.file("results.csv"), RESULT_COLUMNS, key=("layer", "kind", "method"))
-    finished = {config_name(int(layer), kind, method) for layer, kind, method in table.finished()}
-    baseline = unsteered_baseline(model, items, batch_size=batch_size, min_pmass=min_pmass)
-    auroc = {(int(r.layer), r.kind): float(r.auroc) for r in sep.itertuples()}
+    predictions = screen(model, acts, pairs, split, settings, progress)
+    write_atomic(folder.file("predictions.csv"), predictions.to_csv(index=False))
+    selected = select_configs(predictions, settings.kinds, settings.top_k, settings.stride, settings.full)
 
+    table = ResultTable(folder.file("results.csv"), RESULT_COLUMNS, key=("layer", "kind", "method"))
+    nulls = ResultTable(folder.file("nulls.csv"), NULL_COLUMNS, key=("layer", "kind"))
+    baseline = unsteered_baseline(model, split.test, batch_size=settings.batch_size, min_pmass=settings.min_pmass)
+    dose = lambda direction: dose_response(model, direction, split.test, settings.coeffs, batch_size=settings.batch_size,  # noqa: E731
+                                           baseline=baseline, min_pmass=settings.min_pmass)
+    sep_by = sep.set_index(["layer", "kind"])
+    pred_by = predictions.set_index(["layer", "kind", "method"])
     doses: dict[str, pd.DataFrame] = {}
     found: list[dirs.Direction] = []
-    bar = tqdm(todo, desc="dose-response", unit="config", disable=not progress)
-    for layer, kind, method in bar:
-        name = config_name(layer, kind, method)
+    jobs = [(layer, kind, job) for layer, kind in selected
+            for job in (["null"] if settings.null_direction else []) + list(settings.methods)]
+    bar = tqdm(jobs, desc="dose-response", unit="config", disable=not progress)
+    for layer, kind, job in bar:
+        name = config_name(layer, kind, job)
         bar.set_postfix_str(name)
-        direction_file = folder.file("directions") / f"{name}.safetensors"
-        dose_file = folder.file("doses") / f"{name}.csv"
-        if name in finished:
-            try:
-                found_here, dose_here = dirs.load_directions(direction_file), pd.read_csv(dose_file)
-                found += found_here
-                doses[name] = dose_here
-                continue
-            except Exception as error:  # a finished configuration whose files were lost or damaged: run it again
-                warnings.warn(f"{name}: its saved files are unreadable ({type(error).__name__}); recomputing it.", stacklevel=2)
+        is_null = job == "null"
+        rows, key = (nulls, (str(layer), kind)) if is_null else (table, (str(layer), kind, job))
+        if key in rows.finished() and reload(folder, name, None if is_null else found, doses, is_null):
+            continue
         started = time.time()
-        row: dict[str, Any] = {"layer": layer, "kind": kind, "method": method, "auroc": auroc.get((layer, kind))}
+        row: dict[str, Any] = {"layer": layer, "kind": kind, "method": job}
         try:
-            direction = dirs.compute(method, acts, layer, kind, **method_options(method, model, pairs))
-            df = dose_response(model, direction, items, coeffs, batch_size=batch_size, baseline=baseline, min_pmass=min_pmass)
+            # the null is a seeded random direction of the methods' norm (the typical pair difference)
+            direction = dirs.compute("random" if is_null else job, acts, layer, kind, model=model, pairs=pairs)
+            df = dose(direction)
             row |= dose_metrics(df) | {"vote_share": direction.meta["vote_share"], "scale": direction.scale}
-            write_atomic(dose_file, df.to_csv(index=False))
-            dirs.save_directions([direction], direction_file)
+            write_atomic(folder.file("doses") / f"{name}.csv", df.to_csv(index=False))
+            dirs.save_directions([direction], folder.file("nulls" if is_null else "directions") / f"{name}.safetensors")
             doses[name] = df
-            found.append(direction)
+            if not is_null:
+                found.append(direction)
         except Exception as error:  # one failing configuration must not lose the sweep
             row["error"] = f"{type(error).__name__}: {error}"
             if progress:
                 tqdm.write(f"{name} failed: {row['error']}\n{traceback.format_exc(limit=3)}")
         row["seconds"] = round(time.time() - started, 2)
-        table.record(row)
+        if not is_null:
+            row |= context_columns(layer, kind, job, sep_by, pred_by, nulls)
+        rows.record(row)
     bar.close()
 
-    cosines = compare_directions(found) if found else None
-    result = SweepResult(table.frame(), sep, doses, found, cosines, folder.path)
+    result = SweepResult(table.frame(), sep, doses, found, compare_directions(found) if found else None, folder.path,
+                         predictions, split.record())
     from .report import write_report
 
     write_report(result, figure_formats)
     return result
+
+
+def context_columns(layer: int, kind: str, method: str, sep_by: pd.DataFrame, pred_by: pd.DataFrame,
+                    nulls: ResultTable) -> dict[str, Any]:
+    """What to read a row against: its separation and null, its prediction, and the random direction there."""
+    out: dict[str, Any] = {}
+    if (layer, kind) in sep_by.index:
+        out["auroc"] = float(sep_by.loc[(layer, kind), "auroc"])
+        if "auroc_null" in sep_by:
+            out["auroc_null"] = float(sep_by.loc[(layer, kind), "auroc_null"])
+    if (layer, kind, method) in pred_by.index:
+        out["predicted_effect"] = float(pred_by.loc[(layer, kind, method), "predicted_effect"])
+        out["predicted_t"] = float(pred_by.loc[(layer, kind, method), "predicted_t"])
+    null = nulls.rows.get((str(layer), kind))
+    if null is not None and not null.get("error"):
+        out |= {f"null_{k}": null.get(k) for k in ("item_slope", "p_value", "effect", "delta_nll")}
+    return out
+
+
+def reload(folder: RunFolder, name: str, found: list | None, doses: dict, is_null: bool) -> bool:
+    """Load a finished configuration's files; False (with a warning) when they are unreadable, to run it again."""
+    try:
+        found_here = dirs.load_directions(folder.file("nulls" if is_null else "directions") / f"{name}.safetensors")
+        doses[name] = pd.read_csv(folder.file("doses") / f"{name}.csv")
+        if found is not None:
+            found += found_here
+        return True
+    except Exception as error:  # a finished configuration whose files were lost or damaged
+        warnings.warn(f"{name}: its saved files are unreadable ({type(error).__name__}); recomputing it.", stacklevel=2)
+        return False
 
 
 def load_sweep(out: str | Path) -> SweepResult:
@@ -204,5 +273,7 @@ def load_sweep(out: str | Path) -> SweepResult:
     results = pd.read_csv(out / "results.csv")
     doses = {path.stem: pd.read_csv(path) for path in sorted((out / "doses").glob("*.csv"))}
     found = [d for path in sorted((out / "directions").glob("*.safetensors")) for d in dirs.load_directions(path)]
+    predictions = pd.read_csv(out / "predictions.csv") if (out / "predictions.csv").exists() else None
+    split = probes.files.read_json(out / "split.json", "the sweep's item split") if (out / "split.json").exists() else None
     return SweepResult(results, pd.read_csv(out / "separation.csv"), doses, found,
-                       compare_directions(found) if found else None, out)
+                       compare_directions(found) if found else None, out, predictions, split)

@@ -16,6 +16,7 @@ from .models import load_model, wrap
 from .pairs import (
     ContrastivePair,
     as_pairs,
+    concept_pairs,
     honesty_pairs,
     pairs_from_templates,
     sentiment_pairs,
@@ -30,6 +31,7 @@ __all__ = [
     "WeightSVD",
     "as_pairs",
     "collect",
+    "concept_pairs",
     "honesty_pairs",
     "load_model",
     "pairs_from_templates",

@@ -23,7 +23,10 @@ SAMPLES = 1024
 
 
 def sample_indices(numel: int, samples: int = SAMPLES) -> Tensor:
-    return torch.linspace(0, max(numel - 1, 0), min(samples, max(numel, 1))).round().long().unique()
+    """Evenly spaced indices into ``numel`` values (float64: float32 rounds past the end above 2²⁴)."""
+    last = max(numel - 1, 0)
+    spaced = torch.linspace(0, last, min(samples, max(numel, 1)), dtype=torch.float64).round().long()
+    return spaced.clamp(0, last).unique()
 
 
 def tensor_fingerprint(tensor: Tensor, samples: int = SAMPLES) -> str:

@@ -250,3 +250,30 @@ def load_model(
     if remote:
         remote_module.set_remote(model, remote)
     return model
+
+
+def random_init_copy(model: Any, seed: int = 0):
+    """A randomly initialised model of the same architecture, dtype and device, with the same tokenizer.
+
+    The null for separation: whatever it separates is separable without training (e.g. by
+    which words were in the prompt). Built from the config, so nothing is downloaded.
+
+    Example:
+        >>> null_model = random_init_copy(model, seed=0)
+        >>> analysis.separation(probes.collect(null_model, pairs, layers="all"))
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .remote import require_weights
+    from .sublayers import unwrap
+
+    require_weights(model, "A random-init null model (it is built here with the model's shape)")
+    torch_model = unwrap(model)
+    parameter = next(torch_model.parameters())
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        null = AutoModelForCausalLM.from_config(torch_model.config, dtype=parameter.dtype)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return wrap(null.to(parameter.device), model.tokenizer)

@@ -79,14 +79,44 @@ class StateSet:
 
 
 MethodFn = Callable[..., tuple[Vector, dict[str, Any]]]
-METHODS: dict[str, MethodFn] = {}
+NEEDS = ("model", "pairs")
 
 
-def register(name: str) -> Callable[[MethodFn], MethodFn]:
-    """Add a direction method to `METHODS` (``fn(states, **options) -> (vector, meta)``)."""
+@dataclass(frozen=True)
+class Method:
+    """A registered direction method: its function, what it needs beyond the states, and its space.
+
+    ``needs`` ⊆ {"model", "pairs"}: ``model`` for weights (U-space), ``pairs`` too for gradients
+    (Fisher), which makes a method costly: a sweep screens only the methods that need no pairs.
+    """
+
+    name: str
+    fn: MethodFn
+    needs: frozenset[str] = frozenset()
+    space: str = "activation"
+
+    @property
+    def needs_gradients(self) -> bool:
+        return "pairs" in self.needs
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, *, needs: tuple[str, ...] = (), space: str = "activation") -> Callable[[MethodFn], MethodFn]:
+    """Add a direction method to `METHODS`: ``fn(states, **options) -> (vector, meta)``.
+
+    Example:
+        >>> @register("my_method")
+        ... def my_method(states):
+        ...     return unit(states.diffs.median(0).values), {}
+    """
+    unknown = set(needs) - set(NEEDS)
+    if unknown or space not in ("activation", "uspace"):
+        raise ValueError(f"register({name!r}): needs ⊆ {NEEDS} and space 'activation' or 'uspace'; got {needs}, {space!r}.")
 
     def add(fn: MethodFn) -> MethodFn:
-        METHODS[name] = fn
+        METHODS[name] = Method(name, fn, frozenset(needs), space)
         return fn
 
     return add
@@ -184,8 +214,8 @@ def uspace_method(inner: MethodFn) -> Callable[..., tuple[Vector, dict]]:
     return method
 
 
-METHODS["uspace_pca"] = uspace_method(pca_diff)
-METHODS["uspace_mean"] = uspace_method(mean_diff)
+register("uspace_pca", needs=("model",), space="uspace")(uspace_method(pca_diff))
+register("uspace_mean", needs=("model",), space="uspace")(uspace_method(mean_diff))
 
 
 def state_set(acts: Any, layer: int, kind: str, token: int | slice | None = None) -> StateSet:
@@ -211,14 +241,16 @@ def sign_vote(vector: Vector, states: StateSet) -> float:
     return float(((states.diffs @ vector.to(states.diffs.dtype)) > 0).double().mean())
 
 
-def compute(method: str, acts: Any, layer: int, kind: str, *, token: int | None = None, **options: Any) -> Direction:
+def compute(method: str, acts: Any, layer: int, kind: str, *, token: int | None = None, model: Any = None,
+            pairs: Any = None, **options: Any) -> Direction:
     """Compute a calibrated `Direction` with ``method`` from captured activations.
 
     Args:
         method: a key of `METHODS`.
         acts: `probes.Activations` holding ``(layer, kind)``.
         token: use only this captured token position (default: all, as extra samples).
-        options: passed to the method (``seed``, ``C``, ``model``, ``pairs``, ``reg`` ...).
+        model, pairs: given to the methods that need them (`Method.needs`), ignored by the others.
+        options: passed to the method (``seed``, ``C``, ``reg`` ...).
 
     Example:
         >>> d = compute("mean_diff", acts, 12, "resid")
@@ -226,10 +258,16 @@ def compute(method: str, acts: Any, layer: int, kind: str, *, token: int | None 
     """
     if method not in METHODS:
         raise ValueError(f"Unknown direction method {method!r}; available: {', '.join(METHODS)}.")
+    spec = METHODS[method]
+    given = {"model": model, "pairs": pairs}
+    missing = [need for need in sorted(spec.needs) if given[need] is None]
+    if missing:
+        raise ValueError(f"{method} needs {' and '.join(missing)}: compute({method!r}, acts, layer, kind, "
+                         + ", ".join(f"{m}={m}" for m in sorted(spec.needs)) + ").")
     states = state_set(acts, layer, kind, token)
     if states.positive.shape[0] < 2 and method not in ("mean_diff", "random"):
         raise ValueError(f"{method} needs at least 2 pairs; got {states.positive.shape[0]}.")
-    vector, meta = METHODS[method](states, **options)
+    vector, meta = spec.fn(states, **options, **{need: given[need] for need in spec.needs})
     coords = meta.pop("coords", None)
     vote_share = sign_vote(vector, states)
     if vote_share < 0.5:  # calibrate: +c moves towards the positive side

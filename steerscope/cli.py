@@ -1,7 +1,7 @@
 """The ``steerscope`` command line.
 
-    steerscope sweep [--model ID [--remote | --dtype bfloat16 --device-map auto]] [--layers all] [--kinds resid,o,down] [--methods mean_diff,pca_diff]
-                     [--coeffs=-1,0,1] [--out DIR] [--resume] [--full]
+    steerscope sweep [--model ID [--remote | --dtype bfloat16 --device-map auto]] [--concept honesty|sentiment] [--layers all]
+                     [--kinds resid,o,down] [--methods mean_diff,pca_diff] [--coeffs=-1,0,1] [--out DIR] [--resume] [--full]
     steerscope train [--model ID [--dtype bfloat16 --device-map auto]] [--concept honesty] [--layers 8:22:2] [--kinds o,down] [--rank 16]
                      [--steps 16] [--out DIR]
     steerscope figures --run runs/sweep --out figures/
@@ -87,13 +87,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers)
     args.out = args.out or time.strftime("runs/sweep-%Y%m%d-%H%M%S")
     model = load_from_args(args)
-    pairs = probes.honesty_pairs(n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
-    items = analysis.dilemmas()[: args.items]
+    pairs = probes.concept_pairs(args.concept, n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
+    items = analysis.eval_items(args.concept)[: args.items]
     result = analysis.sweep_steerability(
         model, pairs, items, layers=layers, kinds=args.kinds.split(","),
         methods=args.methods.split(","), coeffs=coeffs, out=args.out,
         resume=args.resume, full=args.full, top_k=args.top_k, stride=args.stride, batch_size=args.batch_size,
-        min_pmass=args.min_pmass,
+        min_pmass=args.min_pmass, test_fraction=args.test_fraction, seed=args.seed, null_model=not args.no_null,
+        null_direction=not args.no_null,
     )
     from analysis.report import SUMMARY_COLUMNS, markdown_table, ranked
 
@@ -185,8 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--out", default=None, help="output folder (default: runs/sweep-<date-time>, so reruns never collide)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     sweep.add_argument("--full", action="store_true", help="dose-response for every layer x kind (slow)")
-    sweep.add_argument("--pairs", type=int, default=64, help="contrastive honesty pairs for the directions")
-    sweep.add_argument("--items", type=int, default=64, help="dilemmas to score (of the 64 shipped)")
+    sweep.add_argument("--concept", default="honesty", choices=("honesty", "sentiment"),
+                       help="the concept: its contrastive pairs make the directions, its readout items judge them")
+    sweep.add_argument("--pairs", type=int, default=64, help="contrastive pairs for the directions")
+    sweep.add_argument("--items", type=int, default=None, help="use only the first N evaluation items (default: all)")
+    sweep.add_argument("--test-fraction", type=float, default=0.5, help="share of items held out as test items")
+    sweep.add_argument("--no-null", action="store_true", help="skip the random-init model and random-direction nulls")
     sweep.add_argument("--top-k", type=int, default=4, help="most separable (layer, kind) to dose")
     sweep.add_argument("--stride", type=int, default=6, help="layer stride of the first kind's profile")
     sweep.add_argument("--batch-size", type=int, default=16)

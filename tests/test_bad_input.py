@@ -135,10 +135,10 @@ def test_tokens_true_is_not_taken_for_one(model):
 
 def test_values_as_a_string_and_duplicate_item_ids_are_refused(tmp_path, model):
     with pytest.raises(ValueError, match="values must be a list"):
-        sc.Dilemma("a", "s", "q?", "Yes", values="honesty")
+        analysis.dilemma("a", "s", "q?", "Yes", values="honesty")
     path = tmp_path / "d.jsonl"
     path.write_text('{"id": "a", "situation": "s", "question": "q?", "honest_answer": "No", "values": "honesty"}\n')
-    with pytest.raises(ValueError, match="row 1 has values='honesty'"):
+    with pytest.raises(ValueError, match="row 1 has values=.honesty."):
         analysis.load_dilemmas(path)
     item = analysis.dilemmas()[0]
     with pytest.raises(ValueError, match="unique.*" + item.id):

@@ -60,8 +60,8 @@ def test_lora_handle_is_identity_at_zero_reversible_and_detachable():
 
 
 def test_control_effect_and_paired_t_on_known_tables():
-    controls = pd.DataFrame([{"item": i, "coeff": c, "honesty": c * (i + 1), "known": i < 2} for i in range(3) for c in (-1.0, 0.0, 1.0)])
+    controls = pd.DataFrame([{"item": i, "coeff": c, "readout": c * (i + 1), "known": i < 2} for i in range(3) for c in (-1.0, 0.0, 1.0)])
     assert compare.control_effect(controls) == pytest.approx(1.5)
-    dose = pd.DataFrame([{"item": i, "coeff": c, "honesty": c * 2 + 0.1 * i * c, "valid": True} for i in range(5) for c in (-1.0, 1.0)])
+    dose = pd.DataFrame([{"item": i, "coeff": c, "readout": c * 2 + 0.1 * i * c, "valid": True} for i in range(5) for c in (-1.0, 1.0)])
     t, p = compare.paired_t(dose)
     assert t > 10 and p < 1e-3

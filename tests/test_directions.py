@@ -92,11 +92,11 @@ PLANTED_PAIRS = [(f"{prefix} {MARKERS[i % 3][0]}", f"{prefix} {MARKERS[i % 3][1]
 
 
 @pytest.mark.parametrize("method", ["mean_diff", "pca_diff", "pca_center", "pca_diff_weighted", "logistic",
-                                    "uspace_pca", "uspace_mean", "svd_grad", "fisher", "fisher_cov", "fisher_dual"])
+                                    "uspace_pca", "uspace_mean", "svd_grad", "fisher_cov", "fisher_ief", "fisher_dual"])
 def test_each_method_recovers_a_planted_direction(method):
     model, planted = planted_model()
     acts = probes.collect(model, PLANTED_PAIRS, layers=[0, 1], sublayers="resid", progress=False)
-    if method in ("svd_grad", "fisher", "fisher_cov", "fisher_dual"):
+    if method in ("svd_grad", "fisher_cov", "fisher_ief", "fisher_dual"):
         # the separation loss read at the same layer, without the coherence term: every text's
         # gradient is then −p, so the natural gradient must come back to p = the planted axis
         options = {"model": model, "pairs": PLANTED_PAIRS, "loss_layer": 0, "coherence": 0.0}
@@ -115,45 +115,10 @@ def test_unknown_method_and_missing_model_are_clear_errors():
     acts, _ = synthetic_acts()
     with pytest.raises(ValueError, match="Unknown direction method 'pca'.*mean_diff"):
         directions.compute("pca", acts, 0, "resid")
-    with pytest.raises(ValueError, match="need the model"):
+    with pytest.raises(ValueError, match="uspace_pca needs model: compute\\('uspace_pca', acts, layer, kind, model=model\\)"):
         directions.compute("uspace_pca", acts, 0, "resid")
-    with pytest.raises(ValueError, match="model and the training pairs"):
-        directions.compute("fisher", acts, 0, "resid")
-
-
-def test_text_gradients_equal_plain_autograd_through_a_hook():
-    from steering.fisher import preference_direction, text_gradients
-
-    model, _ = planted_model()
-    torch_model = sl.unwrap(model)
-    grads = text_gradients(model, PLANTED_PAIRS[:4], 0, "up", loss_layer=2, coherence=0.5)
-    pref = preference_direction(model, PLANTED_PAIRS[:4], 2)
-    text = PLANTED_PAIRS[1][1]  # a negative text
-    ids = model.tokenizer(text, return_tensors="pt")["input_ids"]
-    shift = torch.zeros(48, requires_grad=True)
-    captured = {}
-    handles = [
-        torch_model.model.layers[0].mlp.up_proj.register_forward_hook(lambda m, a, out: out + shift),
-        torch_model.model.layers[2].register_forward_hook(lambda m, a, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out)),
-    ]
-    try:
-        logits = torch_model(ids).logits
-    finally:
-        for handle in handles:
-            handle.remove()
-    logp = torch.log_softmax(logits[0, :-1], -1).gather(-1, ids[0, 1:, None]).mean()
-    loss = -(captured["h"][0, -1] @ pref) + 0.5 * torch.relu(0.99 * logp.detach() - logp) ** 2
-    (expected,) = torch.autograd.grad(loss, shift)
-    torch.testing.assert_close(grads.negative[1], expected, atol=1e-5, rtol=1e-4)
-
-
-def test_fisher_regularisation_options_change_the_solution():
-    model, _ = planted_model()
-    acts = probes.collect(model, PLANTED_PAIRS, layers=[0, 1], sublayers="resid", progress=False)
-    vectors = [directions.compute("fisher", acts, 0, "resid", model=model, pairs=PLANTED_PAIRS, loss_layer=1, reg=reg).vector
-               for reg in (0.0, 1e-1, 1e-5)]
-    assert all(torch.isfinite(v).all() for v in vectors)
-    assert not torch.allclose(vectors[1], vectors[2], atol=1e-4)
+    with pytest.raises(ValueError, match="fisher_cov needs model and pairs"):
+        directions.compute("fisher_cov", acts, 0, "resid")
 
 
 def test_directions_round_trip_through_safetensors(tmp_path):

@@ -17,13 +17,14 @@ def fake_results() -> pd.DataFrame:
         for layer in range(4):
             for kind in ("resid", "down"):
                 rows.append({"layer": layer, "kind": kind, "method": method, "score": layer * 0.1 + (kind == "down"),
+                             "item_slope": layer * 0.1 + (kind == "down"), "p_value": 0.2 if layer == 0 else 1e-4,
                              "normalized_gain": layer - 1.5})
     return pd.DataFrame(rows)
 
 
 def fake_dose() -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame([{"item": f"i{i}", "coeff": c, "honesty": c + rng.normal(0, 0.3), "valid": True}
+    return pd.DataFrame([{"item": f"i{i}", "coeff": c, "readout": c + rng.normal(0, 0.3), "valid": True, "nll": 2 + 0.1 * abs(c)}
                          for i in range(12) for c in (-1.0, 0.0, 1.0)])
 
 
@@ -31,12 +32,21 @@ def test_figures_have_titled_axes_and_one_panel_per_method():
     fig = plots.steerability_heatmap(fake_results())
     assert len(fig.data) == 2 and fig.layout.xaxis.title.text == "layer" and fig.layout.yaxis.title.text == "sublayer"
     assert list(fig.data[0].y) == ["resid", "down"]
+    assert [list(row) for row in fig.data[0].text] == [["n.s.", "", "", ""]] * 2  # layer 0: p = 0.2, the rest p < 0.05
     diverging = plots.steerability_heatmap(fake_results(), "normalized_gain")
     assert diverging.data[0].zmid == 0
-    curves = plots.dose_curves({"a": fake_dose(), "b": fake_dose().assign(honesty=lambda d: -d["honesty"])})
-    assert "coefficient" in curves.layout.xaxis.title.text and "nats" in curves.layout.yaxis.title.text
-    mean_line = curves.data[1]
-    assert list(mean_line.x) == [-1.0, 0.0, 1.0] and mean_line.y[0] < mean_line.y[2]
+
+
+def test_the_dose_figure_shows_each_items_change_from_zero_and_the_nll_cost():
+    dose = fake_dose()
+    curves = plots.dose_curves({"a": dose, "b": dose.assign(readout=lambda d: -d["readout"])})
+    assert "coefficient" in curves.layout.xaxis.title.text and "from c = 0" in curves.layout.yaxis.title.text
+    assert "NLL" in curves.layout.yaxis2.title.text
+    mean_line, nll_line = curves.data[1], curves.data[2]
+    wide = dose.pivot(index="item", columns="coeff", values="readout")
+    expected = [(wide[c] - wide[0.0]).mean() for c in (-1.0, 0.0, 1.0)]
+    assert list(mean_line.x) == [-1.0, 0.0, 1.0] and np.allclose(mean_line.y, expected) and mean_line.y[1] == 0
+    assert nll_line.yaxis == "y2" and np.allclose(nll_line.y, [0.1, 0.0, 0.1])
 
 
 def png_size(path) -> tuple[int, int]:

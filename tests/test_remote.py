@@ -81,7 +81,7 @@ def test_remote_dose_response_equals_hook_steering(remote_setup):
     remote = analysis.dose_response(client, direction, items, **kwargs)
     here = analysis.dose_response(local, direction, items, **kwargs)
     assert here.groupby("coeff")["logratio"].mean().nunique() == 3  # the steering does move the scores
-    cols = ["logratio", "pmass", "honesty", "nll"]
+    cols = ["logratio", "pmass", "readout", "nll"]
     torch.testing.assert_close(torch.tensor(remote[cols].to_numpy()), torch.tensor(here[cols].to_numpy()), rtol=1e-4, atol=1e-4)
     steered = [r for r in requests if r.edits]
     assert steered and all(r.edits == 1 for r in steered)  # the edit travelled with those traces

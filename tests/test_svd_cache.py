@@ -102,3 +102,13 @@ def test_a_changed_weight_never_hits_the_old_entry(cache):
         sl.get_module(model, "model.layers.1.mlp.down_proj").weight.mul_(2.0)
     after = probes.weight_svd(model, 1, "down").S
     torch.testing.assert_close(after, 2 * before, atol=1e-5, rtol=1e-5)
+
+
+def test_fingerprints_of_large_tensors_sample_inside_them():
+    from probes.fingerprint import sample_indices, tensor_fingerprint
+
+    big = torch.zeros(28_311_552, dtype=torch.uint8)  # an embedding matrix's size: float32 indices overshoot it
+    assert int(sample_indices(big.numel()).max()) == big.numel() - 1
+    before = tensor_fingerprint(big)
+    big[-1] = 1  # the last value is sampled
+    assert tensor_fingerprint(big) != before

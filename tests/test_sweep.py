@@ -23,19 +23,23 @@ def small_sweep(out, **overrides):
 
 def test_short_sweep_writes_every_output(tmp_path):
     result = small_sweep(tmp_path)
-    for name in ("results.csv", "separation.csv", "summary.md", "summary.tex", "report.html", "config.json"):
+    for name in ("results.csv", "separation.csv", "predictions.csv", "nulls.csv", "summary.md", "summary.tex", "report.html",
+                 "config.json", "manifest.json", "split.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     results = pd.read_csv(tmp_path / "results.csv")
     configs = {(r.layer, r.kind) for r in results.itertuples()}
     assert len(results) == 2 * len(configs) and results["error"].isna().all()
     assert {(0, "resid"), (2, "resid")} <= configs  # the stride-2 layer profile of the first kind
     assert set(pd.read_csv(tmp_path / "separation.csv")["kind"]) == {"resid", "down"}
-    assert len(list((tmp_path / "doses").glob("*.csv"))) == len(results)
+    assert len(pd.read_csv(tmp_path / "nulls.csv")) == len(configs)  # one random direction per dosed (layer, kind)
+    assert len(list((tmp_path / "doses").glob("*.csv"))) == len(results) + len(configs)
     assert len(list((tmp_path / "directions").glob("*.safetensors"))) == len(results)
+    assert results["null_item_slope"].notna().all() and results["predicted_effect"].notna().all()
     for stem in ("steerability_score", "dose_response_top", "separation_auroc", "direction_cosines"):
         assert (tmp_path / "figures" / f"{stem}.html").exists(), stem
     summary = (tmp_path / "summary.md").read_text()
-    assert "| layer | kind | method | score |" in summary
+    assert "| layer | kind | method | item_slope | item_slope_lo | item_slope_hi | p_value | null_item_slope |" in summary
+    assert "chosen on validation items" in summary and "auroc_null" in summary
     assert result.cosines is not None and set(result.cosines["method_a"]) == {"mean_diff", "pca_diff"}
 
 
@@ -43,16 +47,17 @@ def test_interrupted_sweep_keeps_rows_and_resume_skips_them(tmp_path, monkeypatc
     original = sweep_module.dose_response
     calls = []
 
-    def failing_after_three(*args, **kwargs):
+    def failing_after_four(*args, **kwargs):
         calls.append(1)
-        if len(calls) > 3:
+        if len(calls) > 4:
             raise KeyboardInterrupt  # the user stops the run
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "dose_response", failing_after_three)
+    monkeypatch.setattr(sweep_module, "dose_response", failing_after_four)
     with pytest.raises(KeyboardInterrupt):
         small_sweep(tmp_path)
-    assert len(pd.read_csv(tmp_path / "results.csv")) == 3  # finished rows were written as they finished
+    # null, method, method, null: the finished rows were written as they finished
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 2 and len(pd.read_csv(tmp_path / "nulls.csv")) == 2
 
     with pytest.raises(FileExistsError, match="resume"):
         small_sweep(tmp_path)
@@ -60,7 +65,7 @@ def test_interrupted_sweep_keeps_rows_and_resume_skips_them(tmp_path, monkeypatc
     calls.clear()
     monkeypatch.setattr(sweep_module, "dose_response", lambda *a, **k: calls.append(1) or original(*a, **k))
     result = small_sweep(tmp_path, resume=True)
-    assert len(result.results) == 3 + len(calls) and len(calls) >= 1
+    assert len(calls) >= 1 and len(result.results) + len(pd.read_csv(tmp_path / "nulls.csv")) == 4 + len(calls)
     assert len(result.results.drop_duplicates(["layer", "kind", "method"])) == len(result.results)
 
 
@@ -70,7 +75,7 @@ def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tmp_path, mon
     def broken(states, **options):
         raise RuntimeError("this method is broken")
 
-    monkeypatch.setitem(directions.METHODS, "broken", broken)
+    monkeypatch.setitem(directions.METHODS, "broken", directions.Method("broken", broken))
     result = small_sweep(tmp_path, methods=("broken", "mean_diff"), kinds=("resid",), top_k=1, stride=3)
     failed = result.results[result.results["error"].notna()]
     assert set(failed["method"]) == {"broken"} and failed["error"].str.contains("this method is broken").all()
@@ -86,7 +91,7 @@ def test_cli_sweep_on_a_local_model_folder(tmp_path, capsys):
     code = main(["sweep", "--model", str(folder), "--layers", "0:3", "--kinds", "resid", "--methods", "mean_diff",
                  "--coeffs=-1,0,1", "--out", str(tmp_path / "run"), "--pairs", "8", "--items", "4", "--top-k", "1", "--stride", "2"])
     assert code == 0
-    assert "| layer | kind | method |" in capsys.readouterr().out
+    assert "| layer | kind | method | item_slope |" in capsys.readouterr().out
     assert (tmp_path / "run" / "report.html").exists()
 
 

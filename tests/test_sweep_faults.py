@@ -62,22 +62,21 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path):
 
 
 def test_a_configuration_that_failed_then_succeeds_keeps_only_its_success(tmp_path, monkeypatch):
-    from steering import directions
-
+    original = sweep_module.dose_response
     calls = []
 
-    def flaky(states, **options):
+    def flaky(*args, **kwargs):  # the second dose of the run (the first method row) fails once
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) == 2:
             raise RuntimeError("transient failure")
-        return directions.mean_diff(states)
+        return original(*args, **kwargs)
 
-    monkeypatch.setitem(directions.METHODS, "flaky", flaky)
-    first = small_sweep(tmp_path, methods=("flaky",))
-    assert first.results["error"].notna().sum() == 1
-    resumed = small_sweep(tmp_path, methods=("flaky",), resume=True)
+    monkeypatch.setattr(sweep_module, "dose_response", flaky)
+    first = small_sweep(tmp_path)
+    assert first.results["error"].notna().sum() == 1 and "transient failure" in first.results["error"].dropna().iloc[0]
+    resumed = small_sweep(tmp_path, resume=True)
     assert resumed.results["error"].isna().all() and len(resumed.results) == len(first.results)
-    assert "0 failed" in (tmp_path / "summary.md").read_text()
+    assert "(0 failed)" in (tmp_path / "summary.md").read_text()
 
 
 def test_a_half_written_last_row_is_dropped_and_every_later_resume_works(tmp_path):
@@ -133,7 +132,7 @@ def test_the_cli_exits_non_zero_when_every_configuration_failed(tmp_path, monkey
     def broken(states, **options):
         raise RuntimeError("this method is broken")
 
-    monkeypatch.setitem(directions.METHODS, "broken", broken)
+    monkeypatch.setitem(directions.METHODS, "broken", directions.Method("broken", broken))
     code = main(["sweep", "--model", str(folder), "--layers", "0:3", "--kinds", "resid", "--methods", "broken",
                  "--out", str(tmp_path / "run"), "--pairs", "8", "--items", "4", "--top-k", "1", "--stride", "2"])
     assert code == 1 and "Every configuration failed" in capsys.readouterr().err

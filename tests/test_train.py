@@ -59,3 +59,38 @@ def test_pairs_with_no_tokens_left_after_truncation_are_refused():
         train_reprpo(model, adapter, [("a long text", "a short one")], steps=1, max_length=1, tokens=1, progress=False)
     with pytest.raises(ValueError, match="at least 2 pairs"):
         train_reprpo(model, adapter, [("a long text", "a short one")], steps=1, tokens=1, progress=False)
+
+
+def test_uspace_direction_space_lies_in_the_top_output_singular_vectors_and_changes_the_direction():
+    import torch
+
+    model = tiny_model("llama")
+    pairs = probes.honesty_pairs(n=12, tokenizer=model.tokenizer)
+    found = {}
+    for space in ("activation", "uspace"):
+        adapter = steering.attach_innerpissa(model, layers=[0], kinds=("down",), rank=2)
+        found[space] = train_reprpo(model, adapter, pairs, steps=1, loss_layers=[1], tokens=1, direction_space=space,
+                                    direction_rank=4, progress=False).directions[1].double()
+        adapter.detach()
+    down = probes.sublayers.unwrap(model).model.layers[1].mlp.down_proj.weight.detach().double()
+    U4 = torch.linalg.svd(down, full_matrices=False).U[:, :4]
+    # by hand: the first principal axis of the pair differences' coordinates in U4, mapped back
+    acts = probes.collect(model, pairs, layers=[1], sublayers="resid", progress=False)
+    coords = acts.diff[1, "resid"][:, -1].double() @ U4
+    axis = torch.linalg.svd(coords - coords.mean(0), full_matrices=False).Vh[0]
+    expected = U4 @ axis
+    assert abs(float(found["uspace"] @ expected / expected.norm())) > 0.999
+    assert float((U4 @ U4.T @ found["uspace"]).norm()) > 0.999  # inside the span
+    assert abs(float(found["uspace"] @ found["activation"])) < 0.99  # the option changes the result
+
+
+def test_the_monotonic_hinge_is_per_pair_with_a_margin():
+    import torch
+
+    from steering.train import monotonic_loss
+
+    ref = torch.tensor([0.0, 0.0])
+    plus = torch.tensor([-1.0, 3.0])  # pair 0 violates by 1, pair 1 exceeds by 3: a batch-mean hinge would be 0
+    minus = torch.tensor([-1.0, -1.0])
+    assert float(monotonic_loss(plus, minus, ref, margin=0.0)) == 0.5
+    assert float(monotonic_loss(plus, minus, ref, margin=0.5)) == (1.5 + 0.0 + 0.0 + 0.0) / 2
