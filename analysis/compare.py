@@ -30,6 +30,7 @@ from probes import sublayers as sl
 from steering import directions as dirs
 
 from . import score as sc
+from .items import ReadoutItem, controls, neutral_texts
 from .dose import dose_metrics, dose_response
 from .plots import PALETTE, style
 
@@ -57,14 +58,14 @@ def control_effect(controls: pd.DataFrame) -> float:
     known = controls[controls["known"]]
     if known.empty:
         return float("nan")
-    wide = known.pivot_table(index="item", columns="coeff", values="honesty")
+    wide = known.pivot_table(index="item", columns="coeff", values="readout")
     steps = [c for c in (-1.0, 1.0) if c in wide]
     return float(np.mean([np.abs(wide[c] - wide[0.0]).mean() for c in steps])) if 0.0 in wide and steps else float("nan")
 
 
 def paired_t(dose: pd.DataFrame) -> tuple[float, float]:
     """Paired t (and p) of honesty per item between c = +1 and c = −1."""
-    wide = dose[dose["valid"]].pivot_table(index="item", columns="coeff", values="honesty")
+    wide = dose[dose["valid"]].pivot_table(index="item", columns="coeff", values="readout")
     if -1.0 not in wide or 1.0 not in wide:
         return float("nan"), float("nan")
     both = wide[[-1.0, 1.0]].dropna()
@@ -112,13 +113,13 @@ def pareto_figure(table: pd.DataFrame) -> go.Figure:
 
 
 def score_controls(model: Any, intervention: Any, coeffs: Sequence[float], persona_for: Callable[[float], str | None] | None = None) -> pd.DataFrame:
-    items = sc.controls()
+    items = controls()
     if persona_for is not None:
         frames = [sc.score_items(model, items, persona=persona_for(c), min_pmass=0.0).assign(coeff=c) for c in coeffs]
         frame = pd.concat(frames, ignore_index=True)
     else:
-        frame = dose_response(model, intervention, items, coeffs, min_pmass=0.0, neutral_texts=sc.neutral_texts()[:1])
-    frame["known"] = frame["item"].map({item.id: item.honest_answer is not None for item in items})
+        frame = dose_response(model, intervention, items, coeffs, min_pmass=0.0, neutral_texts=neutral_texts()[:1])
+    frame["known"] = frame["item"].map({item.id: item.sign != 0 for item in items})
     return frame
 
 
@@ -129,7 +130,7 @@ def greedy_generations(model: Any, intervention: Any, coeffs: Sequence[float] = 
     import torch
 
     tokenizer = model.tokenizer
-    texts = [sc.render_item(tokenizer, sc.Dilemma("gen", "", prompt, None), prefill="") for prompt in GENERATION_PROMPTS]
+    texts = [sc.render_prompt(tokenizer, prompt) for prompt in GENERATION_PROMPTS]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     out: dict[float, list[str]] = {}
     for c in coeffs:
@@ -145,7 +146,7 @@ def greedy_generations(model: Any, intervention: Any, coeffs: Sequence[float] = 
     return out
 
 
-def evaluate(model: Any, name: str, intervention: Any, items: Sequence[sc.Dilemma], coeffs: Sequence[float],
+def evaluate(model: Any, name: str, intervention: Any, items: Sequence[ReadoutItem], coeffs: Sequence[float],
              parameters: int, train_seconds: float, generation_tokens: int = 0) -> MethodRun:
     dose = dose_response(model, intervention, items, coeffs)
     controls = score_controls(model, intervention, (-1.0, 0.0, 1.0))
@@ -153,7 +154,7 @@ def evaluate(model: Any, name: str, intervention: Any, items: Sequence[sc.Dilemm
     return MethodRun(name, dose, controls, parameters, train_seconds, generations)
 
 
-def prompting_run(model: Any, items: Sequence[sc.Dilemma]) -> MethodRun:
+def prompting_run(model: Any, items: Sequence[ReadoutItem]) -> MethodRun:
     persona = {1.0: HONEST_PERSONA, 0.0: None, -1.0: DISHONEST_PERSONA}
     neutral_nll = sc.text_nll(model)
     frames = [dose_response(model, None, items, [0.0], persona=persona[c]).assign(coeff=c) for c in (-1.0, 0.0, 1.0)]
@@ -170,7 +171,7 @@ def train_adapter(model: Any, pairs: Sequence[Any], attach: Callable[[], Any], t
 def compare_methods(
     model: Any,
     pairs: Sequence[Any],
-    items: Sequence[sc.Dilemma],
+    items: Sequence[ReadoutItem],
     layers: Any,
     kinds: Sequence[str] = ("o", "down"),
     rank: int = 16,

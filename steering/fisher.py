@@ -1,29 +1,48 @@
-"""Gradient directions: per-text gradients at a sublayer, and natural-gradient steps.
+"""Gradient directions: per-text gradients of the seeds' pair loss, and natural-gradient steps.
 
-The scalar loss (per text ``t``, read at a later ``loss_layer``):
+The loss of pair i (its positive text ``+`` and negative text ``−``), read at a later
+``loss_layer`` on the last ``tokens`` real positions:
 
-    L_t = −⟨h_t, p⟩ + λ_coh · relu(0.99·b_t − logp_t)²
+    L_i = −⟨h₊ − h₋, p⟩ + w · Σ_{t ∈ {+, −}} relu(0.99·b_t − logp_t)²
 
-where ``h_t`` is the residual stream at ``loss_layer`` (last real token), ``p`` the
-frozen preference direction there (``pca_diff`` of the pairs, sign-calibrated),
-``logp_t`` the mean per-token log-probability of the text and ``b_t`` its detached
-value (the seeds' separation loss with its coherence term, at c = 0). The
-gradient ``g_t`` is taken w.r.t. an additive shift of the sublayer output applied
-at every real position, i.e. what a steering vector does.
+``h`` is the residual stream there (mean over the read tokens), ``p`` the frozen
+preference direction (sign-calibrated ``pca_diff`` of the pairs at ``loss_layer``),
+``logp_t`` the mean per-token log-probability of text t and ``b_t`` its detached
+value, ``w = coherence`` (the seeds' 10⁴). Each text's gradient ``g_t = ∂L_i/∂δ_t``
+is taken with respect to a shift δ_t of the sublayer's output at the read
+positions (``positions="last"``, as the seeds read the last token) or at every real
+position (``"all"``: the derivative of a steering vector, which `steer` adds
+everywhere). With ``"last"`` the coherence term has no gradient at all: a shift at the
+last token can only change the prediction after the text, not the log-probabilities
+of its own tokens, so ``coherence`` matters only with ``"all"``. The separation term
+makes the positive and negative gradients oppose; ``q_i = g₊ − g₋`` is the pair's
+gradient for a shift that moves the two texts apart.
 
-Natural-gradient directions use the empirical Fisher ``F = mean g gᵀ`` (or the
-covariance of g for ``cov``) and ``v = −(F + λI)⁻¹ ḡ`` with ``λ = reg · tr(F)/d``
-(``reg`` itself if F = 0; ``reg = 0``: pseudo-inverse); ``dual`` averages the positive- and negative-text
-solutions; ``svd_grad`` is the top right singular vector of the gradients.
+Directions (``λ = reg``, absolute; the seeds' names ``reg0`` … ``reg5`` are
+0, 1e-1 … 1e-5; λ = 0 uses the pseudo-inverse):
+
+- ``fisher_cov``: ``−(C + λI)⁻¹ q̄`` with C the covariance of the q_i;
+- ``fisher_ief``: ``−(F_w + λI)⁻¹ q̄`` with ``F_w = mean q qᵀ / ‖q‖²``, the gradient-norm-
+  weighted ("improved empirical") Fisher, where every pair counts the same;
+- ``fisher_dual``: the positive and negative sides solved apart,
+  ``unit(−(F₊ + λI)⁻¹ ḡ₊) − unit(−(F₋ + λI)⁻¹ ḡ₋)`` (F₊, F₋ their empirical Fishers);
+- ``svd_grad``: the top right singular vector of the q_i.
+
+The uncentred empirical Fisher ``E = mean q qᵀ`` is not offered: ``E = C + q̄q̄ᵀ``, so by
+Sherman–Morrison ``(E + λI)⁻¹q̄ ∝ (C + λI)⁻¹q̄`` for every λ > 0: it is ``fisher_cov`` again.
+Every method also exists as ``{name}_reg0`` … ``{name}_reg5``.
+
+Gradients are cached (bounded, keyed by the model's weight fingerprint, the pairs and
+the options); `clear_gradient_cache` empties it.
 
 Example:
-    >>> from steering import directions
-    >>> d = directions.compute("fisher", acts, 12, "resid", model=model, pairs=pairs, reg=1e-3)
-    >>> d = directions.compute("fisher_cov", acts, 12, "down", model=model, pairs=pairs)
+    >>> d = directions.compute("fisher_cov_reg1", acts, 12, "resid", model=model, pairs=pairs)
+    >>> d = directions.compute("fisher_dual", acts, 12, "down", model=model, pairs=pairs, reg=1e-2, coherence=1e4)
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,23 +53,37 @@ from torch import Tensor
 
 import probes
 from probes import sublayers as sl
-from probes.batching import encode, plan_batches
+from probes.batching import check_batch_size, encode, pad_batch
+from probes.fingerprint import model_fingerprint
 from probes.remote import require_weights
 
-from .directions import METHODS, StateSet, pca_diff, sign_vote, state_set, unit
+from .directions import StateSet, pca_diff, register, sign_vote, state_set, unit
 
-REGS = {0: 0.0, 1: 1e-1, 2: 1e-2, 3: 1e-3, 4: 1e-4, 5: 1e-5}  # the seeds' reg0 … reg5
+REGS = {f"reg{k}": value for k, value in enumerate((0.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5))}
+DEFAULT_REG = 1e-3
+DEFAULT_COHERENCE = 1e4
+CACHE_SIZE = 16
 
 
 @dataclass
 class Gradients:
+    """Per-text gradients of the pair loss: ``positive[i]`` = g₊ and ``negative[i]`` = g₋ of pair i."""
+
     positive: Float[Tensor, "n d"]
     negative: Float[Tensor, "n d"]
     loss_layer: int
 
     @property
-    def all(self) -> Float[Tensor, "m d"]:
-        return torch.cat([self.positive, self.negative])
+    def pairs(self) -> Float[Tensor, "n d"]:
+        """q_i = g₊ − g₋: the gradient for a shift that moves the pair's texts apart."""
+        return self.positive - self.negative
+
+
+gradient_cache: "OrderedDict[tuple, Gradients]" = OrderedDict()
+
+
+def clear_gradient_cache() -> None:
+    gradient_cache.clear()
 
 
 def default_loss_layer(model: Any, layer: int) -> int:
@@ -58,113 +91,170 @@ def default_loss_layer(model: Any, layer: int) -> int:
     return min(total - 1, layer + max(1, total // 6))
 
 
-def preference_direction(model: Any, pairs: list, loss_layer: int) -> Tensor:
+def preference_direction(model: Any, pairs: list, loss_layer: int, tokens: int = 1) -> Tensor:
     """Frozen ``p``: sign-calibrated ``pca_diff`` of the resid states at ``loss_layer``."""
-    acts = probes.collect(model, pairs, layers=[loss_layer], sublayers="resid", progress=False)
+    acts = probes.collect(model, pairs, layers=[loss_layer], sublayers="resid", tokens=tokens, progress=False)
     states = state_set(acts, loss_layer, "resid")
     vector, _ = pca_diff(states)
     return (vector if sign_vote(vector, states) >= 0.5 else -vector).to(torch.float32)
 
 
-gradient_cache: dict[tuple, Gradients] = {}
-
-
-def text_gradients(
-    model: Any,
-    pairs: list,
-    layer: int,
-    kind: str,
-    loss_layer: int | None = None,
-    coherence: float = 1.0,
-    batch_size: int = 8,
-) -> Gradients:
-    """Per-text gradients ``g_t = ∂L_t/∂δ`` at (layer, kind); cached per (model, pairs, layer, kind)."""
-    require_weights(model, "Gradient directions (fisher, fisher_cov, fisher_dual, svd_grad)")
+def text_gradients(model: Any, pairs: list, layer: int, kind: str, loss_layer: int | None = None,
+                   coherence: float = DEFAULT_COHERENCE, tokens: int = 1, positions: str = "last", batch_size: int = 8) -> Gradients:
+    """Per-text gradients ``g_t = ∂L_i/∂δ_t`` at (layer, kind); see the module docstring. Cached."""
+    if positions not in ("last", "all"):
+        raise ValueError(f"positions={positions!r}: use 'last' (the read tokens, as the seeds) or 'all' (every real position).")
+    require_weights(model, "Gradient directions (fisher_cov, fisher_ief, fisher_dual, svd_grad)")
     pairs = probes.as_pairs(pairs)
+    batch_size = check_batch_size(batch_size)
     layer = sl.resolve_layers(model, layer)[0]
     loss_layer = default_loss_layer(model, layer) if loss_layer is None else sl.resolve_layers(model, loss_layer)[0]
-    key = (id(sl.unwrap(model)), tuple(pairs), layer, kind, loss_layer, coherence)
-    if key in gradient_cache:
-        return gradient_cache[key]
     if loss_layer < layer:
         raise ValueError(f"loss_layer={loss_layer} comes before layer {layer}: the loss must be read at or after the steered sublayer.")
-    pref_dir = preference_direction(model, pairs, loss_layer)
-    target = sl.resolve(model, layer, kind)
-    read = sl.resolve(model, loss_layer, "resid")
+    key = (model_fingerprint(model), probes.shards.texts_digest(pairs), layer, kind, loss_layer, float(coherence), tokens, positions)
+    if key in gradient_cache:
+        gradient_cache.move_to_end(key)
+        return gradient_cache[key]
+    pref_dir = preference_direction(model, pairs, loss_layer, tokens)
+    target, read = sl.resolve(model, layer, kind), sl.resolve(model, loss_layer, "resid")
     texts = [text for pair in pairs for text in pair]
-    tokenizer = model.tokenizer
-    batches = plan_batches(encode(model, texts), batch_size, tokenizer.pad_token_id, tokenizer.padding_side, 1)
-    device = next(sl.unwrap(model).parameters()).device
-    results: list[tuple[Tensor, Tensor]] = []
-    for batch in batches:
-        inputs = batch.model_inputs(device)
-        with torch.enable_grad(), model.trace(inputs):
-            hs = sl.module_hidden(model.get(target.path).output).save()
-            later = sl.module_hidden(model.get(read.path).output).save()
-            logits = model.output.logits.save()
-        mask = inputs["attention_mask"].to(logits.dtype)
-        rows = torch.arange(len(batch.text_index), device=device)
-        h_last = later[rows, batch.last_positions[:, 0].to(device)]
-        logp_tokens = F.log_softmax(logits[:, :-1].float(), -1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
-        token_mask = mask[:, 1:] * mask[:, :-1]
-        logp = (logp_tokens * token_mask).sum(-1) / token_mask.sum(-1).clamp_min(1)
-        loss = -(h_last.float() @ pref_dir.to(device)) + coherence * F.relu(0.99 * logp.detach() - logp) ** 2
-        (grad,) = torch.autograd.grad(loss.sum(), hs)
-        per_text = target.split((grad * mask[..., None]).sum(1)).detach().float().cpu()
-        results.append((batch.text_index, per_text))
-    ordered = torch.empty(len(texts), results[0][1].shape[-1])
-    for index, values in results:
-        ordered[index] = values
-    gradients = Gradients(ordered[0::2], ordered[1::2], loss_layer)
+    ids = encode(model, texts)
+    torch_model = sl.unwrap(model)
+    device = next(torch_model.parameters()).device
+    found: list[Tensor] = []
+    for start in range(0, len(pairs), max(1, batch_size // 2)):
+        rows = list(range(2 * start, 2 * min(len(pairs), start + max(1, batch_size // 2))))  # whole pairs, interleaved
+        batch = pad_batch([ids[r] for r in rows], rows, model.tokenizer.pad_token_id, "left", tokens)
+        found.append(batch_gradients(model, batch, target, read, pref_dir.to(device), coherence, positions).cpu())
+    grads = torch.cat(found)
+    gradients = Gradients(grads[0::2], grads[1::2], loss_layer)
     gradient_cache[key] = gradients
+    while len(gradient_cache) > CACHE_SIZE:
+        gradient_cache.popitem(last=False)
     return gradients
 
 
+def batch_gradients(model: Any, batch: Any, target: sl.Sublayer, read: sl.Sublayer, pref_dir: Tensor,
+                    coherence: float, positions: str = "last") -> Float[Tensor, "b d"]:
+    """One forward and backward of a batch of whole pairs (rows 2i, 2i+1): each row's ∂L/∂δ, δ added at the
+    read positions (``"last"``) or at every real position (``"all"``)."""
+    torch_model = sl.unwrap(model)
+    device = next(torch_model.parameters()).device
+    inputs = batch.model_inputs(device)
+    rows = torch.arange(len(batch.text_index), device=device)[:, None]
+    read_positions = batch.last_positions.to(device)
+    where = positions
+    captured: dict[str, Tensor] = {}
+
+    real = inputs["attention_mask"][..., None]
+
+    def shift(module, args, output):
+        hidden = sl.module_hidden(output)
+        width = read_positions.shape[1] if where == "last" else 1
+        captured["shift"] = torch.zeros(hidden.shape[0], width, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device,
+                                        requires_grad=True)
+        if where == "last":
+            edited = hidden.index_put((rows, read_positions), hidden[rows, read_positions] + captured["shift"])
+        else:
+            edited = hidden + captured["shift"] * real.to(hidden.dtype)
+        return (edited, *output[1:]) if isinstance(output, tuple) else edited
+
+    def keep(module, args, output):
+        captured["later"] = sl.module_hidden(output)
+
+    handles = [sl.get_module(model, target.path).register_forward_hook(shift),
+               sl.get_module(model, read.path).register_forward_hook(keep)]
+    try:
+        with torch.enable_grad():
+            logits = torch_model(**inputs).logits
+            h = captured["later"][rows, read_positions].float().mean(1)  # [b, d] at the read tokens
+            projection = h @ pref_dir
+            mask = inputs["attention_mask"].to(logits.dtype)
+            token_mask = mask[:, 1:] * mask[:, :-1]
+            logp_tokens = F.log_softmax(logits[:, :-1].float(), -1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
+            logp = (logp_tokens * token_mask).sum(-1) / token_mask.sum(-1).clamp_min(1)
+            separation = -(projection[0::2] - projection[1::2])
+            penalty = F.relu(0.99 * logp.detach() - logp) ** 2
+            loss = separation.sum() + coherence * penalty.sum()
+            (grad,) = torch.autograd.grad(loss, captured["shift"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return target.split(grad.sum(1)).detach().float()
+
+
 def regularised_solve(fisher: Tensor, mean_grad: Tensor, reg: float) -> Tensor:
-    """``(F + λI)⁻¹ ḡ`` with ``λ = reg · tr(F)/d``; ``reg = 0`` uses the pseudo-inverse."""
-    d = fisher.shape[0]
-    mean_eigenvalue = float(torch.trace(fisher)) / d
-    damping = reg * (mean_eigenvalue if mean_eigenvalue > 0 else 1.0)
-    if damping == 0:
+    """``(F + λI)⁻¹ ḡ`` with an absolute ``λ = reg``; ``reg = 0`` uses the pseudo-inverse."""
+    if reg < 0:
+        raise ValueError(f"reg={reg}: the damping λ must be ≥ 0 (the seeds' reg0 … reg5 are 0, 1e-1 … 1e-5).")
+    if reg == 0:
         return torch.linalg.pinv(fisher, hermitian=True) @ mean_grad
-    return torch.linalg.solve(fisher + damping * torch.eye(d, dtype=fisher.dtype), mean_grad)
+    return torch.linalg.solve(fisher + reg * torch.eye(fisher.shape[0], dtype=fisher.dtype), mean_grad)
 
 
-def empirical_fisher(grads: Tensor, centred: bool) -> Tensor:
-    grads = grads - grads.mean(0) if centred else grads
+def covariance(grads: Tensor) -> Tensor:
+    centred = grads - grads.mean(0)
+    return centred.T @ centred / grads.shape[0]
+
+
+def second_moment(grads: Tensor, normalise: bool = False) -> Tensor:
+    if normalise:
+        grads = grads / grads.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     return grads.T @ grads / grads.shape[0]
 
 
-def gradients_for(states: StateSet, model: Any, pairs: list, loss_layer: int | None, coherence: float) -> Gradients:
-    if model is None or pairs is None:
-        raise ValueError("Gradient methods need the model and the training pairs: compute(..., model=model, pairs=pairs).")
-    return text_gradients(model, pairs, states.layer, states.kind, loss_layer, coherence)
+def resolve_reg(reg: float | str) -> float:
+    if isinstance(reg, str):
+        if reg not in REGS:
+            raise ValueError(f"reg={reg!r}: use a number or one of {', '.join(REGS)}.")
+        return REGS[reg]
+    return float(reg)
 
 
-def fisher_direction(states: StateSet, model: Any = None, pairs: list | None = None, reg: float = 1e-3,
-                     variant: str = "empirical", loss_layer: int | None = None, coherence: float = 1.0) -> tuple[Tensor, dict]:
-    """Natural gradient ``−(F + λI)⁻¹ ḡ``; ``variant`` is ``empirical``, ``cov`` or ``dual``."""
-    gradients = gradients_for(states, model, pairs, loss_layer, coherence)
+def fisher_direction(states: StateSet, model: Any = None, pairs: list | None = None, reg: float | str = DEFAULT_REG,
+                     variant: str = "cov", loss_layer: int | None = None, coherence: float = DEFAULT_COHERENCE,
+                     tokens: int = 1, positions: str = "last") -> tuple[Tensor, dict]:
+    """A natural-gradient direction; ``variant`` is ``cov``, ``ief`` or ``dual`` (see the module docstring)."""
+    reg = resolve_reg(reg)
+    gradients = text_gradients(model, pairs, states.layer, states.kind, loss_layer, coherence, tokens, positions)
     if variant == "dual":
-        parts = [regularised_solve(empirical_fisher(g.double(), False), g.double().mean(0), reg) for g in (gradients.positive, gradients.negative)]
-        vector = -(unit(parts[0]) + unit(parts[1])) / 2
-    elif variant in ("empirical", "cov"):
-        grads = gradients.all.double()
-        vector = -regularised_solve(empirical_fisher(grads, centred=variant == "cov"), grads.mean(0), reg)
+        sides = []
+        for side in (gradients.positive.double(), gradients.negative.double()):
+            sides.append(unit(-regularised_solve(second_moment(side), side.mean(0), reg)))
+        vector = sides[0] - sides[1]
+    elif variant in ("cov", "ief"):
+        grads = gradients.pairs.double()
+        fisher = covariance(grads) if variant == "cov" else second_moment(grads, normalise=True)
+        vector = -regularised_solve(fisher, grads.mean(0), reg)
     else:
-        raise ValueError(f"variant={variant!r}: use 'empirical', 'cov' or 'dual'.")
-    return unit(vector), {"reg": reg, "variant": variant, "loss_layer": gradients.loss_layer}
+        raise ValueError(f"variant={variant!r}: use 'cov', 'ief' or 'dual'.")
+    opposition = float(F.cosine_similarity(gradients.positive.mean(0), gradients.negative.mean(0), dim=0))
+    return unit(vector), {"reg": reg, "variant": variant, "loss_layer": gradients.loss_layer, "coherence": coherence,
+                          "positions": positions, "gradient_cosine": opposition}
 
 
 def svd_grad(states: StateSet, model: Any = None, pairs: list | None = None, loss_layer: int | None = None,
-             coherence: float = 1.0) -> tuple[Tensor, dict]:
-    """Top right singular vector of the per-text gradients (sign calibrated afterwards)."""
-    grads = gradients_for(states, model, pairs, loss_layer, coherence).all.double()
+             coherence: float = DEFAULT_COHERENCE, tokens: int = 1, positions: str = "last") -> tuple[Tensor, dict]:
+    """Top right singular vector of the pair gradients (sign calibrated afterwards)."""
+    grads = text_gradients(model, pairs, states.layer, states.kind, loss_layer, coherence, tokens, positions).pairs.double()
     _, singular, vt = torch.linalg.svd(grads, full_matrices=False)
     return unit(vt[0]), {"explained_variance": float(singular[0] ** 2 / (singular**2).sum())}
 
 
-METHODS["svd_grad"] = svd_grad
-METHODS["fisher"] = fisher_direction
-METHODS["fisher_cov"] = lambda states, **options: fisher_direction(states, **(options | {"variant": "cov"}))
-METHODS["fisher_dual"] = lambda states, **options: fisher_direction(states, **(options | {"variant": "dual"}))
+GRADIENT_NEEDS = ("model", "pairs")
+
+
+def variant_method(variant: str, reg: float | None):
+    def method(states: StateSet, **options: Any) -> tuple[Tensor, dict]:
+        fixed = {"variant": variant} | ({"reg": reg} if reg is not None else {})
+        return fisher_direction(states, **(options | fixed))
+
+    method.__doc__ = f"Natural-gradient direction, {variant} Fisher" + (f", λ = {reg:g}" if reg is not None else "") + "."
+    return method
+
+
+register("svd_grad", needs=GRADIENT_NEEDS)(svd_grad)
+for _variant in ("cov", "ief", "dual"):
+    register(f"fisher_{_variant}", needs=GRADIENT_NEEDS)(variant_method(_variant, None))
+    for _name, _value in REGS.items():
+        register(f"fisher_{_variant}_{_name}", needs=GRADIENT_NEEDS)(variant_method(_variant, _value))

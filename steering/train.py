@@ -13,8 +13,13 @@ reference (c = 0, i.e. the base model), inside a per-token coherence bound:
 - coherence: each target token's log-prob may fall at most ``coherence_margin``
   nats below the reference's; the squared excess is averaged over all tokens,
   so it cannot be gamed on a few;
-- monotonic: the pairs' log-prob difference (positive − negative text) must be
-  ordered c = −1 ≤ 0 ≤ +1 (hinge).
+- monotonic: each pair's log-prob difference (positive − negative text) must be
+  ordered c = −1 < 0 < +1 by at least ``monotonic_margin`` (a hinge per pair, so
+  one pair's violation cannot be cancelled by another's excess).
+
+``direction_space="uspace"`` takes the frozen direction inside the span of the
+loss layer's top ``direction_rank`` output singular vectors of ``down_proj`` (PCA of
+the pair differences projected there), so it differs from the activation-space one.
 
 Example:
     >>> adapter = steering.attach_innerpissa(model, layers=range(10, 20), kinds=("o", "down"), rank=16)
@@ -64,7 +69,9 @@ class ReprPOConfig:
     coherence_weight: float = 10.0
     coherence_margin: float = 0.2
     monotonic_weight: float = 1.0
+    monotonic_margin: float = 0.01  # nats per pair
     direction_space: Literal["activation", "uspace"] = "activation"
+    direction_rank: int = 16  # for direction_space="uspace": top output singular vectors spanning the direction
     direction_topk: int | None = None  # pick the best-aligned of the top-k PCs (None: PC1)
     clip_grad: float = 1.0
     patience: int | None = None  # early stop after this many steps without improvement
@@ -142,10 +149,15 @@ def separations(states: dict[str, Tensor], directions: dict[str, Tensor]) -> Flo
     return torch.stack(gaps)
 
 
-def pair_logp_gap(logp: Tensor, mask: Tensor) -> Tensor:
-    """Mean over pairs of (mean token log-prob of the positive text − of the negative text)."""
+def pair_logp_gap(logp: Tensor, mask: Tensor) -> Float[Tensor, "pair"]:
+    """Per pair: mean token log-prob of the positive text − of the negative text."""
     per_text = (logp * mask).sum(-1) / mask.sum(-1).clamp_min(1)
-    return (per_text[0::2] - per_text[1::2]).mean()
+    return per_text[0::2] - per_text[1::2]
+
+
+def monotonic_loss(gap_plus: Tensor, gap_minus: Tensor, gap_ref: Tensor, margin: float) -> Tensor:
+    """Mean over pairs of hinges that order each pair's gap c = −1 < 0 < +1 by ``margin``."""
+    return (F.relu(margin + gap_ref - gap_plus) + F.relu(margin + gap_minus - gap_ref)).mean()
 
 
 def preference_directions(reference: dict[str, Tensor], model: Any, loss_layers: list[int], config: ReprPOConfig, paths: list[str]) -> dict[str, Tensor]:
@@ -157,8 +169,8 @@ def preference_directions(reference: dict[str, Tensor], model: Any, loss_layers:
         positive, negative = hs[0::2].flatten(0, 1), hs[1::2].flatten(0, 1)
         basis = None
         if config.direction_space == "uspace":
-            basis = probes.weight_svd(model, layer, "down")
-            U = basis.U.double()
+            basis = probes.weight_svd(model, layer, "down", rank=min(config.direction_rank, positive.shape[-1]))
+            U = basis.U.double()  # [d, r]: the top-r output directions of the loss layer's MLP
             positive, negative = positive @ U, negative @ U
         states = StateSet(positive, negative, layer, "resid")
         diffs = states.diffs.numpy()
@@ -281,8 +293,9 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
                 losses.append((projection, coherence))
                 parts["projection"] += projection.item() / config.grad_accum
                 parts["coherence"] += coherence.item() / config.grad_accum
-            ref_logp_gap = torch.stack([(ref_logp[2 * p].mean() - ref_logp[2 * p + 1].mean()) for p in index]).mean()
-            monotonic = F.relu(ref_logp_gap.to(logp_gaps[1.0].device) - logp_gaps[1.0]) + F.relu(logp_gaps[-1.0] - ref_logp_gap.to(logp_gaps[-1.0].device))
+            ref_logp_gap = torch.stack([(ref_logp[2 * p].mean() - ref_logp[2 * p + 1].mean()) for p in index])
+            monotonic = monotonic_loss(logp_gaps[1.0], logp_gaps[-1.0], ref_logp_gap.to(logp_gaps[1.0].device),
+                                       config.monotonic_margin)
             loss = sum(p + config.coherence_weight * c for p, c in losses) + config.monotonic_weight * monotonic
             (loss / config.grad_accum).backward()
             parts["loss"] += loss.item() / config.grad_accum
