@@ -8,7 +8,7 @@ Example:
     >>> analysis.save_figure(analysis.plots.dose_curves({"pca_diff": df}), "figures/dose")
 """
 
-from . import compare, figures, plots, report
+from . import compare, experiment, figures, paper, plots, report, values
 from .agreement import compare_directions
 from .daily_dilemmas import for_value, load_daily_dilemmas, value_counts
 from .dose import dose_response, unsteered_baseline
@@ -21,6 +21,7 @@ from .items import (
     eval_items,
     load_dilemmas,
     load_items,
+    moral_dilemmas,
     neutral_texts,
     sentiment_readouts,
     split_items,
@@ -32,8 +33,8 @@ from .separation import separation
 from .sweep import sweep_steerability
 
 __all__ = [
-    "ReadoutItem", "Split", "compare", "compare_directions", "controls", "dilemma", "dilemmas", "dose_metrics",
+    "ReadoutItem", "Split", "compare", "experiment", "paper", "values", "compare_directions", "controls", "dilemma", "dilemmas", "dose_metrics",
     "dose_response", "eval_items", "figures", "for_value", "load_daily_dilemmas", "load_dilemmas", "load_items",
-    "neutral_texts", "paired_changes", "plots", "report", "save_figure", "score_items", "sentiment_readouts",
+    "moral_dilemmas", "neutral_texts", "paired_changes", "plots", "report", "save_figure", "score_items", "sentiment_readouts",
     "separation", "split_items", "sweep_steerability", "text_nll", "unsteered_baseline", "value_counts",
 ]

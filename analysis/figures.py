@@ -1,7 +1,7 @@
 """Regenerate every figure and table of a finished run, in the paper style.
 
-A run folder is a sweep (``results.csv``, from ``steerscope sweep``) or a training
-run (``methods.csv``/``history.csv``, from ``steerscope train``), or both.
+A run folder is a sweep (``results.csv``, from ``steerscope sweep``) or an
+experiment (``runs.csv``, from ``steerscope train`` or ``paper``; see `analysis.paper`).
 
 Example:
     >>> regenerate("runs/sweep", "figures/")       # also: steerscope figures --run runs/sweep --out figures/
@@ -24,8 +24,8 @@ FORMATS = ("html", "png", "svg")
 
 
 def check_run(run: Path) -> None:
-    if not any((run / name).exists() for name in ("results.csv", "history.csv", "methods.csv")):
-        raise FileNotFoundError(f"{run} holds neither results.csv (a sweep) nor history.csv/methods.csv (a training run).")
+    if not any((run / name).exists() for name in ("results.csv", "runs.csv")):
+        raise FileNotFoundError(f"{run} holds neither results.csv (a sweep) nor runs.csv (a train or paper run).")
 
 
 def run_figures(run: str | Path) -> dict[str, Any]:
@@ -35,15 +35,6 @@ def run_figures(run: str | Path) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     if (run / "results.csv").exists():
         figures |= sweep_figures(load_sweep(run))
-    if (run / "history.csv").exists():
-        figures["training_curves"] = plots.training_curves(pd.read_csv(run / "history.csv"))
-    if (run / "methods.csv").exists():
-        from .compare import pareto_figure
-
-        figures["pareto"] = pareto_figure(pd.read_csv(run / "methods.csv"))
-        doses = {path.stem.replace("_", " "): pd.read_csv(path) for path in sorted((run / "doses").glob("*.csv"))}
-        if doses:
-            figures["method_dose_response"] = plots.dose_curves(dict(list(doses.items())[:6]))
     return figures
 
 
@@ -53,8 +44,6 @@ def run_tables(run: Path) -> dict[str, tuple[pd.DataFrame, Sequence[str] | None,
     if (run / "results.csv").exists():
         tables["sweep_summary"] = (ranked(load_sweep(run).results).head(20), SUMMARY_COLUMNS,
                                    "Steerability sweep, ranked by composite score.")
-    if (run / "methods.csv").exists():
-        tables["methods"] = (pd.read_csv(run / "methods.csv"), None, "Honesty steering methods on held-out dilemmas.")
     return tables
 
 
@@ -68,7 +57,12 @@ def regenerate(run: str | Path, out: str | Path, formats: Sequence[str] = FORMAT
     for stem, (table, columns, caption) in run_tables(run).items():
         written += write_tables(out / stem, table, columns, caption)
     figures = {out / stem: figure for stem, figure in run_figures(run).items()}
-    return written + plots.save_figures(figures, formats)
+    written += plots.save_figures(figures, formats)
+    if (run / "runs.csv").exists():
+        from .paper import write_paper
+
+        written += write_paper(run, out, formats)
+    return written
 
 
 def write_tables(base: Path, table: pd.DataFrame, columns: Sequence[str] | None, caption: str) -> list[Path]:

@@ -137,6 +137,15 @@ def sentiment_readouts() -> list[ReadoutItem]:
     return load_items(shipped("sentiment_readouts.jsonl"))
 
 
+def moral_dilemmas(value: str = "honesty") -> list[ReadoutItem]:
+    """103 everyday dilemmas written for steerscope, both actions of each as a Yes/No item (206 rows),
+    every action labelled with the values it serves (honesty on about a third of them), in the
+    Hugging Face DailyDilemmas schema. ``sign`` is the label for ``value``."""
+    from .daily_dilemmas import load_daily_dilemmas
+
+    return load_daily_dilemmas(shipped("moral_dilemmas.jsonl"), value=value)
+
+
 def controls() -> list[ReadoutItem]:
     """Capability checks: arithmetic and facts (answer known) and preferences (none)."""
     return [dilemma(row["id"], row["situation"], row["question"], row["answer"], (), row["kind"])

@@ -90,7 +90,8 @@ def dose_metrics(df: pd.DataFrame, confidence: float = 0.95) -> dict[str, float]
     out["score"] = abs(out["slope"]) * out["r2"] * out["valid_frac"] ** 2
     training = [i for i, c in enumerate(coeffs) if c in TRAINING_COEFFS]
     ranked = training if len(training) == len(TRAINING_COEFFS) else list(range(len(coeffs)))
-    out["spearman"] = float(stats.spearmanr(coeffs[ranked], means[ranked]).statistic)
+    if np.ptp(means[ranked]) > 0:  # ρ is undefined for constant means
+        out["spearman"] = float(stats.spearmanr(coeffs[ranked], means[ranked]).statistic)
     mean_at = dict(zip(coeffs, means))
     out["effect"] = float((mean_at[1.0] - mean_at[-1.0]) / 2) if 1.0 in mean_at and -1.0 in mean_at else out["slope"]
     if np.isfinite(out["spearman"]):

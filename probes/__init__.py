@@ -21,7 +21,7 @@ from .pairs import (
     pairs_from_templates,
     sentiment_pairs,
 )
-from .sublayers import KINDS
+from .sublayers import KINDS, torch_module
 from .trace import Trace, trace_modules
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "remote",
     "sentiment_pairs",
     "sublayers",
+    "torch_module",
     "Trace",
     "trace_modules",
     "weight_svd",

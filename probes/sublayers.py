@@ -154,6 +154,15 @@ def unwrap(model: Any) -> torch.nn.Module:
     return getattr(model, "_module", model)
 
 
+def torch_module(model: Any) -> torch.nn.Module:
+    """The transformers model behind an nnsight model, for plain calls: ``torch_module(model).generate(...)``.
+
+    Example:
+        >>> ids = probes.torch_module(model).generate(**inputs, max_new_tokens=20)
+    """
+    return unwrap(model)
+
+
 def config_of(model: Any):
     return unwrap(model).config
 

@@ -1,19 +1,23 @@
-"""steering: finding and applying steering directions.
+"""steering: finding and applying steering directions, and adapters that steer.
 
 Example:
-    >>> from steering import directions, steer
-    >>> d = directions.compute("pca_diff", acts, 12, "resid")
-    >>> with steer(model, d, 1.5):
-    ...     ids = model._module.generate(**inputs, max_new_tokens=20)
+    >>> import steering
+    >>> d = steering.compute("pca_diff", acts, 12, "resid")
+    >>> with steering.applied(model, d, 1.5):           # any Steerable: Direction, InnerPiSSA, LoRA, Prompting
+    ...     ids = probes.torch_module(model).generate(**inputs, max_new_tokens=20)
 """
 
 from . import directions, fisher  # noqa: F401  (fisher registers the gradient methods)
 from .adapter import InnerPiSSA, attach_innerpissa, load_innerpissa
 from .calibrate import calibrate
-from .directions import METHODS, Direction, compute, load_directions, save_directions
+from .directions import METHODS, Direction, compute, load_directions, register, save_directions
 from .export import export_gguf, import_gguf
 from .intervene import steer
+from .lora import LoraHandle, attach_lora, load_lora
+from .steerable import AdapterHandle, Prompting, Steerable, Steering, applied, as_steerable, load_steerable
 from .train import ReprPOConfig, TrainResult, train_reprpo
 
-__all__ = ["METHODS", "Direction", "InnerPiSSA", "ReprPOConfig", "TrainResult", "attach_innerpissa", "calibrate",
-           "compute", "directions", "export_gguf", "import_gguf", "load_directions", "load_innerpissa", "save_directions", "steer", "train_reprpo"]
+__all__ = ["METHODS", "AdapterHandle", "Direction", "InnerPiSSA", "LoraHandle", "Prompting", "ReprPOConfig", "Steerable",
+           "Steering", "TrainResult", "applied", "as_steerable", "attach_innerpissa", "attach_lora", "calibrate", "compute",
+           "directions", "export_gguf", "import_gguf", "load_directions", "load_innerpissa", "load_lora", "load_steerable",
+           "register", "save_directions", "steer", "train_reprpo"]

@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from jaxtyping import Float
@@ -42,8 +41,9 @@ import probes
 from probes import sublayers as sl
 from probes.files import read_json, write_atomic, write_json
 
-from .frozen import freeze, release
-from .intervene import Coeff, coefficient_tensor, edit_hidden, fused_delta
+from .frozen import freeze
+from .intervene import coefficient_tensor, edit_hidden, fused_delta
+from .steerable import AdapterHandle
 
 ScaleMode = Literal["add", "tanh", "mult", "none"]
 SCALE_MODES = ("add", "tanh", "mult", "none")
@@ -63,6 +63,7 @@ class AdapterConfig:
     max_angle: float = 0.3
     init_std: float = 1e-3
     select: Literal["top", "data"] = "top"
+    basis: Literal["svd", "random"] = "svd"  # "random": the same adapter in random orthonormal bases (the no-SVD ablation)
     sign: float = 1.0
     model: str | None = None
     components: dict[str, list[int]] = field(default_factory=dict)  # target name -> selected singular indices
@@ -81,6 +82,8 @@ class AdapterConfig:
             problems.append(f"rank={self.rank!r} (a whole number ≥ 1)")
         if self.select not in ("top", "data"):
             problems.append(f"select={self.select!r} (use 'top' or 'data')")
+        if self.basis not in ("svd", "random"):
+            problems.append(f"basis={self.basis!r} (use 'svd' or 'random')")
         if not (isinstance(self.init_std, (int, float)) and math.isfinite(self.init_std) and self.init_std >= 0):
             problems.append(f"init_std={self.init_std!r} (a finite number ≥ 0)")
         if problems:
@@ -159,18 +162,26 @@ class Target:
     module: nn.Module
 
 
-class InnerPiSSA:
-    """Handle to an attached adapter: coefficient, parameters, merge, save, detach."""
+class InnerPiSSA(AdapterHandle):
+    """Handle to an attached adapter: coefficient, parameters, merge, save, detach (see `AdapterHandle`)."""
 
     def __init__(self, model: Any, config: AdapterConfig, layers: dict[str, InnerPiSSALayer], targets: list[Target]):
-        self.model = model
         self.config = config
+        super().__init__(model, "InnerPiSSA")
+        self.sign = config.sign
         self.layers = nn.ModuleDict({name.replace(".", "_"): layer for name, layer in layers.items()})
         self.targets = targets
-        self.c: Coeff = 0.0
         self.merged: dict[str, Tensor] = {}
         freeze(model, self)  # only adapters train; restored when the last one detaches
         self.handles = [t.module.register_forward_hook(self.hook_for(t)) for t in targets]
+
+    @property
+    def sign(self) -> float:
+        return self.config.sign
+
+    @sign.setter
+    def sign(self, value: float) -> None:
+        self.config.sign = value
 
     def layer(self, target: Target) -> InnerPiSSALayer:
         return self.layers[target.name.replace(".", "_")]
@@ -192,34 +203,15 @@ class InnerPiSSA:
 
         return hook
 
-    # -- coefficient -----------------------------------------------------------
-    def set_coeff(self, c: Coeff) -> None:
-        """Steer at ``c`` (a float, or one value per batch row) until changed; 0 is the base model."""
-        self.c = c
+    def _apply_coeff(self) -> None:
+        """Nothing to push: the hooks read ``self.c`` and the sign at every forward."""
 
-    @contextmanager
-    def coeff(self, c: Coeff) -> Iterator["InnerPiSSA"]:
-        previous = self.c
-        self.c = c
-        try:
-            yield self
-        finally:
-            self.c = previous
-
-    # -- parameters ------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.layers.parameters() if p.requires_grad]
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.trainable_parameters())
 
     def to(self, device: Any) -> "InnerPiSSA":
         self.layers.to(device)
         return self
-
-    def flip_sign(self) -> None:
-        """Swap the meaning of +c and −c (used after training when +1 separates the wrong way)."""
-        self.config.sign = -self.config.sign
 
     # -- merge / detach ----------------------------------------------------------
     @torch.no_grad()
@@ -242,14 +234,12 @@ class InnerPiSSA:
                 sl.get_module(self.model, target.sublayer.weight_path).weight.copy_(self.merged[target.name])
         self.merged = {}
 
-    def detach(self) -> None:
-        """Remove the adapter: hooks off, merged weights restored, requires_grad flags as before
-        (once every adapter on this model is detached, in any order)."""
+    def _remove(self) -> None:
+        """Hooks off and merged weights restored (`detach` also gives back the frozen flags)."""
         self.unmerge()
         for handle in self.handles:
             handle.remove()
         self.handles = []
-        release(self.model, self)
 
     # -- persistence -------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -286,6 +276,7 @@ def attach_innerpissa(
     max_angle: float = 0.3,
     init_std: float = 1e-3,
     select: Literal["top", "data"] = "top",
+    basis: Literal["svd", "random"] = "svd",
     pairs: Sequence[Any] | None = None,
     seed: int = 0,
     components: dict[str, list[int]] | None = None,
@@ -293,7 +284,8 @@ def attach_innerpissa(
     """Attach an InnerPiSSA adapter to every (layer, kind) target and return its handle.
 
     ``select="data"`` (needs ``pairs``) keeps the components that separate the pairs
-    most instead of the top-r by singular value. Raises ``ValueError`` for a rank the
+    most instead of the top-r by singular value. ``basis="random"`` is the no-SVD ablation:
+    the same rotations and scalings in random orthonormal bases, with ``S = diag(Uᵀ W V)``. Raises ``ValueError`` for a rank the
     weight cannot hold or a kind the model lacks.
     """
     if select == "data" and pairs is None and components is None:
@@ -301,7 +293,7 @@ def attach_innerpissa(
     layer_ids = sl.resolve_layers(model, layers)
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
     config = AdapterConfig(layers=layer_ids, kinds=kinds, rank=rank, rotate_v=rotate_v, rotate_u=rotate_u,
-                           scale_mode=scale_mode, max_angle=max_angle, init_std=init_std, select=select,
+                           scale_mode=scale_mode, max_angle=max_angle, init_std=init_std, select=select, basis=basis,
                            model=getattr(sl.config_of(model), "name_or_path", None))
     generator = torch.Generator().manual_seed(seed)
     adapted: dict[str, InnerPiSSALayer] = {}
@@ -324,12 +316,23 @@ def attach_innerpissa(
                 index = list(range(rank))
             config.components[name] = list(index)
             config.targets[name] = weight_identity(full)
-            basis = probes.WeightSVD(full.U[:, index], full.S[index], full.V[:, index], layer, kind)
-            adapted[name] = InnerPiSSALayer(basis, config, generator)
+            if basis == "random":
+                chosen = random_basis(sl.weight_matrix(model, sublayer), rank, generator, layer, kind)
+            else:
+                chosen = probes.WeightSVD(full.U[:, index], full.S[index], full.V[:, index], layer, kind)
+            adapted[name] = InnerPiSSALayer(chosen, config, generator)
             module = sl.get_module(model, sublayer.weight_path)
             targets.append(Target(name, sublayer, module))
     handle = InnerPiSSA(model, config, adapted, targets)
     return handle.to(device)
+
+
+def random_basis(weight: Tensor, rank: int, generator: torch.Generator, layer: int, kind: str) -> probes.WeightSVD:
+    """Random orthonormal ``U [d_out, r]``, ``V [d_in, r]`` and ``S = diag(Uᵀ W V)``: no singular vectors."""
+    matrix = weight.detach().to("cpu", torch.float32)
+    U = torch.linalg.qr(torch.randn(matrix.shape[0], rank, generator=generator)).Q
+    V = torch.linalg.qr(torch.randn(matrix.shape[1], rank, generator=generator)).Q
+    return probes.WeightSVD(U, torch.diagonal(U.T @ matrix @ V).clone(), V, layer, kind)
 
 
 def weight_identity(basis: probes.WeightSVD) -> dict[str, Any]:
@@ -383,7 +386,7 @@ def load_innerpissa(path: str | Path, model: Any) -> InnerPiSSA:
     handle = attach_innerpissa(
         model, config.layers, config.kinds, config.rank, rotate_v=config.rotate_v, rotate_u=config.rotate_u,
         scale_mode=config.scale_mode, max_angle=config.max_angle, init_std=config.init_std, select=config.select,
-        components=config.components,
+        basis=config.basis, components=config.components,
     )
     try:
         handle.config.sign = config.sign

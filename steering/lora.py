@@ -1,81 +1,72 @@
-"""A PEFT LoRA adapter with the same handle as InnerPiSSA (``coeff(c)``), for the ReprPO baseline.
+"""A PEFT LoRA adapter behind the same handle as InnerPiSSA, for the ReprPO baseline.
 
-``c`` scales the LoRA update (``scaling = c · alpha / r``), so c = 0 is exactly the base
-model and −c reverses the update, as for InnerPiSSA. LoRA layers replace the target
-modules in place (PEFT's ``inject_adapter_in_model``); `LoraHandle.detach` puts the
-original modules back.
+``c`` scales the LoRA update (``scaling = c · sign · alpha / r``, one value per row
+allowed), so c = 0 is exactly the base model and −c reverses the update, as for
+InnerPiSSA. LoRA layers replace the target modules in place (PEFT's
+``inject_adapter_in_model``); `LoraHandle.detach` puts the original modules back.
 
 Example:
     >>> lora = attach_lora(model, layers=range(8, 22, 2), kinds=("o", "down"), rank=16)
     >>> steering.train_reprpo(model, lora, pairs, steps=20)
+    >>> lora.save("runs/lora"); lora.detach(); lora = load_lora("runs/lora", model)
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from probes import sublayers as sl
+from probes.files import read_json, write_atomic, write_json
 from probes.remote import require_weights
 
 from .frozen import freeze, release
-from .intervene import Coeff
+from .steerable import AdapterHandle
 
 
-class LoraHandle:
-    def __init__(self, model: Any, paths: list[str], rank: int, alpha: float):
-        self.model = model
-        self.paths = paths
+class LoraHandle(AdapterHandle):
+    def __init__(self, model: Any, layers: list[int], kinds: list[str], paths: list[str], rank: int, alpha: float):
+        super().__init__(model, "LoRA")
+        self.layers, self.kinds, self.paths = layers, kinds, paths
         self.rank = rank
         self.alpha = alpha
-        self.c: Coeff = 0.0
-        self.sign = 1.0
-        self.apply()
+        self._apply_coeff()
 
     def lora_layers(self) -> list[nn.Module]:
         return [sl.get_module(self.model, path) for path in self.paths]
 
-    def apply(self) -> None:
+    def _apply_coeff(self) -> None:
         c = self.c
         value = c if not torch.is_tensor(c) or c.ndim == 0 else c.reshape(-1, 1, 1)
         for layer in self.lora_layers():
             layer.scaling["default"] = value * self.sign * self.alpha / self.rank
 
-    def set_coeff(self, c: Coeff) -> None:
-        self.c = c
-        self.apply()
-
-    @contextmanager
-    def coeff(self, c: Coeff) -> Iterator["LoraHandle"]:
-        previous = self.c
-        self.set_coeff(c)
-        try:
-            yield self
-        finally:
-            self.set_coeff(previous)
-
-    def flip_sign(self) -> None:
-        self.sign = -self.sign
-        self.apply()
-
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for layer in self.lora_layers() for name, p in layer.named_parameters() if "lora_" in name]
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.trainable_parameters())
-
-    def detach(self) -> None:
-        """Put the original modules back and restore the requires_grad flags (once every adapter
-        on this model is detached, in any order)."""
+    def _remove(self) -> None:
+        """Put the original modules back."""
         torch_model = sl.unwrap(self.model)
         for path in self.paths:
             parent_path, _, name = path.rpartition(".")
             parent = torch_model.get_submodule(parent_path)
             setattr(parent, name, getattr(parent, name).base_layer)
-        release(self.model, self)
+        if hasattr(torch_model, "peft_config"):  # PEFT's record of injected adapters: none are left
+            del torch_model.peft_config
+
+    def save(self, path: str | Path) -> Path:
+        """``lora.safetensors`` (the LoRA weights by module path) and ``steerable.json``."""
+        path = Path(path)
+        tensors = {f"{p}/{name}": t.detach().contiguous().cpu() for p in self.paths
+                   for name, t in sl.get_module(self.model, p).named_parameters() if "lora_" in name}
+        write_atomic(path / "lora.safetensors", lambda temporary: save_file(tensors, str(temporary)))
+        write_json(path / "steerable.json", {"type": "lora", "layers": self.layers, "kinds": self.kinds, "rank": self.rank,
+                                             "alpha": self.alpha, "sign": self.sign})
+        return path
 
 
 def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, alpha: float | None = None, seed: int = 0) -> LoraHandle:
@@ -83,7 +74,9 @@ def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, a
     require_weights(model, "A PEFT LoRA adapter")
     from peft import LoraConfig, inject_adapter_in_model
 
-    paths = [sl.resolve(model, layer, kind).weight_path for layer in sl.resolve_layers(model, layers) for kind in kinds]
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    layer_ids = sl.resolve_layers(model, layers)
+    paths = [sl.resolve(model, layer, kind).weight_path for layer in layer_ids for kind in kinds]
     if any(p is None for p in paths):
         raise ValueError("LoRA adapts weights: use projection kinds such as 'o', 'down', 'up'.")
     torch.manual_seed(seed)
@@ -96,8 +89,27 @@ def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, a
         for layer in (torch_model.get_submodule(path) for path in paths):
             for name, parameter in layer.named_parameters():
                 parameter.requires_grad_("lora_" in name)
-        handle = LoraHandle(model, paths, rank, alpha)
+        handle = LoraHandle(model, layer_ids, kinds, paths, rank, alpha)
         freeze(model, handle)
     finally:
         release(model, owner)
+    return handle
+
+
+def load_lora(path: str | Path, model: Any) -> LoraHandle:
+    """Attach a saved LoRA adapter to ``model`` (a failed load leaves the model as it was)."""
+    path = Path(path)
+    record = read_json(path / "steerable.json", "a saved LoRA adapter")
+    handle = attach_lora(model, record["layers"], record["kinds"], record["rank"], record["alpha"])
+    try:
+        tensors = load_file(str(path / "lora.safetensors"))
+        with torch.no_grad():
+            for key, value in tensors.items():
+                module_path, _, name = key.partition("/")
+                dict(sl.get_module(model, module_path).named_parameters())[name].copy_(value)
+        handle.sign = float(record["sign"])
+        handle._apply_coeff()
+    except BaseException:
+        handle.detach()
+        raise
     return handle

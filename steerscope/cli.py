@@ -2,8 +2,9 @@
 
     steerscope sweep [--model ID [--remote | --dtype bfloat16 --device-map auto]] [--concept honesty|sentiment] [--layers all]
                      [--kinds resid,o,down] [--methods mean_diff,pca_diff] [--coeffs=-1,0,1] [--out DIR] [--resume] [--full]
-    steerscope train [--model ID [--dtype bfloat16 --device-map auto]] [--concept honesty] [--layers 8:22:2] [--kinds o,down] [--rank 16]
-                     [--steps 16] [--out DIR]
+    steerscope train [--model ID [--dtype bfloat16 --device-map auto]] [--target honesty] [--items DAILY_DILEMMAS]
+                     [--layers 8:22:2] [--kinds o,down] [--rank 16] [--steps 16] [--seeds 0,1,2] [--ablations] [--depths] [--out DIR]
+    steerscope paper [--run DIR | the train options]
     steerscope figures --run runs/sweep --out figures/
     steerscope demo  [--model ID [--remote]] [--pairs 64] [--layers all] [--kinds resid]
 """
@@ -14,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 
 def parse_layers(text: str):
@@ -108,61 +110,71 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_adapter_layers(total: int) -> list[int]:
-    """Every other layer of the middle half (SmolLM2's 30 layers: 8, 10, ..., 20)."""
-    return list(range(total // 4 + 1, (3 * total) // 4 - 1, 2))
+def experiment_items(args: argparse.Namespace):
+    import analysis
+
+    if args.items:
+        return analysis.load_daily_dilemmas(args.items, value=args.target)
+    return analysis.moral_dilemmas(args.target)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
     import analysis
     import probes
-    import steering
-    from analysis import compare, plots
-    from analysis.report import latex_table
+    from analysis.experiment import ExperimentSettings, run_experiment
 
     started = time.time()
-    out = Path(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S"))
-    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in parse_floats(args.seeds, "--seeds")]
+    out = args.out or time.strftime(f"runs/{'paper' if full else 'train'}-%Y%m%d-%H%M%S")
+    items = experiment_items(args)
     model = load_from_args(args)
-    total = probes.sublayers.n_layers(model)
-    layers = parse_layers(args.layers) if args.layers else default_adapter_layers(total)
-    pairs = probes.pairs_from_templates(**concept_templates(args.concept), tokenizer=model.tokenizer, chat=True, n=args.pairs, seed=args.seed)
-    options = {"steps": args.steps, "lr": args.lr, "batch_pairs": args.batch_pairs, "seed": args.seed}
-    adapter = steering.attach_innerpissa(model, layers, args.kinds.split(","), args.rank, seed=args.seed)
-    print(adapter)
-    result = steering.train_reprpo(model, adapter, pairs, **options)
-    adapter.save(out / "adapter")
-    result.history.to_csv(out / "history.csv", index=False)
-    plots.save_figures({out / "training": plots.training_curves(result.history)}, ("html", "png"))
-    print(f"trained in {result.seconds:.0f} s; separation along the frozen direction on the training pairs: {result.separation}"
-          + ("; the sign was flipped (c=+1 separated the wrong way)" if result.sign_flipped else ""))
-    if args.no_baselines:
-        return 0
-    items = analysis.dilemmas()[: args.items]
-    table, runs = compare.compare_methods(model, pairs, items, layers, args.kinds.split(","), args.rank, adapter=adapter,
-                                          adapter_seconds=result.seconds, train_options=options | {"progress": False},
-                                          ablations=not args.no_ablations)
-    table.to_csv(out / "methods.csv", index=False)
-    (out / "methods.md").write_text("# Methods on held-out dilemmas\n\n" + compare.methods_markdown(table) + "\n")
-    (out / "methods.tex").write_text(latex_table(table, caption="Honesty steering methods on held-out dilemmas."))
-    (out / "generations.md").write_text(compare.generations_markdown(runs))
-    (out / "doses").mkdir(exist_ok=True)
-    for run in runs:
-        run.dose.to_csv(out / "doses" / f"{run.name.replace(' ', '_').replace(':', '').replace('(', '').replace(')', '')}.csv", index=False)
-    plots.save_figures({out / "pareto": compare.pareto_figure(table),
-                        out / "dose_response": plots.dose_curves({run.name: run.dose for run in runs[:4]})}, ("html", "png", "svg"))
-    print(compare.methods_markdown(table))
-    print(f"\nWrote {out}/adapter, history.csv, methods.md, generations.md and figures in {time.time() - started:.0f} s.")
+    pairs = probes.concept_pairs(args.concept, n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
+    settings = ExperimentSettings(
+        target=args.target, layers=parse_layers(args.layers) if args.layers else None, kinds=args.kinds.split(","),
+        rank=args.rank, seeds=seeds, steps=args.steps, lr=args.lr, batch_pairs=args.batch_pairs, lora=not args.no_lora,
+        ablations=full or args.ablations, depths=full or args.depths, split_seed=args.seed)
+    run_experiment(model, pairs, items, settings, out=out, resume=args.resume)
+    analysis.paper.write_paper(out)
+    print((Path(out) / "table1.md").read_text())
+    print(f"Wrote {out}/table1.md, table2.md, transfer.md, figure1_dose, figure2_depth, pareto and generations.md "
+          f"in {time.time() - started:.0f} s.")
     return 0
 
 
-def concept_templates(concept: str) -> dict:
-    from probes.pairs import load_concept
+def run_train(args: argparse.Namespace) -> int:
+    return run_experiment_command(args, full=False)
 
-    data = load_concept(concept)
-    return {"persona_pairs": [tuple(p) for p in data["personas"]], "suffixes": data["suffixes"], "template": data["template"]}
+
+def run_paper(args: argparse.Namespace) -> int:
+    if args.run:
+        import analysis
+
+        written = analysis.paper.write_paper(args.run, args.out or args.run)
+        print("\n".join(str(path) for path in written))
+        return 0
+    return run_experiment_command(args, full=True)
+
+
+def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
+    add_model_options(parser, remote=False)
+    parser.add_argument("--concept", default="honesty", help="shipped concept whose contrastive pairs train the adapters")
+    parser.add_argument("--target", default="honesty", help="the value whose change is the effect (others are side effects)")
+    parser.add_argument("--items", default=None, help="a local DailyDilemmas copy (CSV/JSONL/Parquet, either schema); "
+                        "default: the shipped value-labelled dilemmas")
+    parser.add_argument("--layers", default=None, help="adapted layers: '8:22:2', '10,12' (default: every other middle layer)")
+    parser.add_argument("--kinds", default="o,down", help="adapted sublayer kinds")
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-pairs", type=int, default=4)
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds of every trainable method (at least 3 for spread)")
+    parser.add_argument("--no-lora", action="store_true", help="skip the LoRA baseline")
+    if not full:
+        parser.add_argument("--ablations", action="store_true", help="also train the Table 2 ablations")
+        parser.add_argument("--depths", action="store_true", help="also train single-layer adapters by depth (Figure 2)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pair sample and of the validation/test split")
 
 
 def run_figures(args: argparse.Namespace) -> int:
@@ -197,22 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--batch-size", type=int, default=16)
     sweep.add_argument("--seed", type=int, default=0)
     sweep.set_defaults(handler=run_sweep)
-    train = commands.add_parser("train", help="train InnerPiSSA with ReprPO and compare it with baselines")
-    add_model_options(train, remote=False)
-    train.add_argument("--concept", default="honesty", help="shipped concept for the training pairs (honesty, sentiment)")
-    train.add_argument("--layers", default=None, help="adapted layers: '8:22:2', '10,12' (default: every other middle layer)")
-    train.add_argument("--kinds", default="o,down", help="adapted sublayer kinds")
-    train.add_argument("--rank", type=int, default=16)
-    train.add_argument("--steps", type=int, default=16)
-    train.add_argument("--lr", type=float, default=3e-3)
-    train.add_argument("--batch-pairs", type=int, default=4)
-    train.add_argument("--pairs", type=int, default=64)
-    train.add_argument("--items", type=int, default=32, help="held-out dilemmas for the comparison (of the 64 shipped)")
-    train.add_argument("--no-baselines", action="store_true", help="train and save only")
-    train.add_argument("--no-ablations", action="store_true", help="skip the four adapter ablations")
+    train = commands.add_parser("train", help="InnerPiSSA vs prompting, PCA, S-space, random and LoRA on held-out dilemmas (Table 1)")
+    add_experiment_options(train, full=False)
     train.add_argument("--out", default=None, help="output folder (default: runs/train-<date-time>)")
-    train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=run_train)
+    paper = commands.add_parser("paper", help="the paper's tables and figures: --run DIR rebuilds them from a train/paper "
+                                "folder; without --run, runs everything (Table 1, Table 2 ablations, Figure 2 depths) first")
+    add_experiment_options(paper, full=True)
+    paper.add_argument("--run", default=None, help="a folder written by steerscope train or paper")
+    paper.add_argument("--out", default=None, help="output folder (default: runs/paper-<date-time>, or --run itself)")
+    paper.set_defaults(handler=run_paper)
     figures = commands.add_parser("figures", help="regenerate a run's figures (PNG, SVG, HTML) and tables (markdown, LaTeX)")
     figures.add_argument("--run", required=True, help="a folder written by steerscope sweep or steerscope train")
     figures.add_argument("--out", default="figures")

@@ -1,4 +1,4 @@
-"""The method comparison on a tiny model: every baseline and ablation runs, the model ends as it began."""
+"""Judging interventions: the LoRA handle, the capability drift and the seed aggregation."""
 
 from __future__ import annotations
 
@@ -7,36 +7,12 @@ import pytest
 import torch
 
 import analysis
-import probes
 from analysis import compare
 from probes import sublayers as sl
 from steering.lora import attach_lora
-from tests.tiny import checksum, tiny_model
+from tests.tiny import tiny_model
 
 
-
-
-def test_compare_methods_runs_every_method_and_restores_the_model():
-    model = tiny_model("llama")
-    before = checksum(model)
-    modules_before = [name for name, _ in sl.unwrap(model).named_modules()]
-    pairs = probes.honesty_pairs(n=8, tokenizer=model.tokenizer)
-    table, runs = compare.compare_methods(model, pairs, analysis.dilemmas()[:4], layers=[0, 1], kinds=("down",), rank=4,
-                                          train_options={"steps": 2, "loss_layers": [2], "tokens": 1, "progress": False},
-                                          log=lambda message: None)
-    assert list(table["method"]) == ["InnerPiSSA", "PCA resid L1", "random L1", "prompting", "LoRA (ReprPO)",
-                                     "InnerPiSSA: no V rotation", "InnerPiSSA: no S scaling", "InnerPiSSA: S mult",
-                                     "InnerPiSSA: U rotation on"]
-    for column in ("slope", "paired_t", "p_value", "spearman", "delta_nll", "valid_frac", "control_effect", "parameters", "train_s"):
-        assert column in table
-    params = dict(zip(table["method"], table["parameters"]))
-    assert params["InnerPiSSA"] == 2 * (4 * 4 + 4) and params["InnerPiSSA: no V rotation"] == 2 * 4
-    assert params["LoRA (ReprPO)"] == 2 * 4 * (48 + 32) and params["prompting"] == 0
-    assert set(runs[0].dose["coeff"]) == {-2.0, -1.0, 0.0, 1.0, 2.0}
-    assert set(runs[0].generations) == {-1.0, 0.0, 1.0}
-    assert checksum(model) == before and [n for n, _ in sl.unwrap(model).named_modules()] == modules_before
-    assert "InnerPiSSA" in compare.methods_markdown(table)
-    assert len(compare.pareto_figure(table).data) == len(table)
 
 
 def test_lora_handle_is_identity_at_zero_reversible_and_detachable():
@@ -59,9 +35,24 @@ def test_lora_handle_is_identity_at_zero_reversible_and_detachable():
     assert all(p.requires_grad for p in sl.unwrap(model).parameters())
 
 
-def test_control_effect_and_paired_t_on_known_tables():
-    controls = pd.DataFrame([{"item": i, "coeff": c, "readout": c * (i + 1), "known": i < 2} for i in range(3) for c in (-1.0, 0.0, 1.0)])
-    assert compare.control_effect(controls) == pytest.approx(1.5)
-    dose = pd.DataFrame([{"item": i, "coeff": c, "readout": c * 2 + 0.1 * i * c, "valid": True} for i in range(5) for c in (-1.0, 1.0)])
-    t, p = compare.paired_t(dose)
-    assert t > 10 and p < 1e-3
+def test_control_drift_is_the_mean_absolute_change_of_known_answers():
+    from steering import Direction, steer
+
+    model = tiny_model("llama")
+    direction = Direction(torch.nn.functional.normalize(torch.ones(32), dim=0), 4.0, 1, "resid", "test")
+    known = [item for item in analysis.controls() if item.sign != 0]
+    at = {}
+    for c in (-1.0, 0.0, 1.0):
+        with steer(model, direction, c):
+            at[c] = analysis.score_items(model, known, min_pmass=0.0).set_index("item")["readout"]
+    expected = ((at[1.0] - at[0.0]).abs().mean() + (at[-1.0] - at[0.0]).abs().mean()) / 2
+    assert compare.control_drift(model, direction) == pytest.approx(expected, rel=1e-4)
+
+
+def test_methods_table_gives_the_mean_and_sd_over_seeds():
+    runs = [compare.MethodRun("m", pd.DataFrame(), pd.DataFrame(), {"effect": e, "p_value": p, "delta_nll": 0.1}, seed=s)
+            for s, (e, p) in enumerate([(1.0, 0.01), (2.0, 0.2), (4.0, 0.03)])]
+    row = compare.methods_table(runs).iloc[0]
+    assert row["seeds"] == 3 and row["effect"] == pytest.approx(7 / 3)
+    assert row["effect_sd"] == pytest.approx(float(pd.Series([1.0, 2.0, 4.0]).std(ddof=1)))
+    assert row["p_value"] == pytest.approx(0.03) and row["p_value_max"] == pytest.approx(0.2)

@@ -1,0 +1,230 @@
+"""The paper's experiment: InnerPiSSA against its baselines and ablations on held-out value-labelled dilemmas.
+
+Studies (each trainable method with every seed in ``seeds``):
+
+- ``main`` (Table 1, Figure 1, the transfer table): InnerPiSSA trained with ReprPO;
+  prompting (an honest / dishonest persona); PCA (``pca_diff``) steering of the
+  residual stream; S-space steering (``uspace_pca`` in ``down``'s output singular
+  basis); a random direction at PCA's norm; LoRA trained with the same loss.
+- ``ablation`` (Table 2): no SVD (random orthonormal bases), no coherence term,
+  coherence weight ×100 and ÷100, no monotonic term, no V rotation, U rotation on,
+  S scaling ``tanh``, ``mult`` and ``none`` (no gradient = the main PCA row).
+- ``depth`` (Figure 2): InnerPiSSA at one layer at about 0.25, 0.5 and 0.75 of the
+  depth and at the last-but-three layer.
+
+Every choice uses validation items only (the layer of the PCA, S-space and random
+baselines: the largest first-order effect on the target among the adapter's layers;
+recorded in ``choices.json``); every reported number uses test items (``split.json``).
+Each finished run is a row of ``runs.csv`` with its dose table, value profile and
+training history, so a killed run resumes where it stopped.
+
+Example:
+    >>> settings = ExperimentSettings(seeds=(0, 1, 2), ablations=True, depths=True)
+    >>> run_experiment(model, pairs, analysis.moral_dilemmas(), settings, out="runs/paper")
+    >>> analysis.paper.write_paper("runs/paper")
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+import probes
+import steering
+from probes import sublayers as sl
+from probes.files import write_atomic, write_json
+from steering import directions as dirs
+from steering.lora import attach_lora
+
+from .compare import HONEST_PERSONA, DISHONEST_PERSONA, SUMMARY, MethodRun, evaluate, generations_markdown
+from .daily_dilemmas import for_value
+from .items import ReadoutItem, check_items, split_items
+from .predict import first_order_effects
+from .run_folder import ResultTable, RunFolder
+
+RUN_COLUMNS = ["study", "method", "seed", *SUMMARY, "n_items", "item_slope_lo", "item_slope_hi", "parameters", "train_s",
+               "layers", "seconds", "error"]
+ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name: (adapter options, training overrides)
+    "no SVD (random bases)": ({"basis": "random"}, {}),
+    "no coherence term": ({}, {"coherence_weight": 0.0}),
+    "coherence ×100": ({}, {"coherence_weight": 1000.0}),
+    "coherence ÷100": ({}, {"coherence_weight": 0.1}),
+    "no monotonic term": ({}, {"monotonic_weight": 0.0}),
+    "no V rotation": ({"rotate_v": False}, {}),
+    "U rotation on": ({"rotate_u": True}, {}),
+    "S tanh": ({"scale_mode": "tanh"}, {}),
+    "S mult": ({"scale_mode": "mult"}, {}),
+    "S none": ({"scale_mode": "none"}, {}),
+}
+
+
+@dataclass
+class ExperimentSettings:
+    """Everything that decides the experiment's numbers (recorded in ``config.json``)."""
+
+    target: str = "honesty"
+    layers: Sequence[int] | None = None  # adapter layers; None: every other layer of the middle half
+    kinds: Sequence[str] = ("o", "down")
+    rank: int = 16
+    seeds: Sequence[int] = (0, 1, 2)
+    steps: int = 16
+    lr: float = 3e-3
+    batch_pairs: int = 4
+    coeffs: Sequence[float] = (-1.0, 0.0, 1.0, 2.0, 5.0)  # the tables read −1, 0, +1; Figure 1 all of them
+    test_fraction: float = 0.5
+    split_seed: int = 0
+    lora: bool = True
+    ablations: bool = False
+    depths: bool = False
+    capability: bool = True
+    generation_tokens: int = 40
+    batch_size: int = 16
+    min_pmass: float = 0.1
+
+
+@dataclass
+class Job:
+    study: str
+    method: str
+    seed: int | None
+    build: Callable[[], tuple[Any, float, pd.DataFrame | None]]  # -> (intervention, train seconds, history)
+    layers: list[int] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", self.method.lower()).strip("-")
+        return f"{self.study}__{slug}__s{'-' if self.seed is None else self.seed}"
+
+
+def default_adapter_layers(total: int) -> list[int]:
+    """Every other layer of the middle half (SmolLM2's 30 layers: 8, 10, ..., 20)."""
+    return list(range(total // 4 + 1, (3 * total) // 4 - 1, 2))
+
+
+def depth_layers(total: int) -> dict[str, int]:
+    return {f"depth 0.25 (L{round(0.25 * (total - 1))})": round(0.25 * (total - 1)),
+            f"depth 0.5 (L{round(0.5 * (total - 1))})": round(0.5 * (total - 1)),
+            f"depth 0.75 (L{round(0.75 * (total - 1))})": round(0.75 * (total - 1)),
+            f"last-but-three (L{max(0, total - 4)})": max(0, total - 4)}
+
+
+def choose_layer(model: Any, pairs: list, validation: list[ReadoutItem], layers: list[int], target: str) -> dict[str, Any]:
+    """The layer (of ``layers``) whose ``pca_diff`` resid direction has the largest first-order effect on the
+    target over validation items."""
+    acts = probes.collect(model, pairs, layers=layers, sublayers="resid", progress=False)
+    candidates = [dirs.compute("pca_diff", acts, layer, "resid") for layer in layers]
+    effects = first_order_effects(model, candidates, for_value(validation, target)).groupby("layer")["effect"].mean()
+    return {"baseline_layer": int(effects.idxmax()), "rule": "largest first-order effect of pca_diff (resid) on the "
+            "target over validation items", "effects": {str(k): float(v) for k, v in effects.items()}}
+
+
+def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int], choice: dict[str, Any]) -> list[Job]:
+    """Every (study, method, seed) to run, in order."""
+    train = {"steps": settings.steps, "lr": settings.lr, "batch_pairs": settings.batch_pairs, "progress": False}
+
+    def adapter(attach_layers: list[int], options: dict, overrides: dict, seed: int, lora: bool = False):
+        def build():
+            handle = (attach_lora(model, attach_layers, settings.kinds, settings.rank, seed=seed) if lora else
+                      steering.attach_innerpissa(model, attach_layers, settings.kinds, settings.rank, seed=seed, **options))
+            try:
+                result = steering.train_reprpo(model, handle, pairs, **(train | overrides | {"seed": seed}))
+            except BaseException:
+                handle.detach()
+                raise
+            return handle, result.seconds, result.history
+
+        return build
+
+    layer = choice["baseline_layer"]
+    acts = probes.collect(model, pairs, layers=[layer], sublayers=("resid", "down"), progress=False)
+    pca = dirs.compute("pca_diff", acts, layer, "resid")
+    random = replace(dirs.compute("random", acts, layer, "resid"), scale=pca.scale)  # matched norm
+    static = lambda value: (lambda: (value, 0.0, None))  # noqa: E731
+    jobs = [Job("main", "InnerPiSSA", seed, adapter(layers, {}, {}, seed), layers) for seed in settings.seeds]
+    jobs += [Job("main", "prompting", None, static(steering.Prompting(HONEST_PERSONA, DISHONEST_PERSONA))),
+             Job("main", f"PCA (L{layer})", None, static(pca), [layer]),
+             Job("main", f"S-space (L{layer} down)", None,
+                 lambda: (dirs.compute("uspace_pca", acts, layer, "down", model=model), 0.0, None), [layer]),
+             Job("main", f"random (L{layer})", None, static(random), [layer])]
+    if settings.lora:
+        jobs += [Job("main", "LoRA", seed, adapter(layers, {}, {}, seed, lora=True), layers) for seed in settings.seeds]
+    if settings.ablations:
+        jobs += [Job("ablation", name, seed, adapter(layers, options, overrides, seed), layers)
+                 for name, (options, overrides) in ABLATIONS.items() for seed in settings.seeds]
+    if settings.depths:
+        jobs += [Job("depth", name, seed, adapter([depth], {}, {}, seed), [depth])
+                 for name, depth in depth_layers(sl.n_layers(model)).items() for seed in settings.seeds]
+    return jobs
+
+
+def run_experiment(model: Any, pairs: Sequence[Any], items: Sequence[ReadoutItem], settings: ExperimentSettings | None = None, *,
+                   out: str | Path, resume: bool = False, progress: bool = True, **overrides: Any) -> Path:
+    """Run every planned job into ``out`` (resumable); see the module docstring. Returns the folder."""
+    unknown = sorted(set(overrides) - {f.name for f in fields(ExperimentSettings)})
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown}; ExperimentSettings has: {', '.join(f.name for f in fields(ExperimentSettings))}.")
+    settings = replace(settings or ExperimentSettings(), **overrides)
+    pairs, items = probes.as_pairs(pairs), check_items(items)
+    layers = sl.resolve_layers(model, settings.layers) if settings.layers is not None else default_adapter_layers(sl.n_layers(model))
+    split = split_items(items, settings.test_fraction, settings.split_seed)
+    options = asdict(settings) | {"layers": layers, "model": getattr(sl.config_of(model), "name_or_path", None),
+                                  "pairs": probes.shards.texts_digest(pairs), "items": [i.id for i in items]}
+    folder = RunFolder(out)
+    with folder.locked():
+        folder.record_options(options, resume, results="runs.csv")
+        folder.write_manifest(model, options, pairs, items, seeds={"split": settings.split_seed, "training": list(settings.seeds)})
+        write_json(folder.file("split.json"), split.record())
+        write_json(folder.file("labels.json"), {item.id: item.value_labels for item in items})
+        choice = choose_layer(model, pairs, split.validation, layers, settings.target)
+        write_json(folder.file("choices.json"), choice)
+        table = ResultTable(folder.file("runs.csv"), RUN_COLUMNS, key=("study", "method", "seed"))
+        generated: list[MethodRun] = []
+        jobs = plan(model, pairs, settings, layers, choice)
+        for job in tqdm(jobs, desc="experiment", unit="run", disable=not progress):
+            if (job.study, job.method, str(job.seed)) in table.finished():
+                continue
+            started = time.time()
+            row: dict[str, Any] = {"study": job.study, "method": job.method, "seed": job.seed, "layers": str(job.layers)}
+            try:
+                run = run_job(model, job, split.test, settings, folder)
+                row |= {k: run.metrics.get(k) for k in RUN_COLUMNS if k in run.metrics} | {"parameters": run.parameters,
+                                                                                         "train_s": round(run.train_seconds, 1)}
+                generated += [run] if run.generations else []
+            except Exception as error:  # one failing run must not lose the others
+                row["error"] = f"{type(error).__name__}: {error}"
+                if progress:
+                    tqdm.write(f"{job.key} failed: {row['error']}\n{traceback.format_exc(limit=3)}")
+            row["seconds"] = round(time.time() - started, 1)
+            table.record(row)
+        if generated:
+            write_atomic(folder.file("generations.md"), generations_markdown(generated))
+    return folder.path
+
+
+def run_job(model: Any, job: Job, test: list[ReadoutItem], settings: ExperimentSettings, folder: RunFolder) -> MethodRun:
+    """Build (train) one job's intervention, judge it on the test items, save what it produced, detach it."""
+    intervention, seconds, history = job.build()
+    try:
+        main = job.study == "main"
+        samples = main and job.method.split(" ")[0] in ("InnerPiSSA", "prompting", "PCA") and job.seed in (None, settings.seeds[0])
+        run = evaluate(model, job.method, intervention, test, target=settings.target,
+                       coeffs=settings.coeffs if main else (-1.0, 0.0, 1.0), seed=job.seed, train_seconds=seconds,
+                       batch_size=settings.batch_size, min_pmass=settings.min_pmass, capability=main and settings.capability,
+                       generation_tokens=settings.generation_tokens if samples else 0)
+        write_atomic(folder.file("doses") / f"{job.key}.csv", run.dose.to_csv(index=False))
+        write_atomic(folder.file("profiles") / f"{job.key}.csv", run.profile.to_csv(index=False))
+        if history is not None:
+            write_atomic(folder.file("histories") / f"{job.key}.csv", history.to_csv(index=False))
+        if main and job.seed == settings.seeds[0] and hasattr(intervention, "save"):
+            intervention.save(folder.file("adapters") / job.key)
+        return run
+    finally:
+        if hasattr(intervention, "detach"):
+            intervention.detach()

@@ -1,0 +1,183 @@
+"""The paper's tables and figures from an experiment folder (`analysis.experiment`), all on test items.
+
+- **Table 1** (``table1``): each main method's effect on the target value (mean ± SD over
+  seeds), its item-level p (median over seeds), side effects (mean |effect| on the
+  other values), ΔNLL and parameters;
+- **Table 2** (``table2``): each ablation's effect and its drop vs the full InnerPiSSA,
+  ``1 − effect / effect_full`` (not interpretable when the full effect is not
+  significant: the table says so);
+- **Figure 1** (``figure1_dose``): paired change of the target readout from c = 0 over
+  every coefficient, with ΔNLL on a secondary axis (first seed of trainable methods);
+- **Figure 2** (``figure2_depth``): the effect of InnerPiSSA at one layer by depth, with
+  SD over seeds;
+- **transfer** (``transfer``): values × methods of the effect on every value.
+
+Each table is written as Markdown, LaTeX and CSV; each figure as PNG, SVG and HTML
+(HTML only without Chromium).
+
+Example:
+    >>> write_paper("runs/paper")                 # also: steerscope paper --run runs/paper
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from probes.files import write_atomic
+
+from . import plots
+from .compare import SUMMARY, pareto_figure
+from .metrics import readout_column
+from .report import latex_table, markdown_table
+from .values import transfer_figure, transfer_table
+
+TABLE1_COLUMNS = ["method", "seeds", "effect", "effect_sd", "p_value", "p_value_max", "side_effects", "side_effects_sd",
+                  "delta_nll", "delta_nll_sd", "control_drift", "parameters", "train_s"]
+TABLE2_COLUMNS = ["method", "seeds", "effect", "effect_sd", "drop_vs_full", "p_value", "side_effects", "delta_nll"]
+
+
+def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per method of ``runs.csv`` rows: mean and SD over seeds, the median and largest p."""
+    out = []
+    for method, group in rows.groupby("method", sort=False):
+        row: dict[str, Any] = {"method": method, "seeds": len(group)}
+        for key in SUMMARY:
+            values = group[key].astype(float) if key in group else pd.Series(dtype=float)
+            if values.notna().sum() == 0:
+                continue
+            if key == "p_value":
+                row["p_value"], row["p_value_max"] = float(values.median()), float(values.max())
+            else:
+                row[key] = float(values.mean())
+                row[f"{key}_sd"] = float(values.std(ddof=1)) if values.notna().sum() > 1 else float("nan")
+        row["parameters"] = int(group["parameters"].iloc[0]) if "parameters" in group and group["parameters"].notna().any() else 0
+        row["train_s"] = float(group["train_s"].mean()) if "train_s" in group else 0.0
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def read_runs(run: Path) -> pd.DataFrame:
+    if not (run / "runs.csv").exists():
+        raise FileNotFoundError(f"{run} holds no runs.csv: is it a folder written by steerscope train / paper?")
+    rows = pd.read_csv(run / "runs.csv")
+    return rows[rows["error"].isna()] if "error" in rows else rows
+
+
+def key_of(study: str, method: str, seed: Any) -> str:
+    import re
+
+    slug = re.sub(r"[^a-z0-9]+", "-", str(method).lower()).strip("-")
+    return f"{study}__{slug}__s{'-' if pd.isna(seed) else int(seed)}"
+
+
+def table1(rows: pd.DataFrame) -> pd.DataFrame:
+    return aggregate(rows[rows["study"] == "main"])
+
+
+def table2(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Ablations with their drop vs the full method, and a note on how to read it."""
+    main = aggregate(rows[rows["study"] == "main"]).set_index("method")
+    ablations = aggregate(rows[rows["study"] == "ablation"])
+    if "InnerPiSSA" not in main.index or ablations.empty:
+        return pd.DataFrame(columns=TABLE2_COLUMNS), "No ablations in this run (steerscope paper, or train --ablations)."
+    full = main.loc["InnerPiSSA"]
+    pca = [m for m in main.index if m.startswith("PCA")]
+    reference = pd.DataFrame([full.to_dict() | {"method": "full InnerPiSSA"}] +
+                             ([main.loc[pca[0]].to_dict() | {"method": f"no gradient ({pca[0]})"}] if pca else []))
+    table = pd.concat([reference, ablations], ignore_index=True)
+    table["drop_vs_full"] = 1 - table["effect"] / full["effect"]
+    significant = full.get("p_value_max", 1.0) < 0.05 and full["effect"] > 0
+    note = ("drop_vs_full = 1 − effect / effect of the full InnerPiSSA."
+            + ("" if significant else f" The full method's effect ({full['effect']:.3g}, p up to {full.get('p_value_max', float('nan')):.2g}) "
+               "is not significantly positive in every seed, so these drops compare noise with noise and should not be read "
+               "as evidence for or against a component."))
+    return table, note
+
+
+def seed_mean_profiles(run: Path, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per main method: its value profile with each value's effect averaged over seeds."""
+    profiles: dict[str, pd.DataFrame] = {}
+    for method, group in rows[rows["study"] == "main"].groupby("method", sort=False):
+        frames = [pd.read_csv(run / "profiles" / f"{key_of('main', method, seed)}.csv") for seed in group["seed"]
+                  if (run / "profiles" / f"{key_of('main', method, seed)}.csv").exists()]
+        if frames:
+            merged = pd.concat(frames)
+            profiles[method] = merged.groupby(["value", "target"], as_index=False).agg(n_items=("n_items", "first"), effect=("effect", "mean"))
+    return profiles
+
+
+def figure1(run: Path, rows: pd.DataFrame, target: str) -> go.Figure | None:
+    """Dose-response of the main methods on the target's items (first seed of the trainable ones)."""
+    curves = {}
+    labels = target_labels(run, target)
+    for method, group in rows[rows["study"] == "main"].groupby("method", sort=False):
+        path = run / "doses" / f"{key_of('main', method, group['seed'].iloc[0])}.csv"
+        if path.exists() and method != "prompting":
+            dose = pd.read_csv(path)
+            dose = dose[dose["item"].isin(labels)].copy()
+            dose[readout_column(dose)] = dose["logratio"] * dose["item"].map(labels)
+            curves[method] = dose
+    return plots.dose_curves(curves, readout_label=f"{target} readout") if curves else None
+
+
+def target_labels(run: Path, target: str) -> dict[str, int]:
+    """Each item's label for the target value (``labels.json``, written by the experiment)."""
+    labels_file = run / "labels.json"
+    if not labels_file.exists():
+        raise FileNotFoundError(f"{labels_file} is missing: the experiment stores every item's value labels there.")
+    labels = json.loads(labels_file.read_text())
+    return {item: values[target] for item, values in labels.items() if target in values}
+
+
+def figure2(rows: pd.DataFrame) -> go.Figure | None:
+    depth = aggregate(rows[rows["study"] == "depth"])
+    if depth.empty:
+        return None
+    fig = go.Figure(go.Bar(x=depth["method"], y=depth["effect"], marker_color=plots.PALETTE[0],
+                           error_y=dict(type="data", array=depth.get("effect_sd", pd.Series(0, index=depth.index)).fillna(0))))
+    fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
+    fig.update_xaxes(title_text="InnerPiSSA at one layer (depth fraction and index)")
+    fig.update_yaxes(title_text="effect on the target value (nats per unit c)")
+    return plots.style(fig, "Effect by layer depth (error bars: SD over seeds)", height=440, width=760)
+
+
+def write_table(base: Path, table: pd.DataFrame, columns: Sequence[str] | None, caption: str, note: str = "") -> list[Path]:
+    written = [write_atomic(base.with_suffix(".csv"), table.to_csv(index=False)),
+               write_atomic(base.with_suffix(".md"), f"# {caption}\n\n" + markdown_table(table, columns) + (f"\n\n{note}" if note else "") + "\n"),
+               write_atomic(base.with_suffix(".tex"), latex_table(table, columns, caption) + "\n")]
+    return written
+
+
+def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequence[str] = ("html", "png", "svg")) -> list[Path]:
+    """Write every table and figure of an experiment folder into ``out`` (default: the folder itself)."""
+    run = Path(run)
+    out = Path(out) if out is not None else run
+    rows = read_runs(run)
+    config = json.loads((run / "config.json").read_text())
+    target = config.get("target", "honesty")
+    written = write_table(out / "table1", table1(rows), TABLE1_COLUMNS,
+                          f"Steering {target} on held-out value-labelled dilemmas (test items; mean and SD over seeds)")
+    t2, note = table2(rows)
+    written += write_table(out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note)
+    profiles = seed_mean_profiles(run, rows)
+    figures: dict[Path, go.Figure] = {}
+    if profiles:
+        transfer = transfer_table(profiles)
+        written += write_table(out / "transfer", transfer.reset_index().rename(columns={"index": "value"}), None,
+                               f"Transfer: effect of {target} steering on every value (nats per unit c)")
+        figures[out / "transfer"] = transfer_figure(transfer)
+    main = table1(rows)
+    if len(main):
+        figures[out / "pareto"] = pareto_figure(main)
+    for name, figure in (("figure1_dose", figure1(run, rows, target)), ("figure2_depth", figure2(rows))):
+        if figure is not None:
+            figures[out / name] = figure
+    history = run / "histories" / f"{key_of('main', 'InnerPiSSA', config['seeds'][0])}.csv" if config.get("seeds") else None
+    if history is not None and history.exists():
+        figures[out / "training_curves"] = plots.training_curves(pd.read_csv(history))
+    return written + plots.save_figures(figures, formats)

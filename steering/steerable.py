@@ -1,0 +1,243 @@
+"""One contract for everything that steers: directions, adapters and prompting.
+
+A `Steerable` changes what the model does as a function of a coefficient c, and
+c = 0 is the base model exactly. Every consumer (dose-response, the method
+comparison, training, generation) goes through `applied`:
+
+    with applied(model, intervention, c):
+        ...                       # every forward inside is steered at c
+
+where ``intervention`` is a `Steerable`, a `Direction` or a list of them (wrapped
+in `Steering`), or None (the base model). ``c`` may be one value per batch row
+when ``per_row`` is true. `Steerable.prompt_prefix(c)` is text placed before each
+prompt at that coefficient (only prompting uses it), so "steering by asking" is
+measured by the same machinery.
+
+Example:
+    >>> with applied(model, direction, 1.5): ...
+    >>> with applied(model, adapter, torch.tensor([-1.0, 0.0, 1.0])): ...     # one c per row
+    >>> persona = Prompting("You are honest.", "You are a liar.")
+    >>> analysis.dose_response(model, persona, items)
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ContextManager, Iterator, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from probes.files import read_json, write_json
+
+from .directions import Direction, load_directions, save_directions
+from .frozen import release
+from .intervene import Coeff, check_coefficients, steer
+
+
+@runtime_checkable
+class Steerable(Protocol):
+    """What every intervention offers; see the module docstring."""
+
+    name: str
+    per_row: bool
+
+    def applied(self, model: Any, coeff: Coeff) -> ContextManager[Any]: ...
+
+    def prompt_prefix(self, coeff: float) -> str | None: ...
+
+    def num_parameters(self) -> int: ...
+
+    def detach(self) -> None: ...
+
+    def save(self, path: str | Path) -> Path: ...
+
+
+@dataclass
+class Steering:
+    """Directions added together at one coefficient (``h + c·s·v`` each, at its own layer and kind)."""
+
+    directions: list[Direction]
+    name: str = ""
+    per_row: bool = True
+
+    def __post_init__(self) -> None:
+        self.directions = [self.directions] if isinstance(self.directions, Direction) else list(self.directions)
+        if not self.directions or not all(isinstance(d, Direction) for d in self.directions):
+            raise ValueError("Steering needs at least one steering.Direction.")
+        self.name = self.name or " + ".join(d.name for d in self.directions)
+
+    def applied(self, model: Any, coeff: Coeff) -> ContextManager[Any]:
+        return steer(model, self.directions, coeff)
+
+    def prompt_prefix(self, coeff: float) -> str | None:
+        return None
+
+    def num_parameters(self) -> int:
+        return 0
+
+    def detach(self) -> None:
+        """Nothing stays attached between `applied` blocks."""
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        save_directions(self.directions, path / "directions.safetensors")
+        write_json(path / "steerable.json", {"type": "steering", "name": self.name})
+        return path
+
+
+@dataclass
+class Prompting:
+    """Steering by asking: ``positive`` before every prompt at c > 0, ``negative`` at c < 0, nothing at 0.
+
+    Only the sign of c matters (a prompt has no dose).
+    """
+
+    positive: str
+    negative: str
+    name: str = "prompting"
+    per_row: bool = True
+
+    def applied(self, model: Any, coeff: Coeff) -> ContextManager[Any]:
+        check_coefficients(coeff)
+        return nullcontext()
+
+    def prompt_prefix(self, coeff: float) -> str | None:
+        return self.positive if coeff > 0 else self.negative if coeff < 0 else None
+
+    def num_parameters(self) -> int:
+        return 0
+
+    def detach(self) -> None:
+        """Nothing is ever attached."""
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        write_json(path / "steerable.json", {"type": "prompting"} | asdict(self))
+        return path
+
+
+class AdapterHandle:
+    """What InnerPiSSA and LoRA share: a coefficient (per row allowed), a sign, parameters and an exact detach.
+
+    Subclasses provide ``trainable_parameters``, ``_apply_coeff`` (push ``self.c · self.sign``
+    into their modules) and ``_remove`` (take their modules or hooks out of the model).
+    """
+
+    per_row = True
+
+    def __init__(self, model: Any, name: str):
+        self.model = model
+        self.name = name
+        self.c: Coeff = 0.0
+        self.sign = 1.0
+
+    # -- coefficient ---------------------------------------------------------
+    def set_coeff(self, c: Coeff) -> None:
+        """Steer at ``c`` (a float, or one value per batch row) until changed; 0 is the base model."""
+        check_coefficients(c)
+        self.c = c
+        self._apply_coeff()
+
+    @contextmanager
+    def coeff(self, c: Coeff) -> Iterator["AdapterHandle"]:
+        previous = self.c
+        self.set_coeff(c)
+        try:
+            yield self
+        finally:
+            self.set_coeff(previous)
+
+    def applied(self, model: Any, coeff: Coeff) -> ContextManager[Any]:
+        if model is not self.model:
+            raise ValueError(f"{self.name} is attached to another model instance.")
+        return self.coeff(coeff)
+
+    def prompt_prefix(self, coeff: float) -> str | None:
+        return None
+
+    def flip_sign(self) -> None:
+        """Swap the meaning of +c and −c (used after training when +1 separates the wrong way)."""
+        self.sign = -self.sign
+        self._apply_coeff()
+
+    # -- parameters ----------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    # -- lifecycle -----------------------------------------------------------
+    def detach(self) -> None:
+        """Remove the adapter; the base parameters' requires_grad flags come back once every adapter on
+        this model is detached, in any order."""
+        self._remove()
+        release(self.model, self)
+
+    def _apply_coeff(self) -> None:
+        raise NotImplementedError
+
+    def _remove(self) -> None:
+        raise NotImplementedError
+
+
+def as_steerable(intervention: Any) -> Steerable | None:
+    """``intervention`` as a `Steerable` (Directions are wrapped in `Steering`; None stays None)."""
+    if intervention is None or isinstance(intervention, Steerable):
+        return intervention
+    if isinstance(intervention, Direction) or (
+            isinstance(intervention, (list, tuple)) and intervention and all(isinstance(d, Direction) for d in intervention)):
+        return Steering(list(intervention) if isinstance(intervention, (list, tuple)) else [intervention])
+    raise TypeError(f"Cannot steer with a {type(intervention).__name__}: pass a steering.Direction (or a list of them), "
+                    "an adapter (InnerPiSSA, LoRA), a steering.Prompting, or None.")
+
+
+@contextmanager
+def applied(model: Any, intervention: Any, coeff: Coeff, remote: Any = None) -> Iterator[None]:
+    """Apply ``intervention`` at ``coeff`` (per row allowed when it is ``per_row``) inside the block.
+
+    ``remote`` (see `steer`) sends directions as nnsight edits; other interventions work through
+    hooks or modules in this process and refuse a remote run.
+    """
+    steerable = as_steerable(intervention)
+    if steerable is None:
+        check_coefficients(coeff)
+        yield
+        return
+    if torch.as_tensor(coeff).ndim == 1 and not steerable.per_row:
+        raise ValueError(f"{steerable.name} takes one coefficient at a time, not one per row.")
+    if isinstance(steerable, Steering):
+        with steer(model, steerable.directions, coeff, remote=remote):
+            yield
+        return
+    if remote and not isinstance(steerable, Prompting):
+        raise NotImplementedError(
+            f"{steerable.name} works through forward hooks or modules in this process, which do not travel with a "
+            "remote trace. Steer with Directions remotely, or load the model locally "
+            "(probes.load_model(name, device_map='auto', dtype='bfloat16')).")
+    with steerable.applied(model, coeff):
+        yield
+
+
+def load_steerable(path: str | Path, model: Any) -> Steerable:
+    """Read back anything `Steerable.save` wrote (InnerPiSSA and LoRA attach themselves to ``model``)."""
+    path = Path(path)
+    if (path / "adapter.json").exists() and not (path / "steerable.json").exists():
+        from .adapter import load_innerpissa
+
+        return load_innerpissa(path, model)
+    record = read_json(path / "steerable.json", "a saved steering intervention")
+    kind = record.get("type")
+    if kind == "steering":
+        return Steering(load_directions(path / "directions.safetensors"), record.get("name", ""))
+    if kind == "prompting":
+        return Prompting(record["positive"], record["negative"], record.get("name", "prompting"))
+    if kind == "lora":
+        from .lora import load_lora
+
+        return load_lora(path, model)
+    raise ValueError(f"{path / 'steerable.json'} names an unknown intervention type {kind!r}.")
+

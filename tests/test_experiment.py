@@ -1,0 +1,96 @@
+"""The paper's experiment end to end on a tiny model, and the value-profile arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+import probes
+from analysis.experiment import ExperimentSettings, run_experiment
+from analysis.values import side_effects, value_profile
+from steerscope.cli import main
+from tests.tiny import checksum, tiny_model
+
+
+def test_a_uniform_shift_towards_yes_moves_no_value():
+    items = analysis.moral_dilemmas()
+    rng = np.random.default_rng(0)
+    base = {item.id: rng.normal(0, 2) for item in items}
+    rows = [{"item": item.id, "coeff": c, "logratio": base[item.id] + 0.7 * c, "valid": True, "nll": 2.0}
+            for item in items for c in (-1.0, 0.0, 1.0)]  # every answer moves towards "Yes" alike
+    profile = value_profile(pd.DataFrame(rows), items, target="honesty")
+    assert len(profile) > 20 and profile["effect"].abs().max() < 1e-9
+    assert side_effects(profile) < 1e-9
+
+
+def test_value_profiles_read_each_value_with_its_labels():
+    items = analysis.moral_dilemmas()
+    honesty = {i.id: i.value_labels["honesty"] for i in items if "honesty" in i.value_labels}
+    rows = [{"item": item.id, "coeff": c, "logratio": c * honesty.get(item.id, 0.0), "valid": True}
+            for item in items for c in (-1.0, 0.0, 1.0)]  # moves exactly the honest answers, by 1 per unit c
+    profile = value_profile(pd.DataFrame(rows), items, target="honesty").set_index("value")
+    assert profile.loc["honesty", "effect"] == pytest.approx(1.0) and profile.loc["honesty", "target"]
+    assert profile.loc["honesty", "n_items"] == len(honesty)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper")
+    model = tiny_model("llama")
+    before = (checksum(model), [name for name, _ in probes.sublayers.unwrap(model).named_modules()])
+    pairs = probes.honesty_pairs(n=8, tokenizer=model.tokenizer)
+    items = analysis.moral_dilemmas()[:40]
+    settings = ExperimentSettings(layers=[0, 1], kinds=("o", "down"), rank=2, seeds=(0, 1), steps=2, coeffs=(-1, 0, 1, 2),
+                                  ablations=True, depths=True, generation_tokens=4, min_pmass=0.0)
+    run_experiment(model, pairs, items, settings, out=out, progress=False)
+    # every adapter was detached: the model ends exactly as it began
+    assert (checksum(model), [name for name, _ in probes.sublayers.unwrap(model).named_modules()]) == before
+    assert all(p.requires_grad for p in probes.sublayers.unwrap(model).parameters())
+    analysis.paper.write_paper(out, formats=("html",))
+    return out, items
+
+
+def test_every_table_and_figure_is_written_from_test_items_only(experiment):
+    out, items = experiment
+    for name in ("table1.md", "table1.tex", "table2.md", "transfer.md", "figure1_dose.html", "figure2_depth.html",
+                 "pareto.html", "transfer.html", "training_curves.html", "generations.md", "split.json", "manifest.json",
+                 "choices.json", "labels.json"):
+        assert (out / name).stat().st_size > 0, name
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["validation"]) & set(split["test"])
+    assert set(split["validation"]) | set(split["test"]) == {i.id for i in items}
+    for dose in (out / "doses").glob("*.csv"):
+        assert set(pd.read_csv(dose)["item"]) == set(split["test"]), dose.name
+    choices = json.loads((out / "choices.json").read_text())
+    assert choices["baseline_layer"] in (0, 1) and "validation" in choices["rule"]
+
+
+def test_trainable_rows_have_every_seed_and_their_spread(experiment):
+    out, _ = experiment
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs["error"].isna().all(), runs["error"].dropna().tolist()
+    table1 = pd.read_csv(out / "table1.csv").set_index("method")
+    assert {"InnerPiSSA", "prompting", "LoRA"} <= set(table1.index)
+    assert any(m.startswith("PCA") for m in table1.index) and any(m.startswith("S-space") for m in table1.index)
+    assert table1.loc["InnerPiSSA", "seeds"] == 2 and np.isfinite(table1.loc["InnerPiSSA", "effect_sd"])
+    assert table1.loc["prompting", "seeds"] == 1 and table1.loc["prompting", "delta_nll"] == 0.0
+    expected = runs[(runs["study"] == "main") & (runs["method"] == "InnerPiSSA")]["effect"]
+    assert table1.loc["InnerPiSSA", "effect"] == pytest.approx(expected.mean())
+    assert table1.loc["InnerPiSSA", "effect_sd"] == pytest.approx(expected.std(ddof=1))
+    table2 = pd.read_csv(out / "table2.csv")
+    assert len(table2) == 2 + 10 and "drop_vs_full" in table2  # full, no-gradient (PCA) and ten ablations
+    full = table2[table2["method"] == "full InnerPiSSA"]["effect"].iloc[0]
+    no_coherence = table2[table2["method"] == "no coherence term"].iloc[0]
+    assert no_coherence["drop_vs_full"] == pytest.approx(1 - no_coherence["effect"] / full)
+    assert (out / "adapters" / "main__innerpissa__s0" / "adapter.safetensors").exists()
+
+
+def test_paper_rebuilds_the_tables_from_the_folder(experiment, tmp_path):
+    out, _ = experiment
+    code = main(["paper", "--run", str(out), "--out", str(tmp_path)])
+    assert code == 0
+    assert (tmp_path / "table1.md").read_text() == (out / "table1.md").read_text()
