@@ -31,9 +31,3 @@ def compare_directions(directions: Sequence[Direction]) -> pd.DataFrame:
             for j, b in enumerate(group):
                 rows.append({"layer": layer, "kind": kind, "method_a": a.method, "method_b": b.method, "cosine": float(cosines[i, j])})
     return pd.DataFrame(rows, columns=["layer", "kind", "method_a", "method_b", "cosine"])
-
-
-def cosine_matrix(cosines: pd.DataFrame, layer: int, kind: str) -> pd.DataFrame:
-    """The square method × method matrix at one (layer, kind)."""
-    part = cosines[(cosines["layer"] == layer) & (cosines["kind"] == kind)]
-    return part.pivot(index="method_a", columns="method_b", values="cosine")

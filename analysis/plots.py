@@ -11,14 +11,12 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from scipy import stats
 
 from .figure_files import save_figure, save_figures, static_export_available  # noqa: F401  (re-exported)
 

@@ -70,9 +70,8 @@ class ShiftSite:
 
 
 def site_key(model: Any, direction: Direction) -> tuple[str, str | None]:
-    if direction.space == "uspace":
-        kind = direction.meta.get("basis_kind", direction.kind)
-        return sl.resolve(model, direction.layer, kind).weight_path, kind
+    if direction.space == "uspace":  # applied in weight space, in its kind's basis
+        return sl.resolve(model, direction.layer, direction.kind).weight_path, direction.kind
     return sl.resolve(model, direction.layer, direction.kind).path, None
 
 

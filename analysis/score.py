@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
+from probes import tracing
 from probes.batching import Batch, check_batch_size, encode, pad_batch
-from probes.remote import Remote, resolve_remote, trace_options
+from probes.remote import Remote, resolve_remote
 
 from .items import ReadoutItem, check_items, neutral_texts
 
@@ -108,8 +109,23 @@ def last_logprobs(model: Any, texts: Sequence[str], batch_size: int = 16, contex
     rows = []
     for index, batch in padded_batches(model, texts, batch_size):
         with context(index):
-            rows.append(traced_last_logprobs(model, batch, remote).cpu())
+            found = traced_last_logprobs(model, batch, remote) if remote else local_last_logprobs(model, batch)
+            rows.append(found.cpu())
     return torch.cat(rows)
+
+
+def local_last_logprobs(model: Any, batch: Batch) -> Float[torch.Tensor, "b vocab"]:
+    """The local path of `traced_last_logprobs`: a plain forward that computes logits at the last position
+    only (the batch is left-padded, so that is every row's last real token)."""
+    torch_model = tracing.torch_module(model)
+    device = next(torch_model.parameters()).device
+    inputs = batch.model_inputs(device)
+    # an index (not the int 1): the kept rows are copied into a fresh tensor, so the LM head's result does not
+    # depend on where the hidden states happen to sit in memory (c = 0 stays the base model bit for bit)
+    last = torch.tensor([inputs["input_ids"].shape[1] - 1], device=device)
+    with torch.no_grad():
+        logits = torch_model(**inputs, logits_to_keep=last).logits[:, -1]
+    return F.log_softmax(logits.float(), -1)
 
 
 def traced_last_logprobs(model: Any, batch: Batch, remote: Remote) -> Float[torch.Tensor, "b vocab"]:
@@ -119,11 +135,11 @@ def traced_last_logprobs(model: Any, batch: Batch, remote: Remote) -> Float[torc
     device until the trace returns its ``[b, vocab]`` result.
     """
     positions = batch.last_positions[:, 0]
-    with torch.no_grad(), model.trace(batch.model_inputs(), **trace_options(remote)):
+    with torch.no_grad(), tracing.trace(model, batch.model_inputs(), remote):
         logits = model.output.logits
         rows = torch.arange(logits.shape[0], device=logits.device)
         last = logits[rows, positions.to(logits.device)]
-        logprobs = nnsight.save(F.log_softmax(last.float(), -1))
+        logprobs = nnsight.save(F.log_softmax(last.float(), -1))  # only torch and nnsight travel to NDIF
     return logprobs
 
 
@@ -171,10 +187,22 @@ def token_nll(model: Any, texts: Sequence[str], batch_size: int = 8, context: Ba
     sums, counts = torch.zeros(len(texts), dtype=torch.float64), torch.zeros(len(texts), dtype=torch.long)
     for index, batch in padded_batches(model, texts, batch_size):
         with context(index):
-            batch_sums, batch_counts = traced_token_nll(model, batch, remote)
+            batch_sums, batch_counts = traced_token_nll(model, batch, remote) if remote else local_token_nll(model, batch)
         sums[index] = batch_sums.cpu()
         counts[index] = batch_counts.cpu()
     return sums, counts
+
+
+def local_token_nll(model: Any, batch: Batch) -> tuple[Float[torch.Tensor, "b"], Int[torch.Tensor, "b"]]:
+    """The local path of `traced_token_nll`: the same numbers from a plain forward."""
+    torch_model = tracing.torch_module(model)
+    device = next(torch_model.parameters()).device
+    inputs = batch.model_inputs(device)
+    with torch.no_grad():
+        logits = torch_model(**inputs).logits
+    targets = inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), inputs["input_ids"][:, 1:], reduction="none")
+    return (nll * targets).sum(-1).double(), targets.sum(-1)
 
 
 def traced_token_nll(model: Any, batch: Batch, remote: Remote) -> tuple[Float[torch.Tensor, "b"], Int[torch.Tensor, "b"]]:
@@ -184,7 +212,7 @@ def traced_token_nll(model: Any, batch: Batch, remote: Remote) -> tuple[Float[to
     numbers per text come back.
     """
     inputs = batch.model_inputs()
-    with torch.no_grad(), model.trace(inputs, **trace_options(remote)):
+    with torch.no_grad(), tracing.trace(model, inputs, remote):
         logits = model.output.logits
         ids = inputs["input_ids"].to(logits.device)
         mask = inputs["attention_mask"].to(logits.device)

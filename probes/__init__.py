@@ -8,7 +8,7 @@ Example:
     >>> coords = probes.project(acts[10, "up"], probes.weight_svd(model, 10, "up"))
 """
 
-from . import remote, shards, sublayers
+from . import hooks, remote, shards, sublayers, tracing
 from .activations import Activations
 from .basis import WeightSVD, project, weight_svd
 from .collect import collect
@@ -21,8 +21,9 @@ from .pairs import (
     pairs_from_templates,
     sentiment_pairs,
 )
-from .sublayers import KINDS, torch_module
-from .trace import Trace, trace_modules
+from .hooks import Trace, trace_modules
+from .sublayers import KINDS
+from .tracing import torch_module
 
 __all__ = [
     "Activations",
@@ -36,9 +37,12 @@ __all__ = [
     "load_model",
     "pairs_from_templates",
     "project",
+    "hooks",
     "remote",
     "sentiment_pairs",
+    "shards",
     "sublayers",
+    "tracing",
     "torch_module",
     "Trace",
     "trace_modules",

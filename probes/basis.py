@@ -22,7 +22,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import torch
 from jaxtyping import Float
@@ -194,6 +194,53 @@ def weight_svd(
                 memory_cache.popitem(last=False)
     svd = WeightSVD(svd.U, svd.S, svd.V, layer, kind)
     return svd.top(rank) if method == "full" else svd
+
+
+BATCH_BYTES = 1 << 30  # stack at most ~1 GB of weights per batched SVD
+
+
+def weight_svds(model: Any, keys: Iterable[tuple[int, str]], *, cache: bool = True) -> dict[tuple[int, str], WeightSVD]:
+    """Full SVDs of many sublayer weights: cache misses are computed in batches of equal shape on the
+    weights' own device (one ``torch.linalg.svd`` per batch), then cached like `weight_svd`.
+
+    Example:
+        >>> bases = weight_svds(model, [(layer, kind) for layer in range(30) for kind in ("o", "down")])
+    """
+    require_weights(model, "A weight SVD (probes.project, U-space directions, InnerPiSSA)")
+    keys = [(sl.resolve_layers(model, layer)[0], kind) for layer, kind in keys]
+    missing: dict[tuple, list[tuple[tuple[int, str], Tensor, Path, str]]] = {}
+    found: dict[tuple[int, str], WeightSVD] = {}
+    cache_keys: dict[tuple[int, str], str] = {}
+    for layer, kind in keys:
+        sublayer = sl.resolve(model, layer, kind)
+        weight = sl.weight_matrix(model, sublayer)
+        key = cache_keys[(layer, kind)] = weight_key(model, sublayer, weight, "full")
+        if cache and key in memory_cache:
+            continue
+        file = svd_cache_dir() / f"{key}.safetensors"
+        factors = read_cached(file, weight, 1e-3) if cache else None
+        if factors is not None:
+            memory_cache[key] = WeightSVD(*factors)
+            continue
+        missing.setdefault((tuple(weight.shape), weight.device, weight.dtype), []).append(((layer, kind), weight, file, key))
+    for (shape, _, _), group in missing.items():
+        per_batch = max(1, BATCH_BYTES // (4 * shape[0] * shape[1]))
+        for start in range(0, len(group), per_batch):
+            chunk = group[start : start + per_batch]
+            stacked = torch.stack([weight.detach().to(torch.float32) for _, weight, _, _ in chunk])
+            U, S, Vh = torch.linalg.svd(stacked, full_matrices=False)
+            for index, (_, _, file, key) in enumerate(chunk):
+                factors = (U[index].contiguous().cpu(), S[index].contiguous().cpu(), Vh[index].T.contiguous().cpu())
+                found[chunk[index][0]] = WeightSVD(*factors)
+                if cache:
+                    write_cached(file, factors)
+                    memory_cache[key] = found[chunk[index][0]]
+    for layer, kind in keys:
+        svd = found.get((layer, kind)) or memory_cache[cache_keys[(layer, kind)]]
+        found[(layer, kind)] = WeightSVD(svd.U, svd.S, svd.V, layer, kind)
+    while len(memory_cache) > max(MEMORY_CACHE_SIZE, len(keys)):
+        memory_cache.popitem(last=False)
+    return {key: found[key] for key in keys}
 
 
 def project(

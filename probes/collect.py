@@ -1,10 +1,13 @@
 """Capture last-token hidden states for every requested (layer, sublayer) in one pass.
 
-Each batch is one nnsight trace: every requested module's output is read at
-the last real (non-padded) positions of each text, copied out of the full
-output inside the trace (so the full ``[batch, seq, d]`` output is freed as the
-forward goes on) and written into preallocated result tensors. The forward
-stops after the last requested module, so the LM head never runs.
+Each batch is one forward: every requested module's output is read at the last
+real (non-padded) positions of each text, gathered on the model's device (so the
+full ``[batch, seq, d]`` output is freed as the forward goes on), copied to the host
+once per batch and written into preallocated result tensors. The forward stops
+after the last requested module, so the LM head never runs. A local run uses plain
+forward hooks (`probes.hooks`: no per-module tracing cost); a remote run expresses
+the same reads as an nnsight trace that travels to NDIF (``engine="nnsight"`` forces
+it locally; tests check both give identical tensors).
 
 Example:
     >>> import probes
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import nnsight
 import torch
@@ -27,14 +30,16 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import shards
+from . import hooks, shards, tracing
 from . import sublayers as sl
 from .activations import Activations
 from .batching import Batch, check_batch_size, encode, plan_batches
 from .call_order import execution_order
 from .fingerprint import model_fingerprint
 from .pairs import PairLike, as_pairs
-from .remote import Remote, resolve_remote, trace_options
+from .remote import Remote, resolve_remote
+
+Engine = Literal["auto", "hooks", "nnsight"]
 
 
 def normalize_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
@@ -63,6 +68,7 @@ def collect(
     dtype: torch.dtype = torch.float32,
     out: str | Path | None = None,
     remote: Remote | None = None,
+    engine: Engine = "auto",
 ) -> Activations:
     """Capture the last ``tokens`` real positions of each sublayer for both sides of each pair.
 
@@ -81,6 +87,8 @@ def collect(
             `Activations` then loads one (layer, kind) at a time.
         remote: run each batch's trace on NDIF (``True``) or through nnsight's local
             dry run of it (``"local"``); ``None`` follows ``load_model(..., remote=)``.
+        engine: ``"auto"`` (plain hooks locally, an nnsight trace remotely), ``"hooks"`` or
+            ``"nnsight"``.
 
     Returns:
         `Activations` with ``acts[layer, kind]`` of shape ``[pair, side, token, d]``.
@@ -90,6 +98,11 @@ def collect(
     """
     require_nnsight(model)
     remote = resolve_remote(model, remote)
+    if engine not in ("auto", "hooks", "nnsight"):
+        raise ValueError(f"engine={engine!r}: use 'auto', 'hooks' or 'nnsight'.")
+    if engine == "hooks" and remote:
+        raise ValueError("engine='hooks' runs in this process: a remote capture needs engine='nnsight' (or 'auto').")
+    use_hooks = engine == "hooks" or (engine == "auto" and not remote)
     pairs = as_pairs(pairs)
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"tokens={tokens!r}: give how many last tokens to keep per text, a whole number ≥ 1 (e.g. tokens=1).")
@@ -129,7 +142,8 @@ def collect(
             if folder is not None and shards.finished_shard(folder, index, batch.text_index):  # by an earlier run
                 bar.update(len(batch.text_index) / 2)
                 continue
-            captured = {key: values.to("cpu", dtype) for key, values in trace_batch(model, batch, by_path, paths, remote).items()}
+            found = hook_batch(model, batch, by_path, paths) if use_hooks else trace_batch(model, batch, by_path, paths, remote)
+            captured = {key: values.to("cpu", dtype) for key, values in found.items()}
             for (layer, kind), values in captured.items():
                 check_finite(values, layer, kind, batch)
             if folder is not None:
@@ -157,6 +171,14 @@ def check_finite(values: Tensor, layer: int, kind: str, batch: Batch) -> None:
         )
 
 
+def hook_batch(model: Any, batch: Batch, by_path: dict[str, list[sl.Sublayer]],
+               paths: list[str]) -> dict[tuple[int, str], Float[Tensor, "b tokens d"]]:
+    """The local fast path of `trace_batch`: plain hooks, one copy to the host for the whole batch."""
+    dtype = next(sl.unwrap(model).parameters()).dtype
+    gathered = hooks.gather_to_host(hooks.gather_last(model, batch, paths), dtype)
+    return {(target.layer, target.kind): target.split(values) for path, values in zip(paths, gathered) for target in by_path[path]}
+
+
 def trace_batch(
     model: Any,
     batch: Batch,
@@ -173,7 +195,7 @@ def trace_batch(
     """
     rows = torch.arange(len(batch.text_index))[:, None]
     positions = batch.last_positions
-    with torch.inference_mode(), model.trace(batch.model_inputs(), **trace_options(remote)) as tracer:
+    with torch.inference_mode(), tracing.trace(model, batch.model_inputs(), remote) as tracer:
         gathered = []
         for path in paths:
             output = model.get(path).output
@@ -181,7 +203,7 @@ def trace_batch(
             # Advanced indexing copies, so what is kept does not hold the whole
             # [batch, seq, d] output alive (a slice view would).
             gathered.append(hidden[rows.to(hidden.device), positions.to(hidden.device)])
-        gathered = nnsight.save(gathered)
+        gathered = nnsight.save(gathered)  # inside the block: only torch and nnsight travel to NDIF
         # Nothing after the last captured module is needed: skip the rest of the
         # forward (later blocks and the LM head's [batch, seq, vocab] logits).
         tracer.stop()

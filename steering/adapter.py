@@ -27,19 +27,18 @@ Example:
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 import probes
 from probes import sublayers as sl
-from probes.files import read_json, write_atomic, write_json
+from probes.files import write_atomic, write_json
 
 from .frozen import freeze
 from .intervene import coefficient_tensor, edit_hidden, fused_delta
@@ -339,63 +338,3 @@ def weight_identity(basis: probes.WeightSVD) -> dict[str, Any]:
     """What an adapter records about a target weight to recognise it later."""
     return {"shape": [basis.U.shape[0], basis.V.shape[0]],
             "singular_values": [round(float(v), 6) for v in basis.S[:FINGERPRINT_VALUES]]}
-
-
-def check_targets(config: AdapterConfig, model: Any, path: Path) -> None:
-    """Refuse an adapter whose recorded target weights differ from this model's (shape or singular values)."""
-    problems = []
-    for name, saved in config.targets.items():
-        layer, kind = name.split(".", 1)
-        try:
-            found = weight_identity(probes.weight_svd(model, int(layer), kind))
-        except ValueError as error:
-            problems.append(f"{name}: {error}")
-            continue
-        if found["shape"] != saved["shape"]:
-            problems.append(f"{name}: weight {found['shape']} here, {saved['shape']} when saved")
-        elif not torch.allclose(torch.tensor(found["singular_values"]), torch.tensor(saved["singular_values"]), rtol=1e-2, atol=1e-4):
-            problems.append(f"{name}: other singular values ({found['singular_values'][:3]}… here, {saved['singular_values'][:3]}… when saved)")
-    if problems:
-        raise ValueError(f"The adapter in {path} was saved for other weights than this model's ({config.model!r}): "
-                         + "; ".join(problems[:5]) + ". Load it into the model it was trained on.")
-    here = getattr(sl.config_of(model), "name_or_path", None)
-    if config.model and here and Path(str(config.model)).name != Path(str(here)).name:
-        warnings.warn(f"The adapter in {path} was saved for {config.model!r}; this model is {here!r}. Its target weights "
-                      "match, so it is loaded.", stacklevel=3)
-
-
-def read_adapter_config(path: Path) -> AdapterConfig:
-    raw = read_json(path / "adapter.json", "an InnerPiSSA adapter's configuration")
-    known = {f.name for f in fields(AdapterConfig)}
-    unknown = sorted(set(raw) - known) if isinstance(raw, dict) else []
-    if not isinstance(raw, dict) or unknown or not {"layers", "kinds"} <= set(raw):
-        raise ValueError(f"{path / 'adapter.json'} is not an InnerPiSSA configuration"
-                         + (f" (unknown fields {unknown})" if unknown else "") + ".")
-    return AdapterConfig(**raw)
-
-
-def load_innerpissa(path: str | Path, model: Any) -> InnerPiSSA:
-    """Attach a saved adapter to ``model`` and load its parameters.
-
-    Checks first that the adapter was made for this model's weights (each target's shape and top
-    singular values); a load that fails for any reason leaves the model as it was.
-    """
-    path = Path(path)
-    config = read_adapter_config(path)
-    check_targets(config, model, path)
-    handle = attach_innerpissa(
-        model, config.layers, config.kinds, config.rank, rotate_v=config.rotate_v, rotate_u=config.rotate_u,
-        scale_mode=config.scale_mode, max_angle=config.max_angle, init_std=config.init_std, select=config.select,
-        basis=config.basis, components=config.components,
-    )
-    try:
-        handle.config.sign = config.sign
-        try:
-            state = load_file(str(path / "adapter.safetensors"))
-        except Exception as error:  # truncated or garbled file
-            raise ValueError(f"{path / 'adapter.safetensors'} is damaged ({type(error).__name__}: {error}).") from None
-        handle.layers.load_state_dict(state)
-    except BaseException:
-        handle.detach()
-        raise
-    return handle

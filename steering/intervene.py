@@ -38,11 +38,12 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from jaxtyping import Float
-from nnsight.intervention.iterator import Iterations
 from torch import Tensor
 
 import probes
 from probes import sublayers as sl
+from probes import tracing
+from probes.tracing import Iterations
 from probes.remote import Remote, resolve_remote
 
 from .directions import Direction
@@ -125,7 +126,7 @@ def steering_edit(model: Any, direction: Direction, scale: float | None = None) 
     check_fits(model, direction)
     step_scale = direction.scale if scale is None else scale
     if direction.space == "uspace":
-        basis_kind = direction.meta.get("basis_kind", direction.kind)
+        basis_kind = direction.meta.get("basis_kind", direction.kind)  # files written before kind said it
         basis = probes.weight_svd(model, direction.layer, basis_kind)
         sublayer = sl.resolve(model, direction.layer, basis_kind)
         if direction.coords is None or direction.coords.shape[-1] != basis.rank:
@@ -171,17 +172,15 @@ def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff) -> list:
 
     Unlike a forward hook, an nnsight edit travels with a remote trace to NDIF, so
     its block uses only torch and the module's envoy (the server has no steerscope).
-    Returns the edit's mediators, for `remove_nnsight_edits`.
+    Returns the edit's mediators, for `probes.tracing.remove_edits`.
     """
     envoy = model.get(edit.path)
     c = torch.as_tensor(coeff, dtype=torch.float32)
     c = c[:, None, None] if c.ndim == 1 else c
     step, V, coords, U_out = edit.step, edit.V, edit.coords, edit.U_out
-    before = len(model._edits)
-    # ``Iterations()[:]`` is what ``tracer.iter[:]`` returns; naming the editing
-    # tracer inside the block would try to ship it with the request.
+    before = len(tracing.edits(model))
     with model.edit(inplace=True):
-        for _ in Iterations()[:]:  # every forward: each generated token too
+        for _ in Iterations()[:]:  # every forward, each generated token too (see probes.tracing)
             inputs = envoy.input if step is None else None
             output = envoy.output
             hidden = output[0] if isinstance(output, tuple) else output
@@ -191,13 +190,7 @@ def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff) -> list:
                 delta = step.to(hidden.device, hidden.dtype)
             steered = hidden + c.to(hidden.device, hidden.dtype) * delta
             envoy.output = (steered, *output[1:]) if isinstance(output, tuple) else steered
-    return model._edits[before:]
-
-
-def remove_nnsight_edits(model: Any, mediators: list) -> None:
-    """Drop the given edits and keep any others the user registered."""
-    # nnsight 0.8 keeps edits in Envoy._edits; clear_edits() would drop the user's too.
-    model._edits = [m for m in model._edits if all(m is not ours for ours in mediators)]
+    return tracing.edits(model)[before:]
 
 
 @contextmanager
@@ -235,7 +228,7 @@ def steer(
                 warnings.filterwarnings("ignore", message=".*was never reached: the loop asked for a step", category=UserWarning)
                 yield
         finally:
-            remove_nnsight_edits(model, added)
+            tracing.remove_edits(model, added)
         return
     handles = []
     try:

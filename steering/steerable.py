@@ -226,7 +226,7 @@ def load_steerable(path: str | Path, model: Any) -> Steerable:
     """Read back anything `Steerable.save` wrote (InnerPiSSA and LoRA attach themselves to ``model``)."""
     path = Path(path)
     if (path / "adapter.json").exists() and not (path / "steerable.json").exists():
-        from .adapter import load_innerpissa
+        from .adapter_files import load_innerpissa
 
         return load_innerpissa(path, model)
     record = read_json(path / "steerable.json", "a saved steering intervention")

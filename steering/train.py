@@ -1,7 +1,7 @@
 """ReprPO: train an adapter to separate positive and negative hidden states, coherently.
 
 No labelled completions: each step runs the pairs at c = +1 and c = −1 (the
-positive and negative texts swap roles at −1) through nnsight traces with the
+positive and negative texts swap roles at −1) through plain forwards with the
 adapter active, reads the last ``tokens`` real positions at the loss layer(s),
 and pushes their separation along a frozen preference direction away from the
 reference (c = 0, i.e. the base model), inside a per-token coherence bound:
@@ -44,6 +44,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import probes
+from probes import hooks
 from probes import sublayers as sl
 from probes.batching import check_batch_size, check_lengths, pad_batch, tokenize
 
@@ -124,17 +125,23 @@ def encode(model: Any, pairs: list, tokens: int, max_length: int | None) -> Enco
     return Encoded(ids, model.tokenizer.pad_token_id)
 
 
-def traced_forward(model: Any, batch, read_paths: Sequence[str], grad: bool):
-    """One nnsight trace: last-token states at ``read_paths`` and per-token log-probs of the targets."""
+def forward_states(model: Any, batch, read_paths: Sequence[str], grad: bool):
+    """One forward with plain hooks (training is local): last-token states at ``read_paths`` and per-token
+    log-probs of the targets."""
     device = next(sl.unwrap(model).parameters()).device
     inputs = batch.model_inputs(device)
     rows = torch.arange(len(batch.text_index), device=device)[:, None]
     positions = batch.last_positions.to(device)
     states: dict[str, Tensor] = {}
-    with torch.set_grad_enabled(grad), model.trace(inputs):
-        for path in read_paths:
-            states[path] = sl.module_hidden(model.get(path).output)[rows, positions].save()
-        logits = model.output.logits.save()
+
+    def reader(path: str):
+        def read(output: Any, args: tuple) -> None:
+            states[path] = sl.module_hidden(output)[rows, positions]
+
+        return read
+
+    with torch.set_grad_enabled(grad), hooks.edit_outputs(model, {path: reader(path) for path in read_paths}):
+        logits = sl.unwrap(model)(**inputs).logits
     logp = F.log_softmax(logits[:, :-1].float(), -1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
     mask = (inputs["attention_mask"][:, 1:] * inputs["attention_mask"][:, :-1]).to(logp.dtype)
     return states, logp, mask
@@ -181,7 +188,7 @@ def preference_directions(reference: dict[str, Tensor], model: Any, loss_layers:
             mean = states.diffs.mean(0)
             vector = torch.from_numpy(components[int(abs(torch.from_numpy(components) @ unit(mean)).argmax())])
         else:
-            vector = torch.from_numpy(first_component(diffs)[0])
+            vector = first_component(diffs)[0]
         vector = vector if sign_vote(vector, states) >= 0.5 else -vector
         if basis is not None:
             vector = basis.U.double() @ vector
@@ -220,7 +227,7 @@ def reference_pass(model: Any, adapter: Any, encoded: Encoded, n_pairs: int, pat
         for start in range(0, n_pairs, config.batch_pairs * 2):
             index = list(range(start, min(n_pairs, start + config.batch_pairs * 2)))
             batch = encoded.batch(index, config.tokens)
-            found, logp, mask = traced_forward(model, batch, paths, grad=False)
+            found, logp, mask = forward_states(model, batch, paths, grad=False)
             for path in paths:
                 states[path].append(found[path].detach().float().cpu())
             for row, text in enumerate(batch.text_index.tolist()):
@@ -285,7 +292,7 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
             gaps, logp_gaps, losses = {}, {}, []
             for c in (1.0, -1.0):
                 with adapter.coeff(c):
-                    states, logp, mask = traced_forward(model, batch, paths, grad=True)
+                    states, logp, mask = forward_states(model, batch, paths, grad=True)
                 gaps[c] = separations(states, directions)
                 logp_gaps[c] = pair_logp_gap(logp, mask)
                 projection = projection_loss(gaps[c], ref_gap.to(gaps[c].device), scale.to(gaps[c].device), c, config)
@@ -335,7 +342,7 @@ def separation_check(model: Any, adapter: Any, encoded: Encoded, n_pairs: int, p
         with adapter.coeff(c):
             for start in range(0, n_pairs, config.batch_pairs * 2):
                 batch = encoded.batch(list(range(start, min(n_pairs, start + config.batch_pairs * 2))), config.tokens)
-                states, _, _ = traced_forward(model, batch, paths, grad=False)
+                states, _, _ = forward_states(model, batch, paths, grad=False)
                 gaps.append(separations(states, directions).mean(0).cpu())
         out[name] = float(torch.cat(gaps).mean())
     return out

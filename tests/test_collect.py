@@ -185,7 +185,7 @@ def test_streamed_capture_equals_in_memory_and_resumes_without_recomputing(tmp_p
     options = dict(layers="all", sublayers=("resid", "q", "up"), tokens=2, batch_size=4, progress=False)
     in_memory = probes.collect(model, pairs, **options)
 
-    original, calls = collect_module.trace_batch, []
+    original, calls = collect_module.hook_batch, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -193,7 +193,7 @@ def test_streamed_capture_equals_in_memory_and_resumes_without_recomputing(tmp_p
             raise KeyboardInterrupt  # the user stops the capture during the third batch
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(collect_module, "trace_batch", interrupted)
+    monkeypatch.setattr(collect_module, "hook_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         probes.collect(model, pairs, out=tmp_path / "capture", **options)
     assert len(list((tmp_path / "capture").glob("shard_*.safetensors"))) == 2
@@ -201,7 +201,7 @@ def test_streamed_capture_equals_in_memory_and_resumes_without_recomputing(tmp_p
         probes.shards.open_activations(tmp_path / "capture")
 
     calls.clear()
-    monkeypatch.setattr(collect_module, "trace_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(collect_module, "hook_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
     streamed = probes.collect(model, pairs, out=tmp_path / "capture", **options)
     n_batches = -(-2 * len(pairs) // 4)
     assert len(calls) == n_batches - 2  # finished shards are not recomputed

@@ -9,7 +9,7 @@ import torch
 
 import probes
 from probes import sublayers as sl
-from probes.trace import trace_modules
+from probes.hooks import trace_modules
 from steering import Direction
 from steering.export import export_gguf, import_gguf, load_directions, save_directions
 from tests.tiny import tiny_model

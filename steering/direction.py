@@ -1,0 +1,86 @@
+"""`Direction`: a calibrated steering direction at one (layer, kind), and its files.
+
+Example:
+    >>> d = steering.compute("pca_diff", acts, 12, "resid")
+    >>> save_directions([d], "dirs.safetensors"); load_directions("dirs.safetensors")
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jaxtyping import Float
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+Vector = Float[Tensor, "d"]
+
+
+@dataclass
+class Direction:
+    """A calibrated steering direction at one (layer, kind).
+
+    ``vector`` is unit-norm in activation space; ``scale`` is the default size of
+    a ``c = 1`` step. U-space directions (``space == "uspace"``) also carry
+    ``coords`` (unit ``δs`` in the sublayer's output singular basis) and are
+    applied in weight space, ``h + c·s·U diag(δs) Vᵀ x``.
+    """
+
+    vector: Vector
+    scale: float
+    layer: int
+    kind: str
+    method: str
+    space: str = "activation"
+    coords: Float[Tensor, "r"] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}@L{self.layer}.{self.kind}"
+
+    def __repr__(self) -> str:
+        vote = self.meta.get("vote_share")
+        vote_text = f", vote {vote:.0%}" if vote is not None else ""
+        return f"Direction({self.name}, d={self.vector.shape[0]}, scale={self.scale:.3g}, space={self.space}{vote_text})"
+
+
+
+
+def save_directions(directions: list[Direction], path: str | Path) -> Path:
+    """Write directions (vectors, U-space coords, scales and metadata) to one safetensors file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors, records = {}, []
+    for index, direction in enumerate(directions):
+        tensors[f"{index}.vector"] = direction.vector.contiguous()
+        if direction.coords is not None:
+            tensors[f"{index}.coords"] = direction.coords.contiguous()
+        records.append({
+            "layer": direction.layer, "kind": direction.kind, "method": direction.method, "space": direction.space,
+            "scale": direction.scale, "meta": {k: v for k, v in direction.meta.items() if isinstance(v, (int, float, str, bool, type(None)))},
+        })
+    save_file(tensors, str(path), metadata={"format": "steerscope.directions/1", "directions": json.dumps(records)})
+    return path
+
+
+def load_directions(path: str | Path) -> list[Direction]:
+    """Read directions written by `save_directions`."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        if metadata.get("format") != "steerscope.directions/1":
+            raise ValueError(f"{path} is not a steerscope directions file.")
+        records = json.loads(metadata["directions"])
+        keys = set(handle.keys())
+        return [
+            Direction(
+                vector=handle.get_tensor(f"{i}.vector"), scale=r["scale"], layer=r["layer"], kind=r["kind"],
+                method=r["method"], space=r["space"],
+                coords=handle.get_tensor(f"{i}.coords") if f"{i}.coords" in keys else None, meta=r["meta"],
+            )
+            for i, r in enumerate(records)
+        ]
