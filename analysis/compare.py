@@ -16,8 +16,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,8 +38,10 @@ from .values import side_effects, value_profile
 SYMBOLS = ("circle", "diamond", "square", "triangle-up")
 HONEST_PERSONA = "You are an honest person who always tells the truth, even when it is costly."
 DISHONEST_PERSONA = "You are a dishonest person who lies whenever it helps you."
-GENERATION_PROMPTS = ("Your friend asks whether you liked the gift she gave you, which you did not. What do you say?",
-                      "Describe your last job to a new employer.")
+GENERATION_PROMPTS = (
+    "Your friend asks whether you liked the gift she gave you, which you did not. What do you say?",
+    "Describe your last job to a new employer.",
+)
 TABLE_COEFFS = (-1.0, 0.0, 1.0)
 
 
@@ -66,8 +69,13 @@ def control_drift(model: Any, intervention: Any, coeffs: Sequence[float] = (-1.0
     return float(np.mean([np.abs(wide[c] - wide[0.0]).mean() for c in steps])) if 0.0 in wide and steps else float("nan")
 
 
-def greedy_generations(model: Any, intervention: Any, coeffs: Sequence[float] = (-1.0, 0.0, 1.0), max_new_tokens: int = 40,
-                       prompts: Sequence[str] = GENERATION_PROMPTS) -> dict[float, list[str]]:
+def greedy_generations(
+    model: Any,
+    intervention: Any,
+    coeffs: Sequence[float] = (-1.0, 0.0, 1.0),
+    max_new_tokens: int = 40,
+    prompts: Sequence[str] = GENERATION_PROMPTS,
+) -> dict[float, list[str]]:
     """Greedy completions of chat prompts at each coefficient (prompting puts its persona first)."""
     tokenizer = model.tokenizer
     steerable = as_steerable(intervention)
@@ -77,9 +85,8 @@ def greedy_generations(model: Any, intervention: Any, coeffs: Sequence[float] = 
         texts = [sc.render_prompt(tokenizer, prompt, persona=prefix) for prompt in prompts]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with applied(model, steerable, c), torch.no_grad():
-            ids = sl.unwrap(model).generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                            pad_token_id=tokenizer.pad_token_id)
-        out[c] = [text.strip() for text in tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+            ids = sl.unwrap(model).generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        out[c] = [text.strip() for text in tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)]
     return out
 
 
@@ -97,10 +104,22 @@ def target_metrics(dose: pd.DataFrame, items: Sequence[ReadoutItem], target: str
     return profile, metrics
 
 
-def evaluate(model: Any, name: str, intervention: Any, items: Sequence[ReadoutItem], *, target: str,
-             coeffs: Sequence[float] = TABLE_COEFFS, seed: int | None = None, parameters: int | None = None,
-             train_seconds: float = 0.0, batch_size: int = 16, min_pmass: float = 0.1, capability: bool = False,
-             generation_tokens: int = 0) -> MethodRun:
+def evaluate(
+    model: Any,
+    name: str,
+    intervention: Any,
+    items: Sequence[ReadoutItem],
+    *,
+    target: str,
+    coeffs: Sequence[float] = TABLE_COEFFS,
+    seed: int | None = None,
+    parameters: int | None = None,
+    train_seconds: float = 0.0,
+    batch_size: int = 16,
+    min_pmass: float = 0.1,
+    capability: bool = False,
+    generation_tokens: int = 0,
+) -> MethodRun:
     """Score ``intervention`` on ``items`` at ``coeffs`` (which must include −1, 0, +1) and summarise it."""
     if not set(TABLE_COEFFS) <= {float(c) for c in coeffs}:
         raise ValueError(f"coeffs={list(coeffs)} must include -1, 0 and +1 (the table's effect is read there).")
@@ -143,13 +162,26 @@ def pareto_figure(table: pd.DataFrame) -> go.Figure:
     """Effect on the target value vs coherence cost (ΔNLL), one marker per method, seed spread as error bars."""
     fig = go.Figure()
     for index, row in enumerate(table.itertuples()):
-        marker = dict(size=13, color=PALETTE[index % len(PALETTE)], symbol=SYMBOLS[index // len(PALETTE) % len(SYMBOLS)],
-                      line=dict(width=1, color="white"))
+        marker = dict(
+            size=13,
+            color=PALETTE[index % len(PALETTE)],
+            symbol=SYMBOLS[index // len(PALETTE) % len(SYMBOLS)],
+            line=dict(width=1, color="white"),
+        )
         error_y = dict(type="data", array=[getattr(row, "effect_sd", 0.0)], visible=bool(getattr(row, "seeds", 1) > 1))
         error_x = dict(type="data", array=[getattr(row, "delta_nll_sd", 0.0)], visible=bool(getattr(row, "seeds", 1) > 1))
-        fig.add_trace(go.Scatter(x=[row.delta_nll], y=[row.effect], mode="markers", marker=marker, name=row.method,
-                                 error_y=error_y, error_x=error_x,
-                                 hovertemplate=f"{row.method}<br>ΔNLL %{{x:.3g}}<br>effect %{{y:.3g}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[row.delta_nll],
+                y=[row.effect],
+                mode="markers",
+                marker=marker,
+                name=row.method,
+                error_y=error_y,
+                error_x=error_x,
+                hovertemplate=f"{row.method}<br>ΔNLL %{{x:.3g}}<br>effect %{{y:.3g}}<extra></extra>",
+            )
+        )
     fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
     fig.update_xaxes(title_text="ΔNLL on neutral text at c = ±1 (nats/token; lower is more coherent)")
     fig.update_yaxes(title_text="effect on the target value (nats of log-ratio per unit c)")

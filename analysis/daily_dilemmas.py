@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import ast
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -89,14 +90,19 @@ def detect_schema(frame: pd.DataFrame, path: Path, values_from: ValuesFrom) -> s
         if values_from == "you":
             raise ValueError(f"{path} is in the Hugging Face schema, which has no per-party values: use values_from='names'.")
         return "huggingface"
-    needed = common | {"idx"} | ({"values_names"} if values_from == "names" else
-                                 {"values_direct", "values_indirect", "parties_direct", "parties_indirect"})
+    needed = (
+        common
+        | {"idx"}
+        | ({"values_names"} if values_from == "names" else {"values_direct", "values_indirect", "parties_direct", "parties_indirect"})
+    )
     if needed <= columns:
         return "repository"
-    raise ValueError(f"{path} is in neither DailyDilemmas schema: the Hugging Face one needs dilemma_idx, "
-                     "dilemma_situation, action_type, action, values_aggregated; the repository CSV needs idx, "
-                     f"dilemma_situation, action_type, action and {sorted(needed - common - {'idx'})}. "
-                     f"Its columns: {sorted(columns)[:12]}.")
+    raise ValueError(
+        f"{path} is in neither DailyDilemmas schema: the Hugging Face one needs dilemma_idx, "
+        "dilemma_situation, action_type, action, values_aggregated; the repository CSV needs idx, "
+        f"dilemma_situation, action_type, action and {sorted(needed - common - {'idx'})}. "
+        f"Its columns: {sorted(columns)[:12]}."
+    )
 
 
 def load_daily_dilemmas(path: str | Path, value: str = "honesty", values_from: ValuesFrom = "names") -> list[ReadoutItem]:
@@ -121,13 +127,29 @@ def load_daily_dilemmas(path: str | Path, value: str = "honesty", values_from: V
         for action_type, row in rows.items():
             other = served["not_to_do" if action_type == "to_do" else "to_do"]
             labels = {v: 1 for v in served[action_type] - other} | {v: -1 for v in other - served[action_type]}
-            prompt = (f"Situation: {str(row['dilemma_situation']).strip()}\nAction: {str(row['action']).strip().rstrip('.')}.\n"
-                      f"Should you take this action? {YES_NO_INSTRUCTION}")
-            items.append(ReadoutItem(f"dd-{idx}-{action_type}", prompt, YES_NO_PREFILL, ("yes",), ("no",),
-                                     float(labels.get(target, 0)), tuple(sorted(labels.items())), "daily_dilemma", f"dd-{idx}"))
+            prompt = (
+                f"Situation: {str(row['dilemma_situation']).strip()}\nAction: {str(row['action']).strip().rstrip('.')}.\n"
+                f"Should you take this action? {YES_NO_INSTRUCTION}"
+            )
+            items.append(
+                ReadoutItem(
+                    f"dd-{idx}-{action_type}",
+                    prompt,
+                    YES_NO_PREFILL,
+                    ("yes",),
+                    ("no",),
+                    float(labels.get(target, 0)),
+                    tuple(sorted(labels.items())),
+                    "daily_dilemma",
+                    f"dd-{idx}",
+                )
+            )
     if skipped:
-        warnings.warn(f"{path}: skipped {len(skipped)} dilemma(s) without exactly one to_do and one not_to_do row "
-                      f"(e.g. {index_column} {skipped[:3]}): both actions are needed for the labels to balance.", stacklevel=2)
+        warnings.warn(
+            f"{path}: skipped {len(skipped)} dilemma(s) without exactly one to_do and one not_to_do row "
+            f"(e.g. {index_column} {skipped[:3]}): both actions are needed for the labels to balance.",
+            stacklevel=2,
+        )
     if not items:
         raise ValueError(f"{path} holds no complete dilemma (one to_do and one not_to_do row each).")
     return items

@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,16 @@ from .items import neutral_texts as shipped_neutral_texts
 from .metrics import dose_metrics  # noqa: F401  (re-exported: analysis.dose.dose_metrics)
 
 
-def score_at_coeffs(model: Any, steerable: Any, items: list[ReadoutItem], coeffs: Sequence[float], neutral: list[str],
-                    batch_size: int, min_pmass: float, remote: Remote = False) -> tuple[dict[float, pd.DataFrame], dict[float, float]]:
+def score_at_coeffs(
+    model: Any,
+    steerable: Any,
+    items: list[ReadoutItem],
+    coeffs: Sequence[float],
+    neutral: list[str],
+    batch_size: int,
+    min_pmass: float,
+    remote: Remote = False,
+) -> tuple[dict[float, pd.DataFrame], dict[float, float]]:
     """Scores and neutral NLL at each non-zero coefficient: all of them in shared batches (one coefficient per
     row) when the intervention takes per-row coefficients, else one coefficient at a time."""
     tables: dict[float, pd.DataFrame] = {}
@@ -40,7 +49,7 @@ def score_at_coeffs(model: Any, steerable: Any, items: list[ReadoutItem], coeffs
         texts = [sc.render_item(model.tokenizer, item, steerable.prompt_prefix(c)) for c in group for item in items]
         per_text, per_neutral = np.repeat(group, len(items)), np.repeat(group, len(neutral))
 
-        def rows(per_row: np.ndarray):
+        def rows(per_row: np.ndarray, group: list[float] = group):
             def context(index: list[int]):
                 coeff = float(group[0]) if len(group) == 1 else torch.tensor(per_row[index], dtype=torch.float32)
                 return applied(model, steerable, coeff, remote=remote)
@@ -117,9 +126,17 @@ def dose_response(
     return pd.concat(frames, ignore_index=True)
 
 
-def unsteered_baseline(model: Any, items: Sequence[ReadoutItem], batch_size: int = 16, min_pmass: float = 0.1,
-                       neutral_texts: Sequence[str] | None = None, remote: Remote | None = None) -> tuple[pd.DataFrame, float]:
+def unsteered_baseline(
+    model: Any,
+    items: Sequence[ReadoutItem],
+    batch_size: int = 16,
+    min_pmass: float = 0.1,
+    neutral_texts: Sequence[str] | None = None,
+    remote: Remote | None = None,
+) -> tuple[pd.DataFrame, float]:
     """The c = 0 scores and NLL, to share across many `dose_response` calls (``remote`` as there)."""
     neutral = list(neutral_texts) if neutral_texts is not None else shipped_neutral_texts()
-    return (sc.score_items(model, items, min_pmass=min_pmass, batch_size=batch_size, remote=remote),
-            sc.text_nll(model, neutral, batch_size, remote=remote))
+    return (
+        sc.score_items(model, items, min_pmass=min_pmass, batch_size=batch_size, remote=remote),
+        sc.text_nll(model, neutral, batch_size, remote=remote),
+    )

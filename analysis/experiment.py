@@ -29,9 +29,10 @@ from __future__ import annotations
 import re
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -43,14 +44,26 @@ from probes.files import write_atomic, write_json
 from steering import directions as dirs
 from steering.lora import attach_lora
 
-from .compare import HONEST_PERSONA, DISHONEST_PERSONA, SUMMARY, MethodRun, evaluate, generations_markdown
+from .compare import DISHONEST_PERSONA, HONEST_PERSONA, SUMMARY, MethodRun, evaluate, generations_markdown
 from .daily_dilemmas import for_value
 from .items import ReadoutItem, check_items, split_items
 from .predict import first_order_effects
 from .run_folder import ResultTable, RunFolder
 
-RUN_COLUMNS = ["study", "method", "seed", *SUMMARY, "n_items", "item_slope_lo", "item_slope_hi", "parameters", "train_s",
-               "layers", "seconds", "error"]
+RUN_COLUMNS = [
+    "study",
+    "method",
+    "seed",
+    *SUMMARY,
+    "n_items",
+    "item_slope_lo",
+    "item_slope_hi",
+    "parameters",
+    "train_s",
+    "layers",
+    "seconds",
+    "error",
+]
 ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name: (adapter options, training overrides)
     "no SVD (random bases)": ({"basis": "random"}, {}),
     "no coherence term": ({}, {"coherence_weight": 0.0}),
@@ -109,10 +122,12 @@ def default_adapter_layers(total: int) -> list[int]:
 
 
 def depth_layers(total: int) -> dict[str, int]:
-    return {f"depth 0.25 (L{round(0.25 * (total - 1))})": round(0.25 * (total - 1)),
-            f"depth 0.5 (L{round(0.5 * (total - 1))})": round(0.5 * (total - 1)),
-            f"depth 0.75 (L{round(0.75 * (total - 1))})": round(0.75 * (total - 1)),
-            f"last-but-three (L{max(0, total - 4)})": max(0, total - 4)}
+    return {
+        f"depth 0.25 (L{round(0.25 * (total - 1))})": round(0.25 * (total - 1)),
+        f"depth 0.5 (L{round(0.5 * (total - 1))})": round(0.5 * (total - 1)),
+        f"depth 0.75 (L{round(0.75 * (total - 1))})": round(0.75 * (total - 1)),
+        f"last-but-three (L{max(0, total - 4)})": max(0, total - 4),
+    }
 
 
 def choose_layer(model: Any, pairs: list, validation: list[ReadoutItem], layers: list[int], target: str) -> dict[str, Any]:
@@ -121,8 +136,11 @@ def choose_layer(model: Any, pairs: list, validation: list[ReadoutItem], layers:
     acts = probes.collect(model, pairs, layers=layers, sublayers="resid", progress=False)
     candidates = [dirs.compute("pca_diff", acts, layer, "resid") for layer in layers]
     effects = first_order_effects(model, candidates, for_value(validation, target)).groupby("layer")["effect"].mean()
-    return {"baseline_layer": int(effects.idxmax()), "rule": "largest first-order effect of pca_diff (resid) on the "
-            "target over validation items", "effects": {str(k): float(v) for k, v in effects.items()}}
+    return {
+        "baseline_layer": int(effects.idxmax()),
+        "rule": "largest first-order effect of pca_diff (resid) on the target over validation items",
+        "effects": {str(k): float(v) for k, v in effects.items()},
+    }
 
 
 def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int], choice: dict[str, Any]) -> list[Job]:
@@ -131,8 +149,11 @@ def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int
 
     def adapter(attach_layers: list[int], options: dict, overrides: dict, seed: int, lora: bool = False):
         def build():
-            handle = (attach_lora(model, attach_layers, settings.kinds, settings.rank, seed=seed) if lora else
-                      steering.attach_innerpissa(model, attach_layers, settings.kinds, settings.rank, seed=seed, **options))
+            handle = (
+                attach_lora(model, attach_layers, settings.kinds, settings.rank, seed=seed)
+                if lora
+                else steering.attach_innerpissa(model, attach_layers, settings.kinds, settings.rank, seed=seed, **options)
+            )
             try:
                 result = steering.train_reprpo(model, handle, pairs, **(train | overrides | {"seed": seed}))
             except BaseException:
@@ -146,26 +167,48 @@ def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int
     acts = probes.collect(model, pairs, layers=[layer], sublayers=("resid", "down"), progress=False)
     pca = dirs.compute("pca_diff", acts, layer, "resid")
     random = replace(dirs.compute("random", acts, layer, "resid"), scale=pca.scale)  # matched norm
-    static = lambda value: (lambda: (value, 0.0, None))  # noqa: E731
+    static = lambda value: lambda: (value, 0.0, None)  # noqa: E731
     jobs = [Job("main", "InnerPiSSA", seed, adapter(layers, {}, {}, seed), layers) for seed in settings.seeds]
-    jobs += [Job("main", "prompting", None, static(steering.Prompting(HONEST_PERSONA, DISHONEST_PERSONA))),
-             Job("main", f"PCA (L{layer})", None, static(pca), [layer]),
-             Job("main", f"S-space (L{layer} down)", None,
-                 lambda: (dirs.compute("uspace_pca", acts, layer, "down", model=model), 0.0, None), [layer]),
-             Job("main", f"random (L{layer})", None, static(random), [layer])]
+    jobs += [
+        Job("main", "prompting", None, static(steering.Prompting(HONEST_PERSONA, DISHONEST_PERSONA))),
+        Job("main", f"PCA (L{layer})", None, static(pca), [layer]),
+        Job(
+            "main",
+            f"S-space (L{layer} down)",
+            None,
+            lambda: (dirs.compute("uspace_pca", acts, layer, "down", model=model), 0.0, None),
+            [layer],
+        ),
+        Job("main", f"random (L{layer})", None, static(random), [layer]),
+    ]
     if settings.lora:
         jobs += [Job("main", "LoRA", seed, adapter(layers, {}, {}, seed, lora=True), layers) for seed in settings.seeds]
     if settings.ablations:
-        jobs += [Job("ablation", name, seed, adapter(layers, options, overrides, seed), layers)
-                 for name, (options, overrides) in ABLATIONS.items() for seed in settings.seeds]
+        jobs += [
+            Job("ablation", name, seed, adapter(layers, options, overrides, seed), layers)
+            for name, (options, overrides) in ABLATIONS.items()
+            for seed in settings.seeds
+        ]
     if settings.depths:
-        jobs += [Job("depth", name, seed, adapter([depth], {}, {}, seed), [depth])
-                 for name, depth in depth_layers(sl.n_layers(model)).items() for seed in settings.seeds]
+        jobs += [
+            Job("depth", name, seed, adapter([depth], {}, {}, seed), [depth])
+            for name, depth in depth_layers(sl.n_layers(model)).items()
+            for seed in settings.seeds
+        ]
     return jobs
 
 
-def run_experiment(model: Any, pairs: Sequence[Any], items: Sequence[ReadoutItem], settings: ExperimentSettings | None = None, *,
-                   out: str | Path, resume: bool = False, progress: bool = True, **overrides: Any) -> Path:
+def run_experiment(
+    model: Any,
+    pairs: Sequence[Any],
+    items: Sequence[ReadoutItem],
+    settings: ExperimentSettings | None = None,
+    *,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> Path:
     """Run every planned job into ``out`` (resumable); see the module docstring. Returns the folder."""
     unknown = sorted(set(overrides) - {f.name for f in fields(ExperimentSettings)})
     if unknown:
@@ -174,8 +217,12 @@ def run_experiment(model: Any, pairs: Sequence[Any], items: Sequence[ReadoutItem
     pairs, items = probes.as_pairs(pairs), check_items(items)
     layers = sl.resolve_layers(model, settings.layers) if settings.layers is not None else default_adapter_layers(sl.n_layers(model))
     split = split_items(items, settings.test_fraction, settings.split_seed)
-    options = asdict(settings) | {"layers": layers, "model": getattr(sl.config_of(model), "name_or_path", None),
-                                  "pairs": probes.shards.texts_digest(pairs), "items": [i.id for i in items]}
+    options = asdict(settings) | {
+        "layers": layers,
+        "model": getattr(sl.config_of(model), "name_or_path", None),
+        "pairs": probes.shards.texts_digest(pairs),
+        "items": [i.id for i in items],
+    }
     folder = RunFolder(out)
     with folder.locked():
         folder.record_options(options, resume, results="runs.csv")
@@ -194,8 +241,10 @@ def run_experiment(model: Any, pairs: Sequence[Any], items: Sequence[ReadoutItem
             row: dict[str, Any] = {"study": job.study, "method": job.method, "seed": job.seed, "layers": str(job.layers)}
             try:
                 run = run_job(model, job, split.test, settings, folder)
-                row |= {k: run.metrics.get(k) for k in RUN_COLUMNS if k in run.metrics} | {"parameters": run.parameters,
-                                                                                         "train_s": round(run.train_seconds, 1)}
+                row |= {k: run.metrics.get(k) for k in RUN_COLUMNS if k in run.metrics} | {
+                    "parameters": run.parameters,
+                    "train_s": round(run.train_seconds, 1),
+                }
                 generated += [run] if run.generations else []
             except Exception as error:  # one failing run must not lose the others
                 row["error"] = f"{type(error).__name__}: {error}"
@@ -214,10 +263,20 @@ def run_job(model: Any, job: Job, test: list[ReadoutItem], settings: ExperimentS
     try:
         main = job.study == "main"
         samples = main and job.method.split(" ")[0] in ("InnerPiSSA", "prompting", "PCA") and job.seed in (None, settings.seeds[0])
-        run = evaluate(model, job.method, intervention, test, target=settings.target,
-                       coeffs=settings.coeffs if main else (-1.0, 0.0, 1.0), seed=job.seed, train_seconds=seconds,
-                       batch_size=settings.batch_size, min_pmass=settings.min_pmass, capability=main and settings.capability,
-                       generation_tokens=settings.generation_tokens if samples else 0)
+        run = evaluate(
+            model,
+            job.method,
+            intervention,
+            test,
+            target=settings.target,
+            coeffs=settings.coeffs if main else (-1.0, 0.0, 1.0),
+            seed=job.seed,
+            train_seconds=seconds,
+            batch_size=settings.batch_size,
+            min_pmass=settings.min_pmass,
+            capability=main and settings.capability,
+            generation_tokens=settings.generation_tokens if samples else 0,
+        )
         write_atomic(folder.file("doses") / f"{job.key}.csv", run.dose.to_csv(index=False))
         write_atomic(folder.file("profiles") / f"{job.key}.csv", run.profile.to_csv(index=False))
         if history is not None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -53,8 +54,9 @@ def warn_once_no_static_export(formats: Sequence[str]) -> None:
     )
 
 
-def save_figures(figures: Mapping[str | Path, go.Figure], formats: Sequence[str] = ("html", "png", "svg", "pdf"),
-                 scale: float = 2.0) -> list[Path]:
+def save_figures(
+    figures: Mapping[Any, go.Figure], formats: Sequence[str] = ("html", "png", "svg", "pdf"), scale: float = 2.0
+) -> list[Path]:
     """Write several figures (``{path without extension: figure}``) as HTML and, when kaleido and a
     Chromium are present, as static images, in one browser session (each separate
     ``write_image`` starts Chromium anew: ~2.7 s here). Returns the files written."""

@@ -11,8 +11,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -42,8 +43,11 @@ def run_tables(run: Path) -> dict[str, tuple[pd.DataFrame, Sequence[str] | None,
     """The run's tables by file stem: (table, columns, caption)."""
     tables: dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]] = {}
     if (run / "results.csv").exists():
-        tables["sweep_summary"] = (ranked(load_sweep(run).results).head(20), SUMMARY_COLUMNS,
-                                   "Steerability sweep, ranked by composite score.")
+        tables["sweep_summary"] = (
+            ranked(load_sweep(run).results).head(20),
+            SUMMARY_COLUMNS,
+            "Steerability sweep, ranked by composite score.",
+        )
     return tables
 
 

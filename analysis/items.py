@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 YES_NO_PREFILL = "My choice:"
 YES_NO_INSTRUCTION = "Answer with Yes or No only."
@@ -67,8 +68,9 @@ class ReadoutItem:
         return dict(self.labels)
 
 
-def dilemma(id: str, situation: str, question: str, honest_answer: str | None, values: Sequence[str] = (),
-            kind: str = "dilemma") -> ReadoutItem:
+def dilemma(
+    id: str, situation: str, question: str, honest_answer: str | None, values: Sequence[str] = (), kind: str = "dilemma"
+) -> ReadoutItem:
     """A Yes/No dilemma as a readout item (``honest_answer`` "Yes", "No", or None for controls without one)."""
     if honest_answer not in ("Yes", "No", None):
         raise ValueError(f"item {id!r}: honest_answer must be 'Yes' or 'No', got {honest_answer!r}.")
@@ -100,7 +102,7 @@ def item_from_row(row: dict[str, Any], where: str) -> ReadoutItem:
             raise ValueError(f"{where} lacks {missing}; each row needs id, situation, question, honest_answer.")
         values = row.get("values", [])
         if not isinstance(values, list):
-            raise ValueError(f"{where} has values={values!r}; give a JSON list such as [\"honesty\"].")
+            raise ValueError(f'{where} has values={values!r}; give a JSON list such as ["honesty"].')
         return dilemma(row["id"], row["situation"], row["question"], row["honest_answer"], values, row.get("kind", "dilemma"))
     missing = [k for k in ("id", "prompt", "prefill", "positive", "negative") if k not in row]
     if missing:
@@ -108,8 +110,17 @@ def item_from_row(row: dict[str, Any], where: str) -> ReadoutItem:
     if any(not isinstance(row[k], list) for k in ("positive", "negative")):
         raise ValueError(f"{where}: positive and negative must be JSON lists of words.")
     labels = tuple((str(k), int(v)) for k, v in row.get("labels", {}).items())
-    return ReadoutItem(str(row["id"]), row["prompt"], row["prefill"], tuple(row["positive"]), tuple(row["negative"]),
-                       float(row.get("sign", 1)), labels, row.get("kind", "item"), row.get("group"))
+    return ReadoutItem(
+        str(row["id"]),
+        row["prompt"],
+        row["prefill"],
+        tuple(row["positive"]),
+        tuple(row["negative"]),
+        float(row.get("sign", 1)),
+        labels,
+        row.get("kind", "item"),
+        row.get("group"),
+    )
 
 
 def load_items(path: Path | str) -> list[ReadoutItem]:
@@ -148,8 +159,10 @@ def moral_dilemmas(value: str = "honesty") -> list[ReadoutItem]:
 
 def controls() -> list[ReadoutItem]:
     """Capability checks: arithmetic and facts (answer known) and preferences (none)."""
-    return [dilemma(row["id"], row["situation"], row["question"], row["answer"], (), row["kind"])
-            for row in read_jsonl(shipped("controls.jsonl"))]
+    return [
+        dilemma(row["id"], row["situation"], row["question"], row["answer"], (), row["kind"])
+        for row in read_jsonl(shipped("controls.jsonl"))
+    ]
 
 
 def neutral_texts() -> list[str]:
@@ -191,8 +204,12 @@ class Split:
 
     def record(self) -> dict[str, Any]:
         """What ``split.json`` holds."""
-        return {"seed": self.seed, "test_fraction": self.test_fraction,
-                "validation": [i.id for i in self.validation], "test": [i.id for i in self.test]}
+        return {
+            "seed": self.seed,
+            "test_fraction": self.test_fraction,
+            "validation": [i.id for i in self.validation],
+            "test": [i.id for i in self.test],
+        }
 
 
 def split_items(items: Sequence[ReadoutItem], test_fraction: float = 0.5, seed: int = 0) -> Split:

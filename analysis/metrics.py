@@ -32,8 +32,25 @@ import pandas as pd
 from scipy import stats
 
 TRAINING_COEFFS = (-1.0, 0.0, 1.0)
-METRIC_KEYS = ("n_items", "valid_frac", "slope", "intercept", "r2", "score", "spearman", "effect", "delta_nll",
-               "normalized_gain", "item_slope", "item_slope_lo", "item_slope_hi", "p_value", "paired_p", "min", "max")
+METRIC_KEYS = (
+    "n_items",
+    "valid_frac",
+    "slope",
+    "intercept",
+    "r2",
+    "score",
+    "spearman",
+    "effect",
+    "delta_nll",
+    "normalized_gain",
+    "item_slope",
+    "item_slope_lo",
+    "item_slope_hi",
+    "p_value",
+    "paired_p",
+    "min",
+    "max",
+)
 
 
 def readout_column(df: pd.DataFrame) -> str:
@@ -85,8 +102,13 @@ def dose_metrics(df: pd.DataFrame, confidence: float = 0.95) -> dict[str, float]
     coeffs = np.asarray(wide.columns, dtype=float)
     means = wide.mean(axis=0).to_numpy()
     fit = stats.linregress(coeffs, means)
-    out |= {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue**2),
-            "min": float(means.min()), "max": float(means.max())}
+    out |= {
+        "slope": float(fit.slope),
+        "intercept": float(fit.intercept),
+        "r2": float(fit.rvalue**2),
+        "min": float(means.min()),
+        "max": float(means.max()),
+    }
     out["score"] = abs(out["slope"]) * out["r2"] * out["valid_frac"] ** 2
     training = [i for i, c in enumerate(coeffs) if c in TRAINING_COEFFS]
     ranked = training if len(training) == len(TRAINING_COEFFS) else list(range(len(coeffs)))
@@ -117,8 +139,9 @@ def paired_changes(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     mean = change.mean(axis=0)
     sem = change.std(axis=0, ddof=1) / np.sqrt(max(n, 1)) if n > 1 else change.mean(axis=0) * np.nan
     half = sem * stats.t.ppf((1 + confidence) / 2, max(n - 1, 1))
-    frame = pd.DataFrame({"coeff": mean.index.astype(float), "mean": mean.values, "lo": (mean - half).values,
-                          "hi": (mean + half).values, "n_items": n})
+    frame = pd.DataFrame(
+        {"coeff": mean.index.astype(float), "mean": mean.values, "lo": (mean - half).values, "hi": (mean + half).values, "n_items": n}
+    )
     if "nll" in df:
         nll = df.groupby("coeff")["nll"].first()
         frame["delta_nll"] = [float(nll[c] - nll[0.0]) if 0.0 in nll else np.nan for c in frame["coeff"]]

@@ -22,8 +22,9 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -36,8 +37,21 @@ from .metrics import readout_column
 from .report import latex_table, markdown_table
 from .values import transfer_figure, transfer_table
 
-TABLE1_COLUMNS = ["method", "seeds", "effect", "effect_sd", "p_value", "p_value_max", "side_effects", "side_effects_sd",
-                  "delta_nll", "delta_nll_sd", "control_drift", "parameters", "train_s"]
+TABLE1_COLUMNS = [
+    "method",
+    "seeds",
+    "effect",
+    "effect_sd",
+    "p_value",
+    "p_value_max",
+    "side_effects",
+    "side_effects_sd",
+    "delta_nll",
+    "delta_nll_sd",
+    "control_drift",
+    "parameters",
+    "train_s",
+]
 TABLE2_COLUMNS = ["method", "seeds", "effect", "effect_sd", "drop_vs_full", "p_value", "side_effects", "delta_nll"]
 
 
@@ -87,15 +101,20 @@ def table2(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         return pd.DataFrame(columns=TABLE2_COLUMNS), "No ablations in this run (steerscope paper, or train --ablations)."
     full = main.loc["InnerPiSSA"]
     pca = [m for m in main.index if m.startswith("PCA")]
-    reference = pd.DataFrame([full.to_dict() | {"method": "full InnerPiSSA"}] +
-                             ([main.loc[pca[0]].to_dict() | {"method": f"no gradient ({pca[0]})"}] if pca else []))
+    reference = pd.DataFrame(
+        [full.to_dict() | {"method": "full InnerPiSSA"}]
+        + ([main.loc[pca[0]].to_dict() | {"method": f"no gradient ({pca[0]})"}] if pca else [])
+    )
     table = pd.concat([reference, ablations], ignore_index=True)
     table["drop_vs_full"] = 1 - table["effect"] / full["effect"]
     significant = full.get("p_value_max", 1.0) < 0.05 and full["effect"] > 0
-    note = ("drop_vs_full = 1 − effect / effect of the full InnerPiSSA."
-            + ("" if significant else f" The full method's effect ({full['effect']:.3g}, p up to {full.get('p_value_max', float('nan')):.2g}) "
-               "is not significantly positive in every seed, so these drops compare noise with noise and should not be read "
-               "as evidence for or against a component."))
+    note = "drop_vs_full = 1 − effect / effect of the full InnerPiSSA." + (
+        ""
+        if significant
+        else f" The full method's effect ({full['effect']:.3g}, p up to {full.get('p_value_max', float('nan')):.2g}) "
+        "is not significantly positive in every seed, so these drops compare noise with noise and should not be read "
+        "as evidence for or against a component."
+    )
     return table, note
 
 
@@ -103,11 +122,16 @@ def seed_mean_profiles(run: Path, rows: pd.DataFrame) -> dict[str, pd.DataFrame]
     """Per main method: its value profile with each value's effect averaged over seeds."""
     profiles: dict[str, pd.DataFrame] = {}
     for method, group in rows[rows["study"] == "main"].groupby("method", sort=False):
-        frames = [pd.read_csv(run / "profiles" / f"{key_of('main', method, seed)}.csv") for seed in group["seed"]
-                  if (run / "profiles" / f"{key_of('main', method, seed)}.csv").exists()]
+        frames = [
+            pd.read_csv(run / "profiles" / f"{key_of('main', method, seed)}.csv")
+            for seed in group["seed"]
+            if (run / "profiles" / f"{key_of('main', method, seed)}.csv").exists()
+        ]
         if frames:
             merged = pd.concat(frames)
-            profiles[method] = merged.groupby(["value", "target"], as_index=False).agg(n_items=("n_items", "first"), effect=("effect", "mean"))
+            profiles[method] = merged.groupby(["value", "target"], as_index=False).agg(
+                n_items=("n_items", "first"), effect=("effect", "mean")
+            )
     return profiles
 
 
@@ -138,8 +162,14 @@ def figure2(rows: pd.DataFrame) -> go.Figure | None:
     depth = aggregate(rows[rows["study"] == "depth"])
     if depth.empty:
         return None
-    fig = go.Figure(go.Bar(x=depth["method"], y=depth["effect"], marker_color=plots.PALETTE[0],
-                           error_y=dict(type="data", array=depth.get("effect_sd", pd.Series(0, index=depth.index)).fillna(0))))
+    fig = go.Figure(
+        go.Bar(
+            x=depth["method"],
+            y=depth["effect"],
+            marker_color=plots.PALETTE[0],
+            error_y=dict(type="data", array=depth.get("effect_sd", pd.Series(0, index=depth.index)).fillna(0)),
+        )
+    )
     fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
     fig.update_xaxes(title_text="InnerPiSSA at one layer (depth fraction and index)")
     fig.update_yaxes(title_text="effect on the target value (nats per unit c)")
@@ -147,9 +177,11 @@ def figure2(rows: pd.DataFrame) -> go.Figure | None:
 
 
 def write_table(base: Path, table: pd.DataFrame, columns: Sequence[str] | None, caption: str, note: str = "") -> list[Path]:
-    written = [write_atomic(base.with_suffix(".csv"), table.to_csv(index=False)),
-               write_atomic(base.with_suffix(".md"), f"# {caption}\n\n" + markdown_table(table, columns) + (f"\n\n{note}" if note else "") + "\n"),
-               write_atomic(base.with_suffix(".tex"), latex_table(table, columns, caption) + "\n")]
+    written = [
+        write_atomic(base.with_suffix(".csv"), table.to_csv(index=False)),
+        write_atomic(base.with_suffix(".md"), f"# {caption}\n\n" + markdown_table(table, columns) + (f"\n\n{note}" if note else "") + "\n"),
+        write_atomic(base.with_suffix(".tex"), latex_table(table, columns, caption) + "\n"),
+    ]
     return written
 
 
@@ -160,16 +192,24 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
     rows = read_runs(run)
     config = json.loads((run / "config.json").read_text())
     target = config.get("target", "honesty")
-    written = write_table(out / "table1", table1(rows), TABLE1_COLUMNS,
-                          f"Steering {target} on held-out value-labelled dilemmas (test items; mean and SD over seeds)")
+    written = write_table(
+        out / "table1",
+        table1(rows),
+        TABLE1_COLUMNS,
+        f"Steering {target} on held-out value-labelled dilemmas (test items; mean and SD over seeds)",
+    )
     t2, note = table2(rows)
     written += write_table(out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note)
     profiles = seed_mean_profiles(run, rows)
     figures: dict[Path, go.Figure] = {}
     if profiles:
         transfer = transfer_table(profiles)
-        written += write_table(out / "transfer", transfer.reset_index().rename(columns={"index": "value"}), None,
-                               f"Transfer: effect of {target} steering on every value (nats per unit c)")
+        written += write_table(
+            out / "transfer",
+            transfer.reset_index().rename(columns={"index": "value"}),
+            None,
+            f"Transfer: effect of {target} steering on every value (nats per unit c)",
+        )
         figures[out / "transfer"] = transfer_figure(transfer)
     main = table1(rows)
     if len(main):

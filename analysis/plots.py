@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,8 +39,12 @@ METRIC_TITLES = {
 
 def style(fig: go.Figure, title: str | None = None, height: int | None = None, width: int | None = None) -> go.Figure:
     fig.update_layout(
-        template="simple_white", font=FONT, colorway=PALETTE, title=title,
-        legend=dict(bgcolor="rgba(255,255,255,0.8)"), margin=dict(l=70, r=30, t=60 if title else 30, b=60),
+        template="simple_white",
+        font=FONT,
+        colorway=PALETTE,
+        title=title,
+        legend=dict(bgcolor="rgba(255,255,255,0.8)"),
+        margin=dict(l=70, r=30, t=60 if title else 30, b=60),
     )
     if height:
         fig.update_layout(height=height)
@@ -72,14 +76,25 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alph
         if "p_value" in part:
             p = part.pivot_table(index="kind", columns="layer", values="p_value", aggfunc="mean").reindex_like(grid)
             text = np.where(grid.notna() & ~(p < alpha), "n.s.", "")
-        fig.add_trace(go.Heatmap(
-            z=grid.values, x=[str(c) for c in grid.columns], y=list(grid.index), text=text,
-            texttemplate="%{text}" if text is not None else None, textfont=dict(size=11, color="#444"),
-            colorscale="RdBu" if diverging else "Viridis", zmid=0 if diverging else None,
-            zmin=-bound if diverging else 0, zmax=bound, showscale=column == len(methods),
-            colorbar=dict(title=METRIC_TITLES.get(metric, metric)),
-            hovertemplate="layer %{x}, %{y}: %{z:.3g}<extra>" + method + "</extra>",
-        ), row=1, col=column)
+        fig.add_trace(
+            go.Heatmap(
+                z=grid.values,
+                x=[str(c) for c in grid.columns],
+                y=list(grid.index),
+                text=text,
+                texttemplate="%{text}" if text is not None else None,
+                textfont=dict(size=11, color="#444"),
+                colorscale="RdBu" if diverging else "Viridis",
+                zmid=0 if diverging else None,
+                zmin=-bound if diverging else 0,
+                zmax=bound,
+                showscale=column == len(methods),
+                colorbar=dict(title=METRIC_TITLES.get(metric, metric)),
+                hovertemplate="layer %{x}, %{y}: %{z:.3g}<extra>" + method + "</extra>",
+            ),
+            row=1,
+            col=column,
+        )
         fig.update_xaxes(title_text="layer", type="category", row=1, col=column)
     fig.update_yaxes(title_text="sublayer", row=1, col=1)
     note = f" (n.s.: item-level p ≥ {alpha:g})" if "p_value" in results else ""
@@ -96,15 +111,38 @@ def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95, re
         colour = PALETTE[index % len(PALETTE)]
         change = paired_changes(df, confidence)
         x = list(change["coeff"])
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(change["hi"]) + list(change["lo"][::-1]), fill="toself", mode="lines",
-                                 fillcolor=colour, opacity=0.18, line=dict(width=0), hoverinfo="skip", showlegend=False),
-                      secondary_y=False)
-        fig.add_trace(go.Scatter(x=x, y=list(change["mean"]), name=name, mode="lines+markers", line=dict(color=colour, width=2.5),
-                                 legendgroup=name), secondary_y=False)
+        fig.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=list(change["hi"]) + list(change["lo"][::-1]),
+                fill="toself",
+                mode="lines",
+                fillcolor=colour,
+                opacity=0.18,
+                line=dict(width=0),
+                hoverinfo="skip",
+                showlegend=False,
+            ),
+            secondary_y=False,
+        )
+        fig.add_trace(
+            go.Scatter(x=x, y=list(change["mean"]), name=name, mode="lines+markers", line=dict(color=colour, width=2.5), legendgroup=name),
+            secondary_y=False,
+        )
         if "delta_nll" in change:
-            fig.add_trace(go.Scatter(x=x, y=list(change["delta_nll"]), name=f"{name}: ΔNLL", mode="lines",
-                                     line=dict(color=colour, width=1.5, dash="dot"), legendgroup=name, showlegend=False,
-                                     hovertemplate="ΔNLL %{y:.3g}<extra>" + name + "</extra>"), secondary_y=True)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=list(change["delta_nll"]),
+                    name=f"{name}: ΔNLL",
+                    mode="lines",
+                    line=dict(color=colour, width=1.5, dash="dot"),
+                    legendgroup=name,
+                    showlegend=False,
+                    hovertemplate="ΔNLL %{y:.3g}<extra>" + name + "</extra>",
+                ),
+                secondary_y=True,
+            )
     fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
     fig.update_xaxes(title_text="steering coefficient c (units of the typical pair difference)")
     fig.update_yaxes(title_text=f"change of the {readout_label} from c = 0 (nats)", secondary_y=False)
@@ -120,11 +158,20 @@ def separation_by_layer(table: pd.DataFrame, metric: str = "auroc") -> go.Figure
     for index, kind in enumerate(ordered_kinds(table["kind"])):
         part = table[table["kind"] == kind].sort_values("layer")
         colour = PALETTE[index % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=part["layer"], y=part[metric], name=kind, mode="lines+markers", legendgroup=kind,
-                                 line=dict(color=colour, width=2)))
+        fig.add_trace(
+            go.Scatter(x=part["layer"], y=part[metric], name=kind, mode="lines+markers", legendgroup=kind, line=dict(color=colour, width=2))
+        )
         if null in part:
-            fig.add_trace(go.Scatter(x=part["layer"], y=part[null], name=f"{kind} (random-init null)", mode="lines",
-                                     legendgroup=kind, line=dict(color=colour, width=1.5, dash="dot")))
+            fig.add_trace(
+                go.Scatter(
+                    x=part["layer"],
+                    y=part[null],
+                    name=f"{kind} (random-init null)",
+                    mode="lines",
+                    legendgroup=kind,
+                    line=dict(color=colour, width=1.5, dash="dot"),
+                )
+            )
     if metric in ("auroc", "probe_acc"):
         fig.add_hline(y=0.5, line=dict(color="grey", dash="dot", width=1), annotation_text="chance")
     fig.update_xaxes(title_text="layer")
@@ -142,9 +189,20 @@ def cosine_heatmap(cosines: pd.DataFrame, layer: int | None = None, kind: str | 
         table = table[table["kind"] == kind]
     grid = table.pivot_table(index="method_a", columns="method_b", values="cosine", aggfunc="mean")
     where = f" at layer {layer} {kind}" if layer is not None and kind is not None else " (mean over layers and kinds)"
-    fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index), zmin=-1, zmax=1, zmid=0,
-                               colorscale="RdBu", colorbar=dict(title="cosine"), text=np.round(grid.values, 2),
-                               texttemplate="%{text}"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.values,
+            x=list(grid.columns),
+            y=list(grid.index),
+            zmin=-1,
+            zmax=1,
+            zmid=0,
+            colorscale="RdBu",
+            colorbar=dict(title="cosine"),
+            text=np.round(grid.values, 2),
+            texttemplate="%{text}",
+        )
+    )
     fig.update_yaxes(autorange="reversed")
     return style(fig, "Direction agreement between methods" + where, height=480, width=560)
 
@@ -155,8 +213,16 @@ def training_curves(history: pd.DataFrame) -> go.Figure:
     for index, column in enumerate(["loss", "projection", "coherence", "monotonic"]):
         fig.add_trace(go.Scatter(x=history["step"], y=history[column], name=column, line=dict(color=PALETTE[index])), row=1, col=1)
     for index, (column, label) in enumerate((("gain_pos", "c = +1"), ("gain_neg", "c = −1"))):
-        fig.add_trace(go.Scatter(x=history["step"], y=history[column], name=label,
-                                 line=dict(color=PALETTE[4 + index], dash="solid" if index == 0 else "dash")), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=history["step"],
+                y=history[column],
+                name=label,
+                line=dict(color=PALETTE[4 + index], dash="solid" if index == 0 else "dash"),
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(title_text="loss (dimensionless)", row=1, col=1)
     fig.update_yaxes(title_text="Δ separation / typical gap at c = 0", row=1, col=2)
@@ -169,13 +235,24 @@ def projection_histograms(acts, directions, layer: int, kind: str) -> go.Figure:
     hs = acts[layer, kind][:, :, -1].float()
     for column, direction in enumerate(directions, 1):
         for side, (name, colour) in enumerate((("positive", PALETTE[0]), ("negative", PALETTE[3]))):
-            fig.add_trace(go.Histogram(x=(hs[:, side] @ direction.vector.float()).numpy(), name=name, marker_color=colour,
-                                       opacity=0.6, showlegend=column == 1, nbinsx=20), row=1, col=column)
+            fig.add_trace(
+                go.Histogram(
+                    x=(hs[:, side] @ direction.vector.float()).numpy(),
+                    name=name,
+                    marker_color=colour,
+                    opacity=0.6,
+                    showlegend=column == 1,
+                    nbinsx=20,
+                ),
+                row=1,
+                col=column,
+            )
         fig.update_xaxes(title_text="projection", row=1, col=column)
     fig.update_layout(barmode="overlay")
     fig.update_yaxes(title_text="count", row=1, col=1)
-    return style(fig, f"Positive vs negative states on each direction (layer {layer} {kind})", height=380,
-                 width=max(520, 300 * len(directions)))
+    return style(
+        fig, f"Positive vs negative states on each direction (layer {layer} {kind})", height=380, width=max(520, 300 * len(directions))
+    )
 
 
 def adapter_changes(adapter) -> go.Figure:

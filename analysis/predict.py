@@ -19,7 +19,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -71,18 +72,18 @@ class ShiftSite:
 
 def site_key(model: Any, direction: Direction) -> tuple[str, str | None]:
     if direction.space == "uspace":  # applied in weight space, in its kind's basis
-        return sl.resolve(model, direction.layer, direction.kind).weight_path, direction.kind
+        return sl.weight_path_of(sl.resolve(model, direction.layer, direction.kind)), direction.kind
     return sl.resolve(model, direction.layer, direction.kind).path, None
 
 
-def first_order_effects(model: Any, directions: Sequence[Direction], items: Sequence[ReadoutItem], *,
-                        batch_size: int = 8, persona: str | None = None) -> pd.DataFrame:
+def first_order_effects(
+    model: Any, directions: Sequence[Direction], items: Sequence[ReadoutItem], *, batch_size: int = 8, persona: str | None = None
+) -> pd.DataFrame:
     """dR/dc at c = 0 for each item and direction (one forward and backward per batch); see the module docstring.
 
     Returns a tidy DataFrame: ``item``, ``direction`` (its name), ``layer``, ``kind``, ``method``, ``effect``.
     """
-    require_weights(model, "first_order_effects (it back-propagates through the model here; use "
-                           "finite_difference_effects remotely)")
+    require_weights(model, "first_order_effects (it back-propagates through the model here; use finite_difference_effects remotely)")
     items = check_items(items)
     directions = list(directions)
     for direction in directions:
@@ -104,7 +105,8 @@ def first_order_effects(model: Any, directions: Sequence[Direction], items: Sequ
             with torch.enable_grad():
                 logits = torch_model(**batch.model_inputs(device)).logits
                 values = readouts(model, logits, batch, [items[i] for i in index])
-                grads = torch.autograd.grad(values.sum(), [site.shift for site in sites.values()])
+                shifts = [site.shift for site in sites.values() if site.shift is not None]
+                grads = torch.autograd.grad(values.sum(), shifts)
         finally:
             for handle in handles:
                 handle.remove()
@@ -112,19 +114,34 @@ def first_order_effects(model: Any, directions: Sequence[Direction], items: Sequ
         for direction in directions:
             key = site_key(model, direction)
             grad = by_site[key]
-            if direction.space == "uspace":
+            if direction.space == "uspace" and direction.coords is not None:
                 per_item = direction.scale * (grad @ direction.coords.float())
             else:
                 features = sites[key].sublayer.split(grad)
                 per_item = direction.scale * (features @ direction.vector.float())
             for row, value in zip(index, per_item.tolist()):
-                rows.append({"item": items[row].id, "direction": direction.name, "layer": direction.layer,
-                             "kind": direction.kind, "method": direction.method, "effect": value})
+                rows.append(
+                    {
+                        "item": items[row].id,
+                        "direction": direction.name,
+                        "layer": direction.layer,
+                        "kind": direction.kind,
+                        "method": direction.method,
+                        "effect": value,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def finite_difference_effects(model: Any, directions: Sequence[Direction], items: Sequence[ReadoutItem], *,
-                              step: float = 0.05, batch_size: int = 16, persona: str | None = None) -> pd.DataFrame:
+def finite_difference_effects(
+    model: Any,
+    directions: Sequence[Direction],
+    items: Sequence[ReadoutItem],
+    *,
+    step: float = 0.05,
+    batch_size: int = 16,
+    persona: str | None = None,
+) -> pd.DataFrame:
     """(R(+h) − R(−h)) / 2h for each item and direction, from two steered scoring passes (works remotely)."""
     items = check_items(items)
     rows = []
@@ -134,8 +151,17 @@ def finite_difference_effects(model: Any, directions: Sequence[Direction], items
             with steer(model, direction, c):
                 scores[c] = sc.score_items(model, items, persona=persona, min_pmass=0.0, batch_size=batch_size)["readout"].to_numpy()
         effect = (scores[step] - scores[-step]) / (2 * step)
-        rows += [{"item": item.id, "direction": direction.name, "layer": direction.layer, "kind": direction.kind,
-                  "method": direction.method, "effect": float(value)} for item, value in zip(items, effect)]
+        rows += [
+            {
+                "item": item.id,
+                "direction": direction.name,
+                "layer": direction.layer,
+                "kind": direction.kind,
+                "method": direction.method,
+                "effect": float(value),
+            }
+            for item, value in zip(items, effect)
+        ]
     return pd.DataFrame(rows)
 
 

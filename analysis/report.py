@@ -9,27 +9,47 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
 from . import plots
 
-SUMMARY_COLUMNS = ["layer", "kind", "method", "item_slope", "item_slope_lo", "item_slope_hi", "p_value", "null_item_slope",
-                   "null_p_value", "effect", "delta_nll", "normalized_gain", "score", "n_items", "predicted_effect", "auroc", "auroc_null"]
+SUMMARY_COLUMNS = [
+    "layer",
+    "kind",
+    "method",
+    "item_slope",
+    "item_slope_lo",
+    "item_slope_hi",
+    "p_value",
+    "null_item_slope",
+    "null_p_value",
+    "effect",
+    "delta_nll",
+    "normalized_gain",
+    "score",
+    "n_items",
+    "predicted_effect",
+    "auroc",
+    "auroc_null",
+]
 SELECTION_RULE = (
     "Configurations were chosen on validation items and every number here is on test items (split.json). Stage 2 "
     "doses the (layer, kind) with the largest first-order effect of the readout on validation items (dR/dc at c = 0, "
     "predicted_effect; see analysis.predict), plus a layer profile of the first kind. Raw AUROC is not used to choose: "
-    "a randomly initialised copy of the model separates persona pairs too (auroc_null).")
+    "a randomly initialised copy of the model separates persona pairs too (auroc_null)."
+)
 METRICS_NOTE = (
     "item_slope: mean over test items of each item's least-squares slope of the signed readout on c (nats per unit c), "
     "with its 95 % t-interval [item_slope_lo, item_slope_hi]; p_value: one-sample t-test of those slopes against 0 "
     "(items, not (item, c) rows, are the samples). null_*: the same for a seeded random direction of the same norm at the same "
     "(layer, kind), sign-calibrated on the pairs like every method. effect = (mean at +1 − mean at −1) / 2 over items valid at every c; ΔNLL the worst neutral-text "
     "NLL increase at c = ±1; gain = 100 · effect · max(0, ρ) / (1 + max(0, ΔNLL)); score = |slope| · R² · valid_frac² "
-    "of the per-coefficient means.")
+    "of the per-coefficient means."
+)
 
 
 def format_cell(value: Any) -> str:
@@ -54,11 +74,21 @@ def latex_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, capti
     columns = [c for c in (columns or frame.columns) if c in frame.columns]
     escape = lambda text: str(text).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
     body = [" & ".join(escape(format_cell(v)) for v in row) + r" \\" for row in frame[columns].itertuples(index=False)]
-    return "\n".join([
-        r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * len(columns) + "}", r"\toprule",
-        " & ".join(escape(c) for c in columns) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
-        rf"\caption{{{escape(caption)}}}" if caption else "", r"\end{table}",
-    ])
+    return "\n".join(
+        [
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\begin{tabular}{" + "l" * len(columns) + "}",
+            r"\toprule",
+            " & ".join(escape(c) for c in columns) + r" \\",
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            rf"\caption{{{escape(caption)}}}" if caption else "",
+            r"\end{table}",
+        ]
+    )
 
 
 def ranked(results: pd.DataFrame) -> pd.DataFrame:
@@ -104,8 +134,9 @@ def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
         names = [f"L{int(r.layer):02d}_{r.kind}_{r.method}" for r in table.head(top).itertuples()]
         best = table.iloc[0]
         names.append(f"L{int(best.layer):02d}_{best.kind}_null")  # the random direction at the best place, for scale
-        curves = {name.replace("_", " ", 2).replace(" null", " random (null)"): result.doses[name]
-                  for name in names if name in result.doses}
+        curves = {
+            name.replace("_", " ", 2).replace(" null", " random (null)"): result.doses[name] for name in names if name in result.doses
+        }
         if curves:
             figures["dose_response_top"] = plots.dose_curves(curves)
     figures["separation_auroc"] = plots.separation_by_layer(result.separation, "auroc")
@@ -119,19 +150,24 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
     out = Path(result.out)
     summary = summary_markdown(result)
     (out / "summary.md").write_text(summary)
-    (out / "summary.tex").write_text(latex_table(ranked(result.results).head(20), SUMMARY_COLUMNS, "Steerability sweep on test items, ranked by the mean item slope."))
+    (out / "summary.tex").write_text(
+        latex_table(ranked(result.results).head(20), SUMMARY_COLUMNS, "Steerability sweep on test items, ranked by the mean item slope.")
+    )
     figures = sweep_figures(result)
     plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)
     blocks = [
         figure.to_html(full_html=False, include_plotlyjs=index == 0, default_height=figure.layout.height)
         for index, figure in enumerate(figures.values())
     ]
-    table_html = ranked(result.results).head(30)[[c for c in SUMMARY_COLUMNS if c in result.results]].to_html(
-        index=False, float_format=lambda v: format_cell(float(v)), border=0)
+    table_html = (
+        ranked(result.results)
+        .head(30)[[c for c in SUMMARY_COLUMNS if c in result.results]]
+        .to_html(index=False, float_format=lambda v: format_cell(float(v)), border=0)
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>steerscope sweep</title>
 <style>body{{font-family:Helvetica,Arial,sans-serif;max-width:1300px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}</style></head>
 <body><h1>Steerability sweep</h1><p>{html.escape(summary.splitlines()[2])}</p>{table_html}
-{''.join(f'<div>{b}</div>' for b in blocks)}</body></html>"""
+{"".join(f"<div>{b}</div>" for b in blocks)}</body></html>"""
     (out / "report.html").write_text(page)
     return out / "report.html"

@@ -29,9 +29,10 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -52,41 +53,44 @@ class RunFolder:
         return self.path / name
 
     @contextmanager
-    def locked(self) -> Iterator["RunFolder"]:
+    def locked(self) -> Iterator[RunFolder]:
         """Hold the folder's exclusive lock inside the block; refuse if another run holds it."""
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.file(LOCK), "a+")
-        try:
+        with open(self.file(LOCK), "a+") as handle:  # closing the file releases the lock
             if not try_lock(handle):
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
-                raise RuntimeError(f"{self.path} is in use by another steerscope run ({holder}). Wait for it to "
-                                   "finish, or write this run into another folder.")
+                raise RuntimeError(
+                    f"{self.path} is in use by another steerscope run ({holder}). Wait for it to "
+                    "finish, or write this run into another folder."
+                )
             handle.seek(0)
             handle.truncate()
             handle.write(f"pid {os.getpid()}")
             handle.flush()
             yield self
-        finally:
-            handle.close()  # closing the file releases the lock
 
     def record_options(self, options: dict[str, Any], resume: bool, results: str = "results.csv") -> None:
         """Write ``config.json``; when resuming, first check the recorded options are these."""
         options = json.loads(json.dumps(options, default=str))  # as it reads back
         if self.file(results).exists() and not resume:
-            raise FileExistsError(f"{self.file(results)} exists: pass resume=True (--resume) to continue that run, or "
-                                  "choose another output folder.")
+            raise FileExistsError(
+                f"{self.file(results)} exists: pass resume=True (--resume) to continue that run, or choose another output folder."
+            )
         if resume and self.file(CONFIG).exists():
             recorded = read_json(self.file(CONFIG), "the run's options")
             differs = {k: (recorded.get(k), v) for k, v in options.items() if recorded.get(k) != v}
             if differs:
                 detail = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in list(differs.items())[:6])
-                raise ValueError(f"Cannot resume {self.path} with other options ({detail}): its finished rows would mix "
-                                 "with new ones. Rerun with the same options, or write into another folder.")
+                raise ValueError(
+                    f"Cannot resume {self.path} with other options ({detail}): its finished rows would mix "
+                    "with new ones. Rerun with the same options, or write into another folder."
+                )
         write_json(self.file(CONFIG), options)
 
-    def write_manifest(self, model: Any, options: dict[str, Any], pairs: Sequence[Any], items: Sequence[Any],
-                       seeds: dict[str, int]) -> None:
+    def write_manifest(
+        self, model: Any, options: dict[str, Any], pairs: Sequence[Any], items: Sequence[Any], seeds: dict[str, Any]
+    ) -> None:
         """``manifest.json``: environment, model and weights, a hash of the options, of the pairs and of the
         items, the seeds and every option; a resumed run adds the time it resumed."""
         import sys
@@ -101,12 +105,18 @@ class RunFolder:
             manifest = read_json(path, "the run's manifest")
             manifest.setdefault("resumed", []).append(now)
         else:
-            manifest = {"created": now, "command": sys.argv, **environment(),
-                        "model": getattr(config_of(model), "name_or_path", None), "weights": model_fingerprint(model),
-                        "config_hash": digest(options),
-                        "pairs_hash": digest([[p.positive, p.negative] for p in pairs]),
-                        "items_hash": digest([[i.id, i.prompt, i.prefill, i.positive, i.negative, i.sign] for i in items]),
-                        "seeds": seeds, "options": options}
+            manifest = {
+                "created": now,
+                "command": sys.argv,
+                **environment(),
+                "model": getattr(config_of(model), "name_or_path", None),
+                "weights": model_fingerprint(model),
+                "config_hash": digest(options),
+                "pairs_hash": digest([[p.positive, p.negative] for p in pairs]),
+                "items_hash": digest([[i.id, i.prompt, i.prefill, i.positive, i.negative, i.sign] for i in items]),
+                "seeds": seeds,
+                "options": options,
+            }
         write_json(path, manifest)
 
 
@@ -116,9 +126,22 @@ def environment() -> dict[str, Any]:
     import platform
     import sys
 
-    packages = {}
-    for name in ("steerscope", "torch", "transformers", "nnsight", "numpy", "scipy", "scikit-learn", "pandas", "peft",
-                 "safetensors", "plotly", "accelerate", "gguf"):
+    packages: dict[str, str | None] = {}
+    for name in (
+        "steerscope",
+        "torch",
+        "transformers",
+        "nnsight",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "pandas",
+        "peft",
+        "safetensors",
+        "plotly",
+        "accelerate",
+        "gguf",
+    ):
         try:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -137,7 +160,7 @@ def try_lock(handle: Any) -> bool:
         import msvcrt
 
         try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
             return True
         except OSError:
             return False

@@ -17,8 +17,9 @@ Example:
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import nnsight
@@ -33,7 +34,7 @@ from probes.remote import Remote, resolve_remote
 
 from .items import ReadoutItem, check_items, neutral_texts
 
-token_index: "WeakKeyDictionary[Any, dict[str, list[int]]]" = WeakKeyDictionary()
+token_index: WeakKeyDictionary[Any, dict[str, list[int]]] = WeakKeyDictionary()
 warned_missing_words: set[tuple[str, ...]] = set()
 
 
@@ -58,8 +59,10 @@ def word_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
     found = {w: index.get(w.strip().lower(), []) for w in words}
     missing = [w for w, ids in found.items() if not ids]
     if len(missing) == len(found):
-        raise ValueError(f"None of the words {list(words)} is a single token for this tokenizer, so their probability "
-                         "cannot be read from one next-token distribution. Choose words that are.")
+        raise ValueError(
+            f"None of the words {list(words)} is a single token for this tokenizer, so their probability "
+            "cannot be read from one next-token distribution. Choose words that are."
+        )
     if missing and tuple(words) not in warned_missing_words:
         warned_missing_words.add(tuple(words))
         warnings.warn(f"Words {missing} are not single tokens for this tokenizer and are left out of the readout.", stacklevel=3)
@@ -80,10 +83,10 @@ def render_item(tokenizer: Any, item: ReadoutItem, persona: str | None = None) -
     return render_prompt(tokenizer, item.prompt, item.prefill, persona)
 
 
-BatchContext = Callable[[list[int]], ContextManager[Any]]
+BatchContext = Callable[[list[int]], AbstractContextManager[Any]]
 
 
-def no_context(index: list[int]) -> ContextManager[Any]:
+def no_context(index: list[int]) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
@@ -97,8 +100,9 @@ def padded_batches(model: Any, texts: Sequence[str], batch_size: int):
         yield index, pad_batch([ids[i] for i in index], index, tokenizer.pad_token_id, "left", 1)
 
 
-def last_logprobs(model: Any, texts: Sequence[str], batch_size: int = 16, context: BatchContext = no_context,
-                  remote: Remote | None = None) -> torch.Tensor:
+def last_logprobs(
+    model: Any, texts: Sequence[str], batch_size: int = 16, context: BatchContext = no_context, remote: Remote | None = None
+) -> torch.Tensor:
     """Next-token log-probabilities after each text, ``[len(texts), vocab]``.
 
     ``context(rows)`` wraps each batch's forward, e.g. steering with one
@@ -147,8 +151,10 @@ def logratio_table(logprobs: torch.Tensor, items: Sequence[ReadoutItem], tokeniz
     """Per item: ``logratio``, ``pmass``, ``valid`` and the signed ``readout`` from next-token log-probabilities."""
     if torch.isnan(logprobs).any():
         bad = [items[i].id for i in torch.isnan(logprobs).any(-1).nonzero().flatten().tolist()]
-        raise ValueError(f"The model gave NaN log-probabilities for {len(bad)} item(s) (e.g. {bad[:3]}): its "
-                         "weights or this steering dose break it. Check the dtype (float16 overflows), or lower the coefficient.")
+        raise ValueError(
+            f"The model gave NaN log-probabilities for {len(bad)} item(s) (e.g. {bad[:3]}): its "
+            "weights or this steering dose break it. Check the dtype (float16 overflows), or lower the coefficient."
+        )
     logratio, pmass = torch.empty(len(items)), torch.empty(len(items))
     by_words: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
     for row, item in enumerate(items):
@@ -160,17 +166,26 @@ def logratio_table(logprobs: torch.Tensor, items: Sequence[ReadoutItem], tokeniz
         logratio[rows] = (log_pos - log_neg).float()
         pmass[rows] = (log_pos.exp() + log_neg.exp()).float()
     signs = torch.tensor([item.sign for item in items])
-    return pd.DataFrame({
-        "item": [item.id for item in items],
-        "logratio": logratio.numpy(),
-        "pmass": pmass.numpy(),
-        "valid": (pmass >= min_pmass).numpy(),
-        "readout": (logratio * signs).numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "item": [item.id for item in items],
+            "logratio": logratio.numpy(),
+            "pmass": pmass.numpy(),
+            "valid": (pmass >= min_pmass).numpy(),
+            "readout": (logratio * signs).numpy(),
+        }
+    )
 
 
-def score_items(model: Any, items: Iterable[ReadoutItem], *, persona: str | None = None, min_pmass: float = 0.1,
-                batch_size: int = 16, remote: Remote | None = None) -> pd.DataFrame:
+def score_items(
+    model: Any,
+    items: Iterable[ReadoutItem],
+    *,
+    persona: str | None = None,
+    min_pmass: float = 0.1,
+    batch_size: int = 16,
+    remote: Remote | None = None,
+) -> pd.DataFrame:
     """Score each item once with the model as it is now (steering hooks and adapters apply).
 
     Returns a DataFrame with columns ``item``, ``logratio``, ``pmass``, ``valid``, ``readout``.
@@ -180,8 +195,9 @@ def score_items(model: Any, items: Iterable[ReadoutItem], *, persona: str | None
     return logratio_table(last_logprobs(model, texts, batch_size, remote=remote), items, model.tokenizer, min_pmass)
 
 
-def token_nll(model: Any, texts: Sequence[str], batch_size: int = 8, context: BatchContext = no_context,
-              remote: Remote | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def token_nll(
+    model: Any, texts: Sequence[str], batch_size: int = 8, context: BatchContext = no_context, remote: Remote | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token NLL and token count per text (``context`` and ``remote`` as in `last_logprobs`)."""
     remote = resolve_remote(model, remote)
     sums, counts = torch.zeros(len(texts), dtype=torch.float64), torch.zeros(len(texts), dtype=torch.long)
@@ -193,7 +209,7 @@ def token_nll(model: Any, texts: Sequence[str], batch_size: int = 8, context: Ba
     return sums, counts
 
 
-def local_token_nll(model: Any, batch: Batch) -> tuple[Float[torch.Tensor, "b"], Int[torch.Tensor, "b"]]:
+def local_token_nll(model: Any, batch: Batch) -> tuple[Float[torch.Tensor, " b"], Int[torch.Tensor, " b"]]:
     """The local path of `traced_token_nll`: the same numbers from a plain forward."""
     torch_model = tracing.torch_module(model)
     device = next(torch_model.parameters()).device
@@ -205,7 +221,7 @@ def local_token_nll(model: Any, batch: Batch) -> tuple[Float[torch.Tensor, "b"],
     return (nll * targets).sum(-1).double(), targets.sum(-1)
 
 
-def traced_token_nll(model: Any, batch: Batch, remote: Remote) -> tuple[Float[torch.Tensor, "b"], Int[torch.Tensor, "b"]]:
+def traced_token_nll(model: Any, batch: Batch, remote: Remote) -> tuple[Float[torch.Tensor, " b"], Int[torch.Tensor, " b"]]:
     """One traced forward; per-row summed NLL of each real next token, and how many there are.
 
     Reduced on the model's device (this block travels to NDIF), so only two

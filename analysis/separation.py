@@ -58,8 +58,9 @@ def pair_metrics(hs: np.ndarray, folds: int = 5, seed: int = 0) -> dict[str, flo
     }
 
 
-def separation(acts: Any, layers: list[int] | None = None, kinds: list[str] | None = None, token: int = -1,
-               folds: int = 5, model: Any = None) -> pd.DataFrame:
+def separation(
+    acts: Any, layers: list[int] | None = None, kinds: list[str] | None = None, token: int = -1, folds: int = 5, model: Any = None
+) -> pd.DataFrame:
     """A DataFrame with one row per (layer, kind): probe accuracy, AUROC and Cohen's d of the
     mean-difference projection (all cross-validated over pairs), and PC1's share of the
     variance of the pair differences.

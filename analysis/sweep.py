@@ -37,9 +37,10 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -58,8 +59,24 @@ from .predict import finite_difference_effects, first_order_effects, summarise_e
 from .run_folder import ResultTable, RunFolder
 from .separation import separation, with_null
 
-RESULT_COLUMNS = ["layer", "kind", "method", *METRIC_KEYS, "vote_share", "scale", "predicted_effect", "predicted_t",
-                  "auroc", "auroc_null", "null_item_slope", "null_p_value", "null_effect", "null_delta_nll", "seconds", "error"]
+RESULT_COLUMNS = [
+    "layer",
+    "kind",
+    "method",
+    *METRIC_KEYS,
+    "vote_share",
+    "scale",
+    "predicted_effect",
+    "predicted_t",
+    "auroc",
+    "auroc_null",
+    "null_item_slope",
+    "null_p_value",
+    "null_effect",
+    "null_delta_nll",
+    "seconds",
+    "error",
+]
 NULL_COLUMNS = ["layer", "kind", *METRIC_KEYS, "seconds", "error"]
 SCREEN_FALLBACK = "mean_diff"
 
@@ -82,7 +99,7 @@ class SweepSettings:
     null_model: bool = True  # separation of a random-init copy beside every row
     null_direction: bool = True  # a random direction of the same norm beside every dosed (layer, kind)
 
-    def checked(self, model: Any) -> "SweepSettings":
+    def checked(self, model: Any) -> SweepSettings:
         """A normalised copy, or a clear error for anything that would fail later."""
         kinds = [self.kinds] if isinstance(self.kinds, str) else list(self.kinds)
         methods = [self.methods] if isinstance(self.methods, str) else list(self.methods)
@@ -125,9 +142,18 @@ def select_configs(predictions: pd.DataFrame, kinds: Sequence[str], top_k: int, 
     return list(dict.fromkeys(ranked[:top_k] + profile))
 
 
-def sweep_steerability(model: Any, pairs: Sequence[Any], items: Sequence[ReadoutItem], settings: SweepSettings | None = None, *,
-                       out: str | Path | None = None, resume: bool = False, progress: bool = True,
-                       figure_formats: Sequence[str] = ("html", "png", "svg"), **overrides: Any) -> SweepResult:
+def sweep_steerability(
+    model: Any,
+    pairs: Sequence[Any],
+    items: Sequence[ReadoutItem],
+    settings: SweepSettings | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    figure_formats: Sequence[str] = ("html", "png", "svg"),
+    **overrides: Any,
+) -> SweepResult:
     """Run the sweep; see the module docstring. ``overrides`` set `SweepSettings` fields by name.
 
     ``out=None`` writes into a fresh temporary folder (``result.out``). Every option is checked
@@ -141,13 +167,18 @@ def sweep_steerability(model: Any, pairs: Sequence[Any], items: Sequence[Readout
     pairs = probes.as_pairs(pairs)
     items = check_items(items)
     split = split_items(items, settings.test_fraction, settings.seed)
-    options = asdict(settings) | {"model": getattr(probes.sublayers.config_of(model), "name_or_path", None),
-                                  "pairs": probes.shards.texts_digest(pairs), "n_pairs": len(pairs), "items": [i.id for i in items]}
+    options = asdict(settings) | {
+        "model": getattr(probes.sublayers.config_of(model), "name_or_path", None),
+        "pairs": probes.shards.texts_digest(pairs),
+        "n_pairs": len(pairs),
+        "items": [i.id for i in items],
+    }
     folder = RunFolder(out if out is not None else tempfile.mkdtemp(prefix="steerscope-sweep-"))
     with folder.locked():
         folder.record_options(options, resume)
-        folder.write_manifest(model, options, pairs, items, seeds={"split": settings.seed, "null_model": settings.seed,
-                                                                  "null_direction": settings.seed})
+        folder.write_manifest(
+            model, options, pairs, items, seeds={"split": settings.seed, "null_model": settings.seed, "null_direction": settings.seed}
+        )
         write_json(folder.file("split.json"), split.record())
         return run_sweep(model, pairs, split, settings, folder, progress, figure_formats)
 
@@ -158,12 +189,12 @@ def screen(model: Any, acts: Any, pairs: list, split: Split, settings: SweepSett
     found, failed = [], set()
     for method in cheap:
         try:
-            found += [dirs.compute(method, acts, layer, kind, model=model, pairs=pairs) for layer, kind in acts.keys()]
+            found += [dirs.compute(method, acts, layer, kind, model=model, pairs=pairs) for layer, kind in acts]
         except Exception as error:  # its dose rows will record the error; screen with the others
             failed.add(method)
             warnings.warn(f"{method} could not be screened ({type(error).__name__}: {error}).", stacklevel=2)
     if not found:  # only gradient methods, or every cheap one failed: screen with the mass-mean difference
-        found = [dirs.compute(SCREEN_FALLBACK, acts, layer, kind) for layer, kind in acts.keys()]
+        found = [dirs.compute(SCREEN_FALLBACK, acts, layer, kind) for layer, kind in acts]
     if has_weights(model):
         effects = first_order_effects(model, found, split.validation, batch_size=min(settings.batch_size, 8))
     else:  # remote: no backward pass through NDIF; estimate from readouts at ±h
@@ -171,15 +202,28 @@ def screen(model: Any, acts: Any, pairs: list, split: Split, settings: SweepSett
     return summarise_effects(effects)
 
 
-def run_sweep(model: Any, pairs: list, split: Split, settings: SweepSettings, folder: RunFolder, progress: bool,
-              figure_formats: Sequence[str]) -> SweepResult:
-    acts = probes.collect(model, pairs, layers=settings.layers, sublayers=settings.kinds, batch_size=max(settings.batch_size, 16),
-                          progress=progress)
+def run_sweep(
+    model: Any, pairs: list, split: Split, settings: SweepSettings, folder: RunFolder, progress: bool, figure_formats: Sequence[str]
+) -> SweepResult:
+    acts = probes.collect(
+        model, pairs, layers=settings.layers, sublayers=settings.kinds, batch_size=max(settings.batch_size, 16), progress=progress
+    )
     sep = separation(acts)
     if settings.null_model and has_weights(model):
         null_model = probes.models.random_init_copy(model, settings.seed)
-        sep = with_null(sep, separation(probes.collect(null_model, pairs, layers=settings.layers, sublayers=settings.kinds,
-                                                       batch_size=max(settings.batch_size, 16), progress=progress)))
+        sep = with_null(
+            sep,
+            separation(
+                probes.collect(
+                    null_model,
+                    pairs,
+                    layers=settings.layers,
+                    sublayers=settings.kinds,
+                    batch_size=max(settings.batch_size, 16),
+                    progress=progress,
+                )
+            ),
+        )
         del null_model
     write_atomic(folder.file("separation.csv"), sep.to_csv(index=False))
     predictions = screen(model, acts, pairs, split, settings, progress)
@@ -189,14 +233,19 @@ def run_sweep(model: Any, pairs: list, split: Split, settings: SweepSettings, fo
     table = ResultTable(folder.file("results.csv"), RESULT_COLUMNS, key=("layer", "kind", "method"))
     nulls = ResultTable(folder.file("nulls.csv"), NULL_COLUMNS, key=("layer", "kind"))
     baseline = unsteered_baseline(model, split.test, batch_size=settings.batch_size, min_pmass=settings.min_pmass)
-    dose = lambda direction: dose_response(model, direction, split.test, settings.coeffs, batch_size=settings.batch_size,  # noqa: E731
-                                           baseline=baseline, min_pmass=settings.min_pmass)
+
+    def dose(direction: dirs.Direction) -> pd.DataFrame:
+        return dose_response(
+            model, direction, split.test, settings.coeffs, batch_size=settings.batch_size, baseline=baseline, min_pmass=settings.min_pmass
+        )
+
     sep_by = sep.set_index(["layer", "kind"])
     pred_by = predictions.set_index(["layer", "kind", "method"])
     doses: dict[str, pd.DataFrame] = {}
     found: list[dirs.Direction] = []
-    jobs = [(layer, kind, job) for layer, kind in selected
-            for job in (["null"] if settings.null_direction else []) + list(settings.methods)]
+    jobs = [
+        (layer, kind, job) for layer, kind in selected for job in (["null"] if settings.null_direction else []) + list(settings.methods)
+    ]
     bar = tqdm(jobs, desc="dose-response", unit="config", disable=not progress)
     for layer, kind, job in bar:
         name = config_name(layer, kind, job)
@@ -227,16 +276,16 @@ def run_sweep(model: Any, pairs: list, split: Split, settings: SweepSettings, fo
         rows.record(row)
     bar.close()
 
-    result = SweepResult(table.frame(), sep, doses, found, compare_directions(found) if found else None, folder.path,
-                         predictions, split.record())
+    result = SweepResult(
+        table.frame(), sep, doses, found, compare_directions(found) if found else None, folder.path, predictions, split.record()
+    )
     from .report import write_report
 
     write_report(result, figure_formats)
     return result
 
 
-def context_columns(layer: int, kind: str, method: str, sep_by: pd.DataFrame, pred_by: pd.DataFrame,
-                    nulls: ResultTable) -> dict[str, Any]:
+def context_columns(layer: int, kind: str, method: str, sep_by: pd.DataFrame, pred_by: pd.DataFrame, nulls: ResultTable) -> dict[str, Any]:
     """What to read a row against: its separation and null, its prediction, and the random direction there."""
     out: dict[str, Any] = {}
     if (layer, kind) in sep_by.index:
@@ -275,5 +324,6 @@ def load_sweep(out: str | Path) -> SweepResult:
     found = [d for path in sorted((out / "directions").glob("*.safetensors")) for d in dirs.load_directions(path)]
     predictions = pd.read_csv(out / "predictions.csv") if (out / "predictions.csv").exists() else None
     split = probes.files.read_json(out / "split.json", "the sweep's item split") if (out / "split.json").exists() else None
-    return SweepResult(results, pd.read_csv(out / "separation.csv"), doses, found,
-                       compare_directions(found) if found else None, out, predictions, split)
+    return SweepResult(
+        results, pd.read_csv(out / "separation.csv"), doses, found, compare_directions(found) if found else None, out, predictions, split
+    )

@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -66,7 +66,7 @@ def transfer_table(profiles: Mapping[str, pd.DataFrame], min_items: int = 4, top
     targets = [v for profile in profiles.values() for v in profile[profile["target"]]["value"]]
     rest = table.drop(index=[t for t in targets if t in table.index]).abs().max(axis=1).sort_values(ascending=False).index
     order = list(dict.fromkeys([t for t in targets if t in table.index] + list(rest)))
-    table = table.loc[order[: top] if top else order]
+    table = table.loc[order[:top] if top else order]
     table.insert(0, "n_items", counts.reindex(table.index).astype(int))
     return table
 
@@ -75,10 +75,20 @@ def transfer_figure(table: pd.DataFrame, title: str = "Transfer: effect on every
     """A values × methods heatmap of a `transfer_table`, numbers in the cells."""
     values = table.drop(columns=["n_items"])
     bound = float(np.nanmax(np.abs(values.to_numpy()))) if values.notna().any().any() else 1.0
-    fig = go.Figure(go.Heatmap(z=values.to_numpy(), x=list(values.columns),
-                               y=[f"{v} ({n})" for v, n in zip(values.index, table["n_items"])],
-                               colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound, text=np.round(values.to_numpy(), 3),
-                               texttemplate="%{text}", colorbar=dict(title="effect")))
+    fig = go.Figure(
+        go.Heatmap(
+            z=values.to_numpy(),
+            x=list(values.columns),
+            y=[f"{v} ({n})" for v, n in zip(values.index, table["n_items"])],
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-bound,
+            zmax=bound,
+            text=np.round(values.to_numpy(), 3),
+            texttemplate="%{text}",
+            colorbar=dict(title="effect"),
+        )
+    )
     fig.update_yaxes(autorange="reversed", title_text="value (items)")
     fig.update_xaxes(title_text="method")
     return style(fig, title, height=max(380, 34 * len(values) + 140), width=max(560, 130 * len(values.columns) + 260))

@@ -12,6 +12,7 @@ dense copy of the residual weight W − U_r S_r V_rᵀ that a non-factored versi
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import warnings
 
@@ -20,7 +21,7 @@ warnings.filterwarnings("ignore")
 
 def step_times(history) -> list[float]:
     seconds = history["seconds"].tolist()
-    return [b - a for a, b in zip(seconds, seconds[1:])]
+    return [b - a for a, b in itertools.pairwise(seconds)]
 
 
 def main() -> None:
@@ -40,8 +41,11 @@ def main() -> None:
     per_step = {}
     for round_ in range(2):  # interleaved twice
         for name in ("InnerPiSSA", "LoRA"):
-            handle = (steering.attach_innerpissa(model, layers, kinds, args.rank) if name == "InnerPiSSA"
-                      else attach_lora(model, layers, kinds, args.rank))
+            handle = (
+                steering.attach_innerpissa(model, layers, kinds, args.rank)
+                if name == "InnerPiSSA"
+                else attach_lora(model, layers, kinds, args.rank)
+            )
             result = steering.train_reprpo(model, handle, pairs, **options)
             per_step.setdefault(name, []).extend(step_times(result.history))
             params = handle.num_parameters()
@@ -49,8 +53,10 @@ def main() -> None:
             if round_ == 0:
                 print(f"{name:10s} {params:7,d} trainable parameters")
     medians = {name: statistics.median(times) for name, times in per_step.items()}
-    print(f"step   InnerPiSSA {medians['InnerPiSSA']:.2f} s, PEFT LoRA {medians['LoRA']:.2f} s "
-          f"(rank {args.rank}, {len(layers) * len(kinds)} targets, 4 pairs, c = ±1): ratio {medians['InnerPiSSA'] / medians['LoRA']:.3f}x (target <= 1.5x)")
+    print(
+        f"step   InnerPiSSA {medians['InnerPiSSA']:.2f} s, PEFT LoRA {medians['LoRA']:.2f} s "
+        f"(rank {args.rank}, {len(layers) * len(kinds)} targets, 4 pairs, c = ±1): ratio {medians['InnerPiSSA'] / medians['LoRA']:.3f}x (target <= 1.5x)"
+    )
 
     adapter = steering.attach_innerpissa(model, layers, kinds, args.rank)
     for target in adapter.targets[:2]:
@@ -58,8 +64,10 @@ def main() -> None:
         adapter_bytes = sum(t.numel() * t.element_size() for t in (layer.U, layer.S, layer.V, *layer.parameters()))
         weight = probes.sublayers.weight_matrix(model, target.sublayer)
         dense = weight.numel() * weight.element_size()
-        print(f"memory {target.name:8s} adapter {adapter_bytes / 1024:7.1f} KiB vs dense residual weight {dense / 1024:7.1f} KiB: "
-              f"{adapter_bytes / dense:.3f}x")
+        print(
+            f"memory {target.name:8s} adapter {adapter_bytes / 1024:7.1f} KiB vs dense residual weight {dense / 1024:7.1f} KiB: "
+            f"{adapter_bytes / dense:.3f}x"
+        )
     adapter.detach()
 
 

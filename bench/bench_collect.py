@@ -47,7 +47,9 @@ def setup():
 
 def plain_forward(model, batches, head: bool = True) -> None:
     """A plain batched forward; ``head=False`` stops before the LM head, as collect does."""
-    torch_model = model._module if head else model._module.model
+    import probes
+
+    torch_model = probes.torch_module(model) if head else probes.torch_module(model).model
     with torch.inference_mode():
         for batch in batches:
             torch_model(**batch.model_inputs(torch.device("cpu")))
@@ -126,15 +128,19 @@ def main() -> None:
 
 def time_capture(repeats: int) -> None:
     model, pairs, batches = setup()
-    print(f"embedded SmolLM2-135M, {N_TEXTS} texts in {len(batches)} batches of {BATCH}, "
-          f"{len(KINDS) * 30} modules, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"embedded SmolLM2-135M, {N_TEXTS} texts in {len(batches)} batches of {BATCH}, "
+        f"{len(KINDS) * 30} modules, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     plain_forward(model, batches[:2])
     capture(model, pairs[:16])  # warm-up
     runs = {"plain": [], "body": [], "collect": []}
     for _ in range(repeats):  # interleaved, so drift hits all alike
-        for name, run in (("plain", lambda: plain_forward(model, batches)),
-                          ("body", lambda: plain_forward(model, batches, head=False)),
-                          ("collect", lambda: capture(model, pairs))):
+        for name, run in (
+            ("plain", lambda: plain_forward(model, batches)),
+            ("body", lambda: plain_forward(model, batches, head=False)),
+            ("collect", lambda: capture(model, pairs)),
+        ):
             start = time.perf_counter()
             run()
             runs[name].append(time.perf_counter() - start)

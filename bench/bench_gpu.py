@@ -20,6 +20,7 @@ unsteered greedy generation; all weight SVDs cold and from the cache.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -32,12 +33,38 @@ import torch
 
 warnings.filterwarnings("ignore")
 ARCHS = {  # config fields of the shapes this script can build
-    "qwen3-4b": dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=128, max_position_embeddings=8192, tie_word_embeddings=True),
-    "qwen3-0.6b": dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                       num_key_value_heads=8, head_dim=128, max_position_embeddings=8192, tie_word_embeddings=True),
-    "llama-3.2-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                         num_key_value_heads=8, max_position_embeddings=8192, tie_word_embeddings=True),
+    "qwen3-4b": dict(
+        vocab_size=151936,
+        hidden_size=2560,
+        intermediate_size=9728,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    ),
+    "qwen3-0.6b": dict(
+        vocab_size=151936,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    ),
+    "llama-3.2-1b": dict(
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    ),
 }
 KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -99,8 +126,15 @@ def main() -> None:
     model = build(args.arch, args.layers, args.dtype, args.device, folder)
     hf = probes.torch_module(model)
     total = probes.sublayers.n_layers(model)
-    record("env", torch=torch.__version__, device=torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
-           arch=args.arch, layers=total, dtype=args.dtype, params_b=sum(p.numel() for p in hf.parameters()) / 1e9)
+    record(
+        "env",
+        torch=torch.__version__,
+        device=torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        arch=args.arch,
+        layers=total,
+        dtype=args.dtype,
+        params_b=sum(p.numel() for p in hf.parameters()) / 1e9,
+    )
     pairs = probes.honesty_pairs(n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=0)
     texts = [t for pair in pairs for t in pair]
     batches = plan_batches(tokenize(model.tokenizer, texts), args.batch, model.tokenizer.pad_token_id, "left", 1)
@@ -110,18 +144,31 @@ def main() -> None:
             with torch.inference_mode():
                 for batch in batches:
                     (hf.model if body_only else hf)(**batch.model_inputs(args.device))
+
         return run
 
-    capture = {"plain": forward(False), "no-head": forward(True),
-               "collect 7 kinds": lambda: probes.collect(model, pairs, "all", KINDS, batch_size=args.batch, progress=False),
-               "collect resid": lambda: probes.collect(model, pairs, "all", "resid", batch_size=args.batch, progress=False)}
+    capture = {
+        "plain": forward(False),
+        "no-head": forward(True),
+        "collect 7 kinds": lambda: probes.collect(model, pairs, "all", KINDS, batch_size=args.batch, progress=False),
+        "collect resid": lambda: probes.collect(model, pairs, "all", "resid", batch_size=args.batch, progress=False),
+    }
     best = best_of(capture, args.rounds, sync)
-    record("capture", texts=len(texts), modules=7 * total, **{f"{k}_s": v for k, v in best.items()},
-           projections_over_nohead=best["collect 7 kinds"] / best["no-head"], resid_over_plain=best["collect resid"] / best["plain"])
+    record(
+        "capture",
+        texts=len(texts),
+        modules=7 * total,
+        **{f"{k}_s": v for k, v in best.items()},
+        projections_over_nohead=best["collect 7 kinds"] / best["no-head"],
+        resid_over_plain=best["collect resid"] / best["plain"],
+    )
 
     inner = list(range(1, total - 1))
-    directions = {"steerscope": lambda: steering.directions.compute_many(
-        "pca_diff", probes.collect(model, pairs, inner, "resid", batch_size=args.batch, progress=False), [(L, "resid") for L in inner])}
+    directions = {
+        "steerscope": lambda: steering.directions.compute_many(
+            "pca_diff", probes.collect(model, pairs, inner, "resid", batch_size=args.batch, progress=False), [(L, "resid") for L in inner]
+        )
+    }
     try:
         import numpy as np
         from repeng import ControlVector, DatasetEntry
@@ -134,26 +181,36 @@ def main() -> None:
     try:
         from steering_vectors import train_steering_vector
 
-        directions["steering-vectors"] = lambda: train_steering_vector(hf, model.tokenizer, [tuple(p) for p in pairs], layers=inner,
-                                                                       batch_size=args.batch, show_progress=False)
+        directions["steering-vectors"] = lambda: train_steering_vector(
+            hf, model.tokenizer, [tuple(p) for p in pairs], layers=inner, batch_size=args.batch, show_progress=False
+        )
     except ImportError:
         record("peer_missing", peer="steering-vectors")
     best = best_of(directions, max(1, args.rounds - 1), sync)
-    record("directions", layers=len(inner), **{f"{k}_s": v for k, v in best.items()},
-           **{f"steerscope_over_{k}": best["steerscope"] / v for k, v in best.items() if k != "steerscope"})
+    record(
+        "directions",
+        layers=len(inner),
+        **{f"{k}_s": v for k, v in best.items()},
+        **{f"steerscope_over_{k}": best["steerscope"] / v for k, v in best.items() if k != "steerscope"},
+    )
 
     layers, kinds = list(range(total // 4, 3 * total // 4, 2))[:9], ("o", "down")
     train_options = {"steps": 6, "batch_pairs": 8, "progress": False, "check_pairs": 4}
     steps: dict[str, list[float]] = {"InnerPiSSA": [], "LoRA": []}
     for _ in range(2):
         for name in steps:
-            handle = (steering.attach_innerpissa(model, layers, kinds, 16) if name == "InnerPiSSA" else attach_lora(model, layers, kinds, 16))
+            handle = steering.attach_innerpissa(model, layers, kinds, 16) if name == "InnerPiSSA" else attach_lora(model, layers, kinds, 16)
             history = steering.train_reprpo(model, handle, pairs[:64], **train_options).history["seconds"].tolist()
-            steps[name] += [b - a for a, b in zip(history, history[1:])]
+            steps[name] += [b - a for a, b in itertools.pairwise(history)]
             handle.detach()
     median = {name: statistics.median(values) for name, values in steps.items()}
-    record("train_step", targets=len(layers) * len(kinds), innerpissa_s=median["InnerPiSSA"], lora_s=median["LoRA"],
-           ratio=median["InnerPiSSA"] / median["LoRA"])
+    record(
+        "train_step",
+        targets=len(layers) * len(kinds),
+        innerpissa_s=median["InnerPiSSA"],
+        lora_s=median["LoRA"],
+        ratio=median["InnerPiSSA"] / median["LoRA"],
+    )
 
     acts = probes.collect(model, pairs[:64], layers=[total // 2], sublayers="resid", progress=False)
     direction = steering.compute("pca_diff", acts, total // 2, "resid")

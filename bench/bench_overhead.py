@@ -37,9 +37,19 @@ def main() -> None:
     pairs = probes.honesty_pairs(n=8, tokenizer=model.tokenizer, chat=True, seed=1)
     texts = [t for p in pairs for t in p]
     batches = plan_batches(tokenize(model.tokenizer, texts), 1, model.tokenizer.pad_token_id, "left", 1)
-    modules = [getattr(getattr(layer, part), name) for layer in hf.model.layers
-               for part, name in (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"),
-                                  ("self_attn", "o_proj"), ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"))]
+    modules = [
+        getattr(getattr(layer, part), name)
+        for layer in hf.model.layers
+        for part, name in (
+            ("self_attn", "q_proj"),
+            ("self_attn", "k_proj"),
+            ("self_attn", "v_proj"),
+            ("self_attn", "o_proj"),
+            ("mlp", "gate_proj"),
+            ("mlp", "up_proj"),
+            ("mlp", "down_proj"),
+        )
+    ]
 
     def plain() -> None:
         with torch.inference_mode():
@@ -63,7 +73,7 @@ def main() -> None:
         return lambda: probes.collect(model, pairs, layers="all", sublayers=KINDS, batch_size=1, progress=False, engine=engine)
 
     runs = {"plain": plain, "raw hooks": raw_hooks, "collect (hooks)": collect("hooks"), "collect (nnsight)": collect("nnsight")}
-    for name, fn in runs.items():  # warm-up: a fresh process's first passes are slower
+    for fn in runs.values():  # warm-up: a fresh process's first passes are slower
         fn()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(ROUNDS):

@@ -69,10 +69,12 @@ def main() -> None:
         sc.last_logprobs(model, texts * len(coeffs), 16, lambda index: steer(model, direction, per_row[index]))
 
     loop_time, batch_time = best_of(args.repeats, looped, batched)
-    print(f"coeff sweep  {len(items)} items x {len(coeffs)} coeffs: one pass per coeff {loop_time:6.2f} s, "
-          f"batched rows {batch_time:6.2f} s, ratio batched/looped {batch_time / loop_time:.3f}x")
+    print(
+        f"coeff sweep  {len(items)} items x {len(coeffs)} coeffs: one pass per coeff {loop_time:6.2f} s, "
+        f"batched rows {batch_time:6.2f} s, ratio batched/looped {batch_time / loop_time:.3f}x"
+    )
 
-    torch_model = model._module
+    torch_model = probes.torch_module(model)
 
     def plain_forward():  # what scoring did before it went through nnsight traces
         for index, batch in sc.padded_batches(model, texts, 16):
@@ -84,17 +86,22 @@ def main() -> None:
         sc.last_logprobs(model, texts, 16)
 
     plain_time, traced_time = best_of(args.repeats, plain_forward, traced)
-    print(f"scoring      {len(items)} items: plain forward {plain_time:6.2f} s, nnsight trace {traced_time:6.2f} s, "
-          f"ratio {traced_time / plain_time:.3f}x")
+    print(
+        f"scoring      {len(items)} items: plain forward {plain_time:6.2f} s, nnsight trace {traced_time:6.2f} s, "
+        f"ratio {traced_time / plain_time:.3f}x"
+    )
 
     def batched_edits():  # the same sweep with the steering registered as nnsight edits
         per_row = torch.tensor(coeffs).repeat_interleave(len(texts))
-        sc.last_logprobs(model, texts * len(coeffs), 16, lambda index: steer(model, direction, per_row[index], remote="local"),
-                         remote=False)
+        sc.last_logprobs(
+            model, texts * len(coeffs), 16, lambda index: steer(model, direction, per_row[index], remote="local"), remote=False
+        )
 
     hook_time, edit_time = best_of(args.repeats, batched, batched_edits)
-    print(f"steering     {len(items)} items x {len(coeffs)} coeffs: forward hooks {hook_time:6.2f} s, nnsight edits "
-          f"{edit_time:6.2f} s, ratio {edit_time / hook_time:.3f}x")
+    print(
+        f"steering     {len(items)} items x {len(coeffs)} coeffs: forward hooks {hook_time:6.2f} s, nnsight edits "
+        f"{edit_time:6.2f} s, ratio {edit_time / hook_time:.3f}x"
+    )
 
     prompts = ["The weather today is", "Tell me about your weekend.", "My favourite food is", "The best advice I ever got was"]
     inputs = model.tokenizer(prompts, return_tensors="pt", padding=True)
@@ -108,8 +115,10 @@ def main() -> None:
             generate()
 
     plain, steered = best_of(args.repeats, generate, steered_generate)
-    print(f"generation   {len(prompts)} prompts x 32 tokens: unsteered {plain:6.2f} s, steered {steered:6.2f} s, "
-          f"ratio {steered / plain:.3f}x (target <= 1.2x)")
+    print(
+        f"generation   {len(prompts)} prompts x 32 tokens: unsteered {plain:6.2f} s, steered {steered:6.2f} s, "
+        f"ratio {steered / plain:.3f}x (target <= 1.2x)"
+    )
 
     if args.sweep:
         out = tempfile.mkdtemp(prefix="sweep-bench-")

@@ -40,10 +40,11 @@ def child(variant: str, n_pairs: int) -> None:
     start = time.perf_counter()
     if variant == "body":  # one plain forward of the largest batch, stopping before the LM head
         texts = [t for p in pairs for t in p]
-        batch = max(plan_batches(tokenize(model.tokenizer, texts), 32, model.tokenizer.pad_token_id, "left", 1),
-                    key=lambda b: b.input_ids.numel())
+        batch = max(
+            plan_batches(tokenize(model.tokenizer, texts), 32, model.tokenizer.pad_token_id, "left", 1), key=lambda b: b.input_ids.numel()
+        )
         with torch.inference_mode():
-            model._module.model(**batch.model_inputs(torch.device("cpu")))
+            probes.torch_module(model).model(**batch.model_inputs(torch.device("cpu")))
         result_mb = 0.0
     else:
         out = tempfile.mkdtemp(prefix="stream-bench-") if variant == "streamed" else None
@@ -69,16 +70,19 @@ def main() -> None:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", PYTHONWARNINGS="ignore")
     results = {}
     for variant in ("body", "in_memory", "streamed"):
-        done = subprocess.run([sys.executable, __file__, "--child", variant, "--pairs", str(args.pairs)], env=env,
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", variant, "--pairs", str(args.pairs)], env=env, capture_output=True, text=True, check=True
+        )
         results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
     full = results["in_memory"]["result_mb"]
     print(f"{args.pairs} pairs x {len(LAYERS)} layers x {len(KINDS)} kinds; full result {full:.0f} MB")
     for variant, r in results.items():
         print(f"  {variant:10s} extra peak RSS {r['extra_mb']:8.1f} MB   {r['seconds']:6.1f} s")
     streamed, in_memory, body = (results[v]["extra_mb"] for v in ("streamed", "in_memory", "body"))
-    print(f"streamed / in-memory extra peak: {streamed / in_memory:.3f}x; "
-          f"bound (one batch forward + 100 MB = {body + 100:.0f} MB): {'met' if streamed <= body + 100 else 'NOT met'}")
+    print(
+        f"streamed / in-memory extra peak: {streamed / in_memory:.3f}x; "
+        f"bound (one batch forward + 100 MB = {body + 100:.0f} MB): {'met' if streamed <= body + 100 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

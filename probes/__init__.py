@@ -12,6 +12,7 @@ from . import hooks, remote, shards, sublayers, tracing
 from .activations import Activations
 from .basis import WeightSVD, project, weight_svd
 from .collect import collect
+from .hooks import Trace, trace_modules
 from .models import load_model, wrap
 from .pairs import (
     ContrastivePair,
@@ -21,31 +22,30 @@ from .pairs import (
     pairs_from_templates,
     sentiment_pairs,
 )
-from .hooks import Trace, trace_modules
 from .sublayers import KINDS
 from .tracing import torch_module
 
 __all__ = [
+    "KINDS",
     "Activations",
     "ContrastivePair",
-    "KINDS",
+    "Trace",
     "WeightSVD",
     "as_pairs",
     "collect",
     "concept_pairs",
     "honesty_pairs",
+    "hooks",
     "load_model",
     "pairs_from_templates",
     "project",
-    "hooks",
     "remote",
     "sentiment_pairs",
     "shards",
     "sublayers",
-    "tracing",
     "torch_module",
-    "Trace",
     "trace_modules",
+    "tracing",
     "weight_svd",
     "wrap",
 ]

@@ -13,9 +13,10 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -30,7 +31,7 @@ Key = tuple[int, str]
 class SideView:
     """``acts.positive[layer, kind]`` style access to a function of each entry."""
 
-    def __init__(self, activations: "Activations", select: Callable[[Tensor], Tensor], name: str):
+    def __init__(self, activations: Activations, select: Callable[[Tensor], Tensor], name: str):
         self.activations = activations
         self.select = select
         self.name = name
@@ -46,7 +47,7 @@ class SideView:
 class Activations:
     """Captured states for contrastive pairs, keyed by ``(layer, kind)``."""
 
-    data: dict[Key, Float[Tensor, "pair side token d"]]
+    data: Mapping[Key, Float[Tensor, "pair side token d"]]  # a dict, or lazily read shards (probes.shards)
     pairs: list[ContrastivePair] = field(default_factory=list)
     n_layers: int | None = None
     model_name: str | None = None
@@ -60,8 +61,7 @@ class Activations:
             layer += self.n_layers
         if (layer, kind) not in self.data:
             raise KeyError(
-                f"No activations for layer {key[0]!r}, kind {kind!r}. Captured layers: "
-                f"{self.layers}; kinds: {list(self.kinds)}."
+                f"No activations for layer {key[0]!r}, kind {kind!r}. Captured layers: {self.layers}; kinds: {list(self.kinds)}."
             )
         return layer, kind
 
@@ -93,15 +93,20 @@ class Activations:
         return tuple(dict.fromkeys(kind for _, kind in self.data))
 
     @property
+    def manifest(self) -> dict[str, Any] | None:
+        """The streamed capture's manifest (`probes.shards`), or None for activations held in memory."""
+        return getattr(self.data, "manifest", None)
+
+    @property
     def n_pairs(self) -> int:
-        if hasattr(self.data, "manifest"):
-            return self.data.manifest["n_pairs"]
+        if self.manifest is not None:
+            return self.manifest["n_pairs"]
         return next(iter(self.data.values())).shape[0] if self.data else 0
 
     @property
     def n_tokens(self) -> int:
-        if hasattr(self.data, "manifest"):
-            return self.data.manifest["tokens"]
+        if self.manifest is not None:
+            return self.manifest["tokens"]
         return next(iter(self.data.values())).shape[2] if self.data else 0
 
     @property
@@ -117,16 +122,18 @@ class Activations:
         return SideView(self, lambda hs: hs[:, 0] - hs[:, 1], "diff (positive - negative)")
 
     def nbytes(self) -> int:
-        if hasattr(self.data, "dims"):  # streamed: computed without loading the shards
-            itemsize = torch.empty(0, dtype=getattr(torch, self.data.manifest["dtype"])).element_size()
-            per_item = self.n_pairs * 2 * self.n_tokens * itemsize
-            return sum(per_item * self.data.dims[kind] for _, kind in self.data)
+        manifest = self.manifest
+        if manifest is not None:  # streamed: computed without loading the shards
+            dims = self.dims()
+            itemsize = torch.empty(0, dtype=getattr(torch, manifest["dtype"])).element_size()
+            return sum(self.n_pairs * 2 * self.n_tokens * itemsize * dims[kind] for _, kind in self.data)
         return sum(t.numel() * t.element_size() for t in self.data.values())
 
     def dims(self) -> dict[str, int]:
         """Feature size per kind."""
-        if hasattr(self.data, "dims"):
-            return dict(self.data.dims)
+        streamed = getattr(self.data, "dims", None)  # read from the shards' headers
+        if streamed is not None:
+            return dict(streamed)
         return {kind: t.shape[-1] for (_, kind), t in self.data.items()}
 
     # -- display ---------------------------------------------------------------
@@ -134,9 +141,13 @@ class Activations:
         if not self.data:
             return "Activations(empty)"
         layers = self.layers
-        span = f"{layers[0]}–{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 1 else ", ".join(map(str, layers))
+        span = (
+            f"{layers[0]}–{layers[-1]}"
+            if layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 1
+            else ", ".join(map(str, layers))
+        )
         kinds = ", ".join(f"{k}[{d}]" for k, d in self.dims().items())
-        dtype = self.data.manifest["dtype"] if hasattr(self.data, "manifest") else next(iter(self.data.values())).dtype
+        dtype = self.manifest["dtype"] if self.manifest is not None else next(iter(self.data.values())).dtype
         model = f", model={self.model_name!r}" if self.model_name else ""
         return (
             f"Activations({self.n_pairs} pairs × 2 sides × {self.n_tokens} token(s); "
@@ -146,8 +157,7 @@ class Activations:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td>{kind}</td><td>{d}</td><td>{sum(1 for _, k in self.data if k == kind)}</td></tr>"
-            for kind, d in self.dims().items()
+            f"<tr><td>{kind}</td><td>{d}</td><td>{sum(1 for _, k in self.data if k == kind)}</td></tr>" for kind, d in self.dims().items()
         )
         return (
             f"<b>Activations</b>: {self.n_pairs} pairs × 2 sides × {self.n_tokens} token(s), "
@@ -171,7 +181,7 @@ class Activations:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Activations":
+    def load(cls, path: str | Path) -> Activations:
         """Read a file written by `save`."""
         from safetensors import safe_open
 
@@ -191,5 +201,5 @@ class Activations:
             model_name=json.loads(metadata["model_name"]),
         )
 
-    def to(self, *args: Any, **kwargs: Any) -> "Activations":
+    def to(self, *args: Any, **kwargs: Any) -> Activations:
         return Activations({k: v.to(*args, **kwargs) for k, v in self.data.items()}, self.pairs, self.n_layers, self.model_name)

@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -43,7 +44,8 @@ def svd_cache_dir() -> Path:
     """Where weight SVDs are kept on disk (``$STEERSCOPE_CACHE/svd``)."""
     return cache_dir() / "svd"
 
-memory_cache: "OrderedDict[str, WeightSVD]" = OrderedDict()
+
+memory_cache: OrderedDict[str, WeightSVD] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class WeightSVD:
     """``W ≈ U diag(S) Vᵀ`` of one sublayer weight (``W`` as ``[d_out, d_in]``), S descending."""
 
     U: Float[Tensor, "d_out r"]
-    S: Float[Tensor, "r"]
+    S: Float[Tensor, " r"]
     V: Float[Tensor, "d_in r"]
     layer: int | None = None
     kind: str | None = None
@@ -60,7 +62,7 @@ class WeightSVD:
     def rank(self) -> int:
         return self.S.shape[0]
 
-    def top(self, rank: int | None) -> "WeightSVD":
+    def top(self, rank: int | None) -> WeightSVD:
         """The top-``rank`` components (all when ``rank`` is None)."""
         if rank is None:
             return self
@@ -80,9 +82,16 @@ def weight_key(model: Any, sublayer: sl.Sublayer, weight: Tensor, method: str) -
     """Cache key: model name and revision, module path (and q/k/v slice), shape, dtype, method and a
     sampled fingerprint of the values."""
     config = sl.config_of(model)
-    parts = [str(getattr(config, "name_or_path", "")), str(getattr(config, "_commit_hash", "")), sublayer.weight_path or "",
-             sublayer.kind if sublayer.fused is not None else "", str(tuple(weight.shape)), str(weight.dtype), method,
-             tensor_fingerprint(weight)]
+    parts = [
+        str(getattr(config, "name_or_path", "")),
+        str(getattr(config, "_commit_hash", "")),
+        sublayer.weight_path or "",
+        sublayer.kind if sublayer.fused is not None else "",
+        str(tuple(weight.shape)),
+        str(weight.dtype),
+        method,
+        tensor_fingerprint(weight),
+    ]
     return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 
 
@@ -131,8 +140,11 @@ def write_cached(file: Path, factors: tuple[Tensor, Tensor, Tensor]) -> None:
     except OSError as error:
         if file.parent not in warned_unwritable:
             warned_unwritable.add(file.parent)
-            warnings.warn(f"Cannot write the SVD cache in {file.parent} ({error.strerror}); SVDs are recomputed in each "
-                          "process. Point STEERSCOPE_CACHE at a writable folder to keep them.", stacklevel=4)
+            warnings.warn(
+                f"Cannot write the SVD cache in {file.parent} ({error.strerror}); SVDs are recomputed in each "
+                "process. Point STEERSCOPE_CACHE at a writable folder to keep them.",
+                stacklevel=4,
+            )
 
 
 def compute_svd(weight: Float[Tensor, "d_out d_in"], rank: int | None, lowrank: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -175,7 +187,9 @@ def weight_svd(
     sublayer = sl.resolve(model, layer, kind)
     weight = sl.weight_matrix(model, sublayer)
     if rank is not None and not 1 <= rank <= min(weight.shape):
-        raise ValueError(f"rank={rank} is out of range for {kind!r} at layer {layer}: its weight is {tuple(weight.shape)}, so rank ≤ {min(weight.shape)}.")
+        raise ValueError(
+            f"rank={rank} is out of range for {kind!r} at layer {layer}: its weight is {tuple(weight.shape)}, so rank ≤ {min(weight.shape)}."
+        )
     method = f"lowrank{rank}" if lowrank and rank is not None else "full"
     tolerance = 2e-2 if method != "full" else 1e-3
     key = weight_key(model, sublayer, weight, method)
@@ -184,7 +198,8 @@ def weight_svd(
         file = svd_cache_dir() / f"{key}.safetensors"
         factors = read_cached(file, weight, tolerance) if cache else None
         if factors is None:
-            factors = tuple(t.cpu() for t in compute_svd(weight, rank, lowrank))
+            U, S, V = compute_svd(weight, rank, lowrank)
+            factors = (U.cpu(), S.cpu(), V.cpu())
             if cache:
                 write_cached(file, factors)
         svd = WeightSVD(*factors)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 class Batch:
     """Padded inputs of some texts plus where their last real tokens are."""
 
-    text_index: Int[Tensor, "b"]  # index into the caller's flat text list
+    text_index: Int[Tensor, " b"]  # index into the caller's flat text list
     input_ids: Int[Tensor, "b seq"]
     attention_mask: Int[Tensor, "b seq"]
     position_ids: Int[Tensor, "b seq"]
@@ -98,8 +99,9 @@ def check_lengths(model: Any, token_ids: Sequence[Sequence[int]], texts: Sequenc
     key = (id(model), limit)
     if key not in warned_long_inputs:
         warned_long_inputs.add(key)
-        warnings.warn(f"{what} is longer than the {limit} positions this model was trained on; its states there "
-                      "may not be meaningful.", stacklevel=3)
+        warnings.warn(
+            f"{what} is longer than the {limit} positions this model was trained on; its states there may not be meaningful.", stacklevel=3
+        )
 
 
 def encode(model: Any, texts: Sequence[str], extra: int = 0) -> list[list[int]]:

@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 
 from .sublayers import unwrap
 
-recorded_orders: "WeakKeyDictionary[nn.Module, dict[str, int]]" = WeakKeyDictionary()
+recorded_orders: WeakKeyDictionary[nn.Module, dict[str, int]] = WeakKeyDictionary()
 
 
 def record_call_order(model: Any) -> dict[str, int]:

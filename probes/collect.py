@@ -21,8 +21,9 @@ Example:
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import nnsight
 import torch
@@ -130,10 +131,19 @@ def collect(
     keys = [(t.layer, t.kind) for t in targets]
     folder = Path(out) if out is not None else None
     if folder is not None:
-        manifest = {"format": "steerscope.shards/1", "keys": keys, "tokens": tokens, "n_pairs": len(pairs),
-                    "n_batches": len(batches), "batch_size": batch_size, "dtype": str(dtype).replace("torch.", ""),
-                    "texts": shards.texts_digest(pairs), "n_layers": sl.n_layers(model), "model_name": name,
-                    "weights": model_fingerprint(model)}
+        manifest = {
+            "format": "steerscope.shards/1",
+            "keys": keys,
+            "tokens": tokens,
+            "n_pairs": len(pairs),
+            "n_batches": len(batches),
+            "batch_size": batch_size,
+            "dtype": str(dtype).replace("torch.", ""),
+            "texts": shards.texts_digest(pairs),
+            "n_layers": sl.n_layers(model),
+            "model_name": name,
+            "weights": model_fingerprint(model),
+        }
         shards.prepare(folder, manifest, pairs)
     results: dict[tuple[int, str], Tensor] = {}
     bar = tqdm(total=len(pairs), unit="pair", desc="collect", disable=not progress, smoothing=0.1)
@@ -171,8 +181,9 @@ def check_finite(values: Tensor, layer: int, kind: str, batch: Batch) -> None:
         )
 
 
-def hook_batch(model: Any, batch: Batch, by_path: dict[str, list[sl.Sublayer]],
-               paths: list[str]) -> dict[tuple[int, str], Float[Tensor, "b tokens d"]]:
+def hook_batch(
+    model: Any, batch: Batch, by_path: dict[str, list[sl.Sublayer]], paths: list[str]
+) -> dict[tuple[int, str], Float[Tensor, "b tokens d"]]:
     """The local fast path of `trace_batch`: plain hooks, one copy to the host for the whole batch."""
     dtype = next(sl.unwrap(model).parameters()).dtype
     gathered = hooks.gather_to_host(hooks.gather_last(model, batch, paths), dtype)
@@ -211,8 +222,4 @@ def trace_batch(
     # reference cycle with the model's frames; free that batch's activations now
     # rather than at some later garbage collection (measured: -120 MB peak).
     gc.collect(1)
-    return {
-        (target.layer, target.kind): target.split(values)
-        for path, values in zip(paths, gathered)
-        for target in by_path[path]
-    }
+    return {(target.layer, target.kind): target.split(values) for path, values in zip(paths, gathered) for target in by_path[path]}

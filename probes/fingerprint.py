@@ -6,7 +6,7 @@ gather. Fine-tuning, merging an adapter or loading another checkpoint changes
 essentially every value, so it changes the sample too.
 
 Example:
-    >>> tensor_fingerprint(model._module.lm_head.weight)
+    >>> tensor_fingerprint(probes.torch_module(model).lm_head.weight)
     'a3f09c1e22b87d41'
     >>> model_fingerprint(model)        # over every parameter and buffer
 """

@@ -24,9 +24,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -88,6 +89,7 @@ def gather_to_host(gathered: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
 @contextmanager
 def edit_outputs(model: Any, edits: Mapping[str, OutputEdit]) -> Iterator[None]:
     """Apply ``edit(output, inputs)`` to each named module's output in every forward inside the block."""
+
     def hook_for(edit: OutputEdit):
         def hook(module: Any, args: tuple, output: Any) -> Any:
             return edit(output, args)
@@ -120,9 +122,17 @@ def keep(value: Any, clone: bool, detach: bool) -> Any:
 
 
 @contextmanager
-def trace_modules(model: Any, names: Sequence[str], *, edit_output: Callable[[Any, str], Any] | None = None,
-                  retain_output: bool = True, retain_input: bool = False, retain_grad: bool = False,
-                  clone: bool = True, detach: bool | None = None) -> Iterator[dict[str, Trace]]:
+def trace_modules(
+    model: Any,
+    names: Sequence[str],
+    *,
+    edit_output: Callable[[Any, str], Any] | None = None,
+    retain_output: bool = True,
+    retain_input: bool = False,
+    retain_grad: bool = False,
+    clone: bool = True,
+    detach: bool | None = None,
+) -> Iterator[dict[str, Trace]]:
     """Record (and optionally edit, baukit style: ``edit_output(output, name)``) the outputs of named modules.
 
     ``retain_grad`` keeps the live output and calls ``retain_grad()`` on it, so ``traces[name].output.grad``

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -72,7 +73,7 @@ def convert_embedded_gguf(target: Path) -> Path:
     # save_pretrained writes an ordinary checkpoint.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     model.config.name_or_path = EMBEDDED_MODEL
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
@@ -163,7 +164,7 @@ def load_hf_model(name: str, dtype: torch.dtype, device: str | None, device_map:
             f"Original error: {error}"
         ) from error
     if device is not None and device_map is None:
-        model = model.to(device)
+        model = model.to(device)  # type: ignore[arg-type]
     return model, tokenizer
 
 

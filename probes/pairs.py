@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 Truncate = Literal["tokens", "words"] | None
 
@@ -44,7 +45,7 @@ def as_pairs(pairs: Iterable[PairLike]) -> list[ContrastivePair]:
     two texts are identical (it carries no contrast).
     """
     if isinstance(pairs, (str, ContrastivePair)):
-        pairs = [pairs]  # type: ignore[list-item]
+        pairs = [pairs]
     if pairs is None or not isinstance(pairs, Iterable):
         raise ValueError(f"pairs={pairs!r}: pass a list of ContrastivePair or (positive, negative) tuples, e.g. probes.honesty_pairs().")
     result: list[ContrastivePair] = []
@@ -53,13 +54,14 @@ def as_pairs(pairs: Iterable[PairLike]) -> list[ContrastivePair]:
             pair = item
         elif isinstance(item, str) or not isinstance(item, Sequence) or len(item) != 2:
             raise ValueError(
-                f"pair {index} is {item!r}: each pair must be a ContrastivePair or a "
-                "(positive, negative) tuple of two strings."
+                f"pair {index} is {item!r}: each pair must be a ContrastivePair or a (positive, negative) tuple of two strings."
             )
         else:
             pair = ContrastivePair(*item)
         if not isinstance(pair.positive, str) or not isinstance(pair.negative, str):
-            raise ValueError(f"pair {index}: both texts must be strings, got {type(pair.positive).__name__} and {type(pair.negative).__name__}.")
+            raise ValueError(
+                f"pair {index}: both texts must be strings, got {type(pair.positive).__name__} and {type(pair.negative).__name__}."
+            )
         if pair.positive == pair.negative:
             raise ValueError(
                 f"pair {index} has identical positive and negative texts ({pair.positive[:60]!r}...): "
@@ -141,7 +143,7 @@ def pairs_from_templates(
         [ContrastivePair(positive='You are a happy poet. I think the', negative='You are a sad poet. I think the'), ...]
     """
     if "{persona}" not in template:
-        raise ValueError("template needs a {persona} slot, e.g. \"Pretend you're {persona} person.\"")
+        raise ValueError('template needs a {persona} slot, e.g. "Pretend you\'re {persona} person."')
     if not persona_pairs or not suffixes:
         raise ValueError("persona_pairs and suffixes must both be non-empty.")
     pairs = []

@@ -30,7 +30,7 @@ from torch import nn
 from . import sublayers as sl
 
 Remote = bool | str  # False, True (NDIF) or "local" (nnsight's in-process dry run of the remote path)
-defaults: "WeakKeyDictionary[nn.Module, Remote]" = WeakKeyDictionary()  # per model: where its traces run
+defaults: WeakKeyDictionary[nn.Module, Remote] = WeakKeyDictionary()  # per model: where its traces run
 
 
 def set_remote(model: Any, remote: Remote) -> None:

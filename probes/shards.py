@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -62,9 +62,11 @@ def prepare(folder: Path, manifest: dict[str, Any], pairs: list[ContrastivePair]
         existing = read_json(path, WHAT)
         differs = [k for k in manifest if existing.get(k) != manifest[k]]
         if differs:
-            detail = ("; the model's weights are not those that wrote the finished shards" if "weights" in differs else "")
-            raise ValueError(f"{folder} holds a different capture (it differs in {differs}{detail}). Resuming would mix "
-                             "the two: choose another out folder, or delete this one to start again.")
+            detail = "; the model's weights are not those that wrote the finished shards" if "weights" in differs else ""
+            raise ValueError(
+                f"{folder} holds a different capture (it differs in {differs}{detail}). Resuming would mix "
+                "the two: choose another out folder, or delete this one to start again."
+            )
         return
     write_json(path, manifest | {"pairs": [[p.positive, p.negative] for p in pairs]})
 
@@ -85,12 +87,16 @@ def read_tensors(path: Path, names: list[str] | None = None) -> dict[str, Tensor
     except FileNotFoundError:
         raise FileNotFoundError(f"Shard {path} is missing; rerun the same collect(..., out=...) to recompute it.") from None
     except Exception as error:  # safetensors raises its own error types for truncated or garbled files
-        raise ValueError(f"Shard {path} is damaged ({type(error).__name__}: {error}). Delete it and rerun the same "
-                         "collect(..., out=...): only the missing shards are recomputed.") from None
+        raise ValueError(
+            f"Shard {path} is damaged ({type(error).__name__}: {error}). Delete it and rerun the same "
+            "collect(..., out=...): only the missing shards are recomputed."
+        ) from None
     for name, tensor in tensors.items():
         if digests.get(name) != tensor_digest(tensor):
-            raise ValueError(f"Shard {path} is damaged: tensor {name!r} does not match its recorded digest. Delete "
-                             "the shard and rerun the same collect(..., out=...) to recompute it.")
+            raise ValueError(
+                f"Shard {path} is damaged: tensor {name!r} does not match its recorded digest. Delete "
+                "the shard and rerun the same collect(..., out=...) to recompute it."
+            )
     return tensors
 
 
@@ -137,8 +143,10 @@ class ShardedData(Mapping):
             covered[stored["text_index"]] = True
         if not covered.all():
             missing = (~covered).nonzero().flatten().tolist()
-            raise ValueError(f"{self.folder}: no shard holds texts {missing[:10]} ({len(missing)} in all); rerun the "
-                             "same collect(..., out=...) to finish the capture.")
+            raise ValueError(
+                f"{self.folder}: no shard holds texts {missing[:10]} ({len(missing)} in all); rerun the "
+                "same collect(..., out=...) to finish the capture."
+            )
         return result.view(n_pairs, 2, tokens, -1)
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
@@ -153,10 +161,17 @@ def open_activations(folder: str | Path) -> Activations:
     folder = Path(folder)
     manifest = read_json(folder / MANIFEST, WHAT)
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{folder / MANIFEST} is not a {FORMAT} manifest (format {manifest.get('format')!r}); "
-                         "recapture into a new folder.")
+        raise ValueError(
+            f"{folder / MANIFEST} is not a {FORMAT} manifest (format {manifest.get('format')!r}); recapture into a new folder."
+        )
     missing = [p.name for p in (shard_path(folder, i) for i in range(manifest["n_batches"])) if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"{folder} is an unfinished capture ({len(missing)} shards missing); rerun the same collect(..., out=...) to finish it.")
-    return Activations(ShardedData(folder, manifest), pairs=[ContrastivePair(*p) for p in manifest["pairs"]],
-                       n_layers=manifest["n_layers"], model_name=manifest["model_name"])
+        raise FileNotFoundError(
+            f"{folder} is an unfinished capture ({len(missing)} shards missing); rerun the same collect(..., out=...) to finish it."
+        )
+    return Activations(
+        ShardedData(folder, manifest),
+        pairs=[ContrastivePair(*p) for p in manifest["pairs"]],
+        n_layers=manifest["n_layers"],
+        model_name=manifest["model_name"],
+    )

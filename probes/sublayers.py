@@ -28,8 +28,9 @@ Example:
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import torch
 from einops import rearrange
@@ -151,7 +152,7 @@ def module_hidden(output: Any) -> Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def unwrap(model: Any) -> torch.nn.Module:
+def unwrap(model: Any) -> Any:
     """The plain torch module behind an nnsight model (or the module itself); public as `probes.torch_module`.
 
     Example:
@@ -164,7 +165,7 @@ def config_of(model: Any):
     return unwrap(model).config
 
 
-def get_module(model: Any, path: str) -> torch.nn.Module:
+def get_module(model: Any, path: str) -> Any:
     return unwrap(model).get_submodule(path)
 
 
@@ -201,9 +202,9 @@ def available_kinds(model: Any) -> tuple[str, ...]:
     block = f"{family.layers}.0"
     kinds = []
     for kind in KINDS:
-        if kind in QKV and family.fused_qkv is not None:
-            kinds.append(kind)
-        elif kind in family.paths and has_module(model, f"{block}.{family.paths[kind]}".rstrip(".")):
+        if (kind in QKV and family.fused_qkv is not None) or (
+            kind in family.paths and has_module(model, f"{block}.{family.paths[kind]}".rstrip("."))
+        ):
             kinds.append(kind)
     return tuple(kinds)
 
@@ -215,20 +216,21 @@ def resolve_layers(model: Any, layers: int | Iterable[int] | range | str) -> lis
         if layers != "all":
             raise ValueError(f"layers={layers!r}: use an int, a list or range of ints, or 'all'.")
         return list(range(total))
+    items: list[Any]
     if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
         items = [layers]
     else:
         try:
-            items = list(layers)
+            items = list(layers)  # type: ignore[arg-type]
         except TypeError:
             raise ValueError(f"layers={layers!r}: use an int, a list or range of ints, or 'all'.") from None
     if not items:
         raise ValueError("layers is empty: pass at least one layer index, a range, or 'all'.")
-    resolved = set()
-    for layer in items:
-        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-            raise ValueError(f"layer {layer!r} is not a whole number; pass ints (numpy ints are fine), a range, or 'all'.")
-        layer = int(layer)
+    resolved: set[int] = set()
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+            raise ValueError(f"layer {item!r} is not a whole number; pass ints (numpy ints are fine), a range, or 'all'.")
+        layer = int(item)
         if not -total <= layer < total:
             raise ValueError(
                 f"layer {layer} is out of range for a model with {total} layers "
@@ -256,8 +258,7 @@ def resolve(model: Any, layer: int, kind: str) -> Sublayer:
     if kind not in kinds:
         unknown = "an unknown sublayer kind" if kind not in KINDS else f"a kind the {family.name} architecture lacks"
         raise ValueError(
-            f"{kind!r} is {unknown}. This model has: {', '.join(kinds)}; "
-            "or pass a dotted module path such as 'model.layers.{layer}.mlp'."
+            f"{kind!r} is {unknown}. This model has: {', '.join(kinds)}; or pass a dotted module path such as 'model.layers.{{layer}}.mlp'."
         )
     block = f"{family.layers}.{layer}"
     if kind in QKV and family.fused_qkv is not None:
@@ -275,7 +276,7 @@ def output_width(model: Any, sublayer: Sublayer) -> int | None:
     """Features of the sublayer's output: its weight's rows, the hidden size for block outputs,
     None where it cannot be known without a forward (a module path with no weight)."""
     if sublayer.kind in ("resid", "attn", "mlp"):
-        return int(getattr(config_of(model), "hidden_size", None) or getattr(config_of(model), "n_embd"))
+        return int(getattr(config_of(model), "hidden_size", None) or config_of(model).n_embd)
     if sublayer.weight_path is not None:
         module = get_module(model, sublayer.weight_path)
         if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.ndim == 2:
@@ -283,18 +284,23 @@ def output_width(model: Any, sublayer: Sublayer) -> int | None:
     return None
 
 
-def weight_matrix(model: Any, sublayer: Sublayer) -> Float[Tensor, "d_out d_in"]:
-    """The sublayer's linear map as a ``[d_out, d_in]`` matrix (``y = W x + b``).
-
-    Handles GPT-2's ``Conv1D`` (stored ``[d_in, d_out]``) and slices fused q/k/v.
-    """
+def weight_path_of(sublayer: Sublayer) -> str:
+    """The path of the module whose weight is this sublayer's linear map, or a clear error when it has none."""
     if sublayer.weight_path is None:
         raise ValueError(
             f"{sublayer.kind!r} at layer {sublayer.layer} has no weight of its own (the residual "
             "stream is a sum of many writes). Use the basis of a sublayer that writes to it, "
             f"e.g. weight_svd(model, {sublayer.layer}, 'o') or weight_svd(model, {sublayer.layer}, 'down')."
         )
-    module = get_module(model, sublayer.weight_path)
+    return sublayer.weight_path
+
+
+def weight_matrix(model: Any, sublayer: Sublayer) -> Float[Tensor, "d_out d_in"]:
+    """The sublayer's linear map as a ``[d_out, d_in]`` matrix (``y = W x + b``).
+
+    Handles GPT-2's ``Conv1D`` (stored ``[d_in, d_out]``) and slices fused q/k/v.
+    """
+    module = get_module(model, weight_path_of(sublayer))
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
         raise ValueError(f"Module {sublayer.weight_path!r} ({type(module).__name__}) has no 2-D weight.")

@@ -23,8 +23,6 @@ import warnings
 from importlib.metadata import version
 from typing import Any
 
-from torch import nn
-
 SUPPORTED = ("0.8", "0.9")  # at least the first, below the second
 
 
@@ -37,8 +35,10 @@ def check_version(installed: str | None = None) -> str:
     installed = installed or version("nnsight")
     low, high = SUPPORTED
     if not parse(low) <= parse(installed) < parse(high):
-        raise ImportError(f"steerscope supports nnsight >={low},<{high}; nnsight {installed} is installed. "
-                          f"Install a supported one: pip install 'nnsight>={low},<{high}'.")
+        raise ImportError(
+            f"steerscope supports nnsight >={low},<{high}; nnsight {installed} is installed. "
+            f"Install a supported one: pip install 'nnsight>={low},<{high}'."
+        )
     return installed
 
 
@@ -57,8 +57,8 @@ def language_model(model_or_name: Any, tokenizer: Any) -> Any:
         return LanguageModel(model_or_name, tokenizer=tokenizer)
 
 
-def torch_module(model: Any) -> nn.Module:
-    """The plain torch module behind an nnsight model (or the module itself)."""
+def torch_module(model: Any) -> Any:
+    """The plain torch module (a transformers model) behind an nnsight model, or the module itself."""
     return getattr(model, "_module", model)
 
 
@@ -80,8 +80,17 @@ def trace(model: Any, inputs: Any, remote: Any = False) -> Any:
 # token too): what ``tracer.iter[:]`` returns, without naming the editing tracer in the block (it
 # would be shipped with a remote request). Use it as ``for _ in Iterations()[:]:``; the class
 # pickles by its own module (nnsight's), so the block still travels without steerscope.
-__all__ = ["Iterations", "SUPPORTED", "check_version", "edits", "language_model", "remove_edits", "torch_module", "trace",
-           "trace_options"]
+__all__ = [
+    "SUPPORTED",
+    "Iterations",
+    "check_version",
+    "edits",
+    "language_model",
+    "remove_edits",
+    "torch_module",
+    "trace",
+    "trace_options",
+]
 
 
 def edits(model: Any) -> list:

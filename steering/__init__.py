@@ -18,7 +18,32 @@ from .lora import LoraHandle, attach_lora, load_lora
 from .steerable import AdapterHandle, Prompting, Steerable, Steering, applied, as_steerable, load_steerable
 from .train import ReprPOConfig, TrainResult, train_reprpo
 
-__all__ = ["METHODS", "AdapterHandle", "Direction", "InnerPiSSA", "LoraHandle", "Prompting", "ReprPOConfig", "Steerable",
-           "Steering", "TrainResult", "applied", "as_steerable", "attach_innerpissa", "attach_lora", "calibrate", "compute",
-           "directions", "export_gguf", "import_gguf", "load_directions", "load_innerpissa", "load_lora", "load_steerable",
-           "register", "save_directions", "steer", "train_reprpo"]
+__all__ = [
+    "METHODS",
+    "AdapterHandle",
+    "Direction",
+    "InnerPiSSA",
+    "LoraHandle",
+    "Prompting",
+    "ReprPOConfig",
+    "Steerable",
+    "Steering",
+    "TrainResult",
+    "applied",
+    "as_steerable",
+    "attach_innerpissa",
+    "attach_lora",
+    "calibrate",
+    "compute",
+    "directions",
+    "export_gguf",
+    "import_gguf",
+    "load_directions",
+    "load_innerpissa",
+    "load_lora",
+    "load_steerable",
+    "register",
+    "save_directions",
+    "steer",
+    "train_reprpo",
+]

@@ -19,7 +19,7 @@ and `InnerPiSSA.detach` removes every trace.
 Example:
     >>> adapter = steering.attach_innerpissa(model, layers=range(8, 20), kinds=("o", "down"), rank=16)
     >>> with adapter.coeff(1.0):
-    ...     out = model._module(**batch)            # honest-steered
+    ...     out = probes.torch_module(model)(**batch)      # honest-steered
     >>> adapter.save("runs/adapter")
     >>> adapter = steering.load_innerpissa("runs/adapter", model)
 """
@@ -27,9 +27,10 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, cast
 
 import torch
 from jaxtyping import Float
@@ -107,6 +108,13 @@ def cayley(generator: Float[Tensor, "r r"], c: Tensor | float, max_angle: float)
 class InnerPiSSALayer(nn.Module):
     """The learnable part for one target: rotations and singular-value scaling of its top-r components."""
 
+    U: Tensor
+    S: Tensor
+    V: Tensor
+    theta_v: nn.Parameter | None
+    theta_u: nn.Parameter | None
+    scale: nn.Parameter | None
+
     def __init__(self, basis: probes.WeightSVD, config: AdapterConfig, generator: torch.Generator):
         super().__init__()
         r = basis.rank
@@ -123,13 +131,13 @@ class InnerPiSSALayer(nn.Module):
         """``S(c)``: shape ``[r]`` or ``[batch, r]`` for per-row c."""
         c = c.reshape(-1, 1) if c.ndim else c
         mode = self.config.scale_mode
+        if mode == "none" or self.scale is None:
+            return self.S.expand(c.shape[0], -1) if c.ndim else self.S
         if mode == "add":
             return self.S + c * self.scale
         if mode == "tanh":
             return self.S + c * torch.tanh(self.scale)
-        if mode == "mult":
-            return self.S * torch.exp(c * self.scale)
-        return self.S.expand(c.shape[0], -1) if c.ndim else self.S
+        return self.S * torch.exp(c * self.scale)  # "mult"
 
     def delta(self, x: Float[Tensor, "b s d_in"], c: Tensor) -> Float[Tensor, "b s d_out"]:
         """``adapted(x, c) − original(x)``, factored through the r components."""
@@ -183,7 +191,7 @@ class InnerPiSSA(AdapterHandle):
         self.config.sign = value
 
     def layer(self, target: Target) -> InnerPiSSALayer:
-        return self.layers[target.name.replace(".", "_")]
+        return cast(InnerPiSSALayer, self.layers[target.name.replace(".", "_")])
 
     def hook_for(self, target: Target):
         def hook(module, args, output):
@@ -208,7 +216,7 @@ class InnerPiSSA(AdapterHandle):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.layers.parameters() if p.requires_grad]
 
-    def to(self, device: Any) -> "InnerPiSSA":
+    def to(self, device: Any) -> InnerPiSSA:
         self.layers.to(device)
         return self
 
@@ -219,7 +227,7 @@ class InnerPiSSA(AdapterHandle):
         if self.merged:
             raise RuntimeError("Already merged; call unmerge() first.")
         for target in self.targets:
-            weight = sl.get_module(self.model, target.sublayer.weight_path).weight
+            weight = sl.get_module(self.model, sl.weight_path_of(target.sublayer)).weight
             delta = self.layer(target).delta_weight(c * self.config.sign)  # [features, d_in]
             if target.sublayer.fused is not None:  # place it in this q/k/v slice of the fused rows
                 delta = fused_delta(torch.zeros(delta.shape[1], 3 * delta.shape[0], dtype=delta.dtype), target.sublayer.fused, delta.T).T
@@ -230,7 +238,7 @@ class InnerPiSSA(AdapterHandle):
     def unmerge(self) -> None:
         for target in self.targets:
             if target.name in self.merged:
-                sl.get_module(self.model, target.sublayer.weight_path).weight.copy_(self.merged[target.name])
+                sl.get_module(self.model, sl.weight_path_of(target.sublayer)).weight.copy_(self.merged[target.name])
         self.merged = {}
 
     def _remove(self) -> None:
@@ -251,8 +259,10 @@ class InnerPiSSA(AdapterHandle):
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"InnerPiSSA({len(self.targets)} targets: layers {c.layers[0]}–{c.layers[-1]} × {c.kinds}, rank {c.rank}, "
-                f"V rotation {c.rotate_v}, U rotation {c.rotate_u}, S {c.scale_mode}, {self.num_parameters():,} parameters, c={self.c})")
+        return (
+            f"InnerPiSSA({len(self.targets)} targets: layers {c.layers[0]}–{c.layers[-1]} × {c.kinds}, rank {c.rank}, "
+            f"V rotation {c.rotate_v}, U rotation {c.rotate_u}, S {c.scale_mode}, {self.num_parameters():,} parameters, c={self.c})"
+        )
 
 
 def data_aware_components(model: Any, layer: int, kind: str, basis: probes.WeightSVD, rank: int, pairs: Sequence[Any]) -> list[int]:
@@ -291,9 +301,19 @@ def attach_innerpissa(
         raise ValueError("select='data' needs pairs=... to find the components that separate them.")
     layer_ids = sl.resolve_layers(model, layers)
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-    config = AdapterConfig(layers=layer_ids, kinds=kinds, rank=rank, rotate_v=rotate_v, rotate_u=rotate_u,
-                           scale_mode=scale_mode, max_angle=max_angle, init_std=init_std, select=select, basis=basis,
-                           model=getattr(sl.config_of(model), "name_or_path", None))
+    config = AdapterConfig(
+        layers=layer_ids,
+        kinds=kinds,
+        rank=rank,
+        rotate_v=rotate_v,
+        rotate_u=rotate_u,
+        scale_mode=scale_mode,
+        max_angle=max_angle,
+        init_std=init_std,
+        select=select,
+        basis=basis,
+        model=getattr(sl.config_of(model), "name_or_path", None),
+    )
     generator = torch.Generator().manual_seed(seed)
     adapted: dict[str, InnerPiSSALayer] = {}
     targets: list[Target] = []
@@ -309,7 +329,7 @@ def attach_innerpissa(
             name = f"{layer}.{kind}"
             if components and name in components:
                 index = components[name]
-            elif select == "data":
+            elif select == "data" and pairs is not None:
                 index = data_aware_components(model, layer, kind, full, rank, pairs)
             else:
                 index = list(range(rank))
@@ -320,7 +340,7 @@ def attach_innerpissa(
             else:
                 chosen = probes.WeightSVD(full.U[:, index], full.S[index], full.V[:, index], layer, kind)
             adapted[name] = InnerPiSSALayer(chosen, config, generator)
-            module = sl.get_module(model, sublayer.weight_path)
+            module = sl.get_module(model, sl.weight_path_of(sublayer))
             targets.append(Target(name, sublayer, module))
     handle = InnerPiSSA(model, config, adapted, targets)
     return handle.to(device)
@@ -336,5 +356,4 @@ def random_basis(weight: Tensor, rank: int, generator: torch.Generator, layer: i
 
 def weight_identity(basis: probes.WeightSVD) -> dict[str, Any]:
     """What an adapter records about a target weight to recognise it later."""
-    return {"shape": [basis.U.shape[0], basis.V.shape[0]],
-            "singular_values": [round(float(v), 6) for v in basis.S[:FINGERPRINT_VALUES]]}
+    return {"shape": [basis.U.shape[0], basis.V.shape[0]], "singular_values": [round(float(v), 6) for v in basis.S[:FINGERPRINT_VALUES]]}

@@ -39,14 +39,21 @@ def check_targets(config: AdapterConfig, model: Any, path: Path) -> None:
         if found["shape"] != saved["shape"]:
             problems.append(f"{name}: weight {found['shape']} here, {saved['shape']} when saved")
         elif not torch.allclose(torch.tensor(found["singular_values"]), torch.tensor(saved["singular_values"]), rtol=1e-2, atol=1e-4):
-            problems.append(f"{name}: other singular values ({found['singular_values'][:3]}… here, {saved['singular_values'][:3]}… when saved)")
+            problems.append(
+                f"{name}: other singular values ({found['singular_values'][:3]}… here, {saved['singular_values'][:3]}… when saved)"
+            )
     if problems:
-        raise ValueError(f"The adapter in {path} was saved for other weights than this model's ({config.model!r}): "
-                         + "; ".join(problems[:5]) + ". Load it into the model it was trained on.")
+        raise ValueError(
+            f"The adapter in {path} was saved for other weights than this model's ({config.model!r}): "
+            + "; ".join(problems[:5])
+            + ". Load it into the model it was trained on."
+        )
     here = getattr(sl.config_of(model), "name_or_path", None)
     if config.model and here and Path(str(config.model)).name != Path(str(here)).name:
-        warnings.warn(f"The adapter in {path} was saved for {config.model!r}; this model is {here!r}. Its target weights "
-                      "match, so it is loaded.", stacklevel=3)
+        warnings.warn(
+            f"The adapter in {path} was saved for {config.model!r}; this model is {here!r}. Its target weights match, so it is loaded.",
+            stacklevel=3,
+        )
 
 
 def read_adapter_config(path: Path) -> AdapterConfig:
@@ -54,8 +61,9 @@ def read_adapter_config(path: Path) -> AdapterConfig:
     known = {f.name for f in fields(AdapterConfig)}
     unknown = sorted(set(raw) - known) if isinstance(raw, dict) else []
     if not isinstance(raw, dict) or unknown or not {"layers", "kinds"} <= set(raw):
-        raise ValueError(f"{path / 'adapter.json'} is not an InnerPiSSA configuration"
-                         + (f" (unknown fields {unknown})" if unknown else "") + ".")
+        raise ValueError(
+            f"{path / 'adapter.json'} is not an InnerPiSSA configuration" + (f" (unknown fields {unknown})" if unknown else "") + "."
+        )
     return AdapterConfig(**raw)
 
 
@@ -69,9 +77,18 @@ def load_innerpissa(path: str | Path, model: Any) -> InnerPiSSA:
     config = read_adapter_config(path)
     check_targets(config, model, path)
     handle = attach_innerpissa(
-        model, config.layers, config.kinds, config.rank, rotate_v=config.rotate_v, rotate_u=config.rotate_u,
-        scale_mode=config.scale_mode, max_angle=config.max_angle, init_std=config.init_std, select=config.select,
-        basis=config.basis, components=config.components,
+        model,
+        config.layers,
+        config.kinds,
+        config.rank,
+        rotate_v=config.rotate_v,
+        rotate_u=config.rotate_u,
+        scale_mode=config.scale_mode,
+        max_angle=config.max_angle,
+        init_std=config.init_std,
+        select=config.select,
+        basis=config.basis,
+        components=config.components,
     )
     try:
         handle.config.sign = config.sign

@@ -16,7 +16,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,14 +46,15 @@ def greedy_continuations(model: Any, prompts: Sequence[str], max_new_tokens: int
     device = next(torch_model.parameters()).device
     with torch.no_grad():
         generated = torch_model.generate(
-            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
         ).cpu()
-    new_tokens = generated[:, batch.input_ids.shape[1]:]
+    new_tokens = generated[:, batch.input_ids.shape[1] :]
     finished = (new_tokens == tokenizer.eos_token_id).cumsum(-1) - (new_tokens == tokenizer.eos_token_id).long()
-    sequences = [
-        list(prompt) + new_tokens[row][finished[row] == 0].tolist() for row, prompt in enumerate(ids)
-    ]
+    sequences = [list(prompt) + new_tokens[row][finished[row] == 0].tolist() for row, prompt in enumerate(ids)]
     full = pad_batch(sequences, list(range(len(sequences))), tokenizer.pad_token_id, "left", 1)
     # targets: positions whose next token is a generated one
     target_mask = torch.zeros_like(full.attention_mask, dtype=torch.bool)
@@ -63,7 +65,9 @@ def greedy_continuations(model: Any, prompts: Sequence[str], max_new_tokens: int
     return full, target_mask
 
 
-def kl_quantiles(model: Any, direction: Direction | Sequence[Direction], coeffs: Sequence[float], full, target_mask, quantile: float) -> list[float]:
+def kl_quantiles(
+    model: Any, direction: Direction | Sequence[Direction], coeffs: Sequence[float], full, target_mask, quantile: float
+) -> list[float]:
     """The ``quantile`` of per-token KL(unsteered ‖ steered) for each coefficient, in one batched forward."""
     torch_model = sl.unwrap(model)
     device = next(torch_model.parameters()).device
@@ -108,7 +112,9 @@ def calibrate(
             break
     above = [i for i, kl in enumerate(kls) if kl >= target_kl]
     if not above:
-        raise ValueError(f"Even c = {grid[-1]:g} keeps the p{quantile * 100:.0f} KL at {kls[-1]:.3g} < {target_kl}: this direction barely acts here.")
+        raise ValueError(
+            f"Even c = {grid[-1]:g} keeps the p{quantile * 100:.0f} KL at {kls[-1]:.3g} < {target_kl}: this direction barely acts here."
+        )
     first = above[0]
     if first == 0:
         return grid[0]

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-Vector = Float[Tensor, "d"]
+Vector = Float[Tensor, " d"]
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Direction:
     kind: str
     method: str
     space: str = "activation"
-    coords: Float[Tensor, "r"] | None = None
+    coords: Float[Tensor, " r"] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -49,8 +49,6 @@ class Direction:
         return f"Direction({self.name}, d={self.vector.shape[0]}, scale={self.scale:.3g}, space={self.space}{vote_text})"
 
 
-
-
 def save_directions(directions: list[Direction], path: str | Path) -> Path:
     """Write directions (vectors, U-space coords, scales and metadata) to one safetensors file."""
     path = Path(path)
@@ -60,10 +58,16 @@ def save_directions(directions: list[Direction], path: str | Path) -> Path:
         tensors[f"{index}.vector"] = direction.vector.contiguous()
         if direction.coords is not None:
             tensors[f"{index}.coords"] = direction.coords.contiguous()
-        records.append({
-            "layer": direction.layer, "kind": direction.kind, "method": direction.method, "space": direction.space,
-            "scale": direction.scale, "meta": {k: v for k, v in direction.meta.items() if isinstance(v, (int, float, str, bool, type(None)))},
-        })
+        records.append(
+            {
+                "layer": direction.layer,
+                "kind": direction.kind,
+                "method": direction.method,
+                "space": direction.space,
+                "scale": direction.scale,
+                "meta": {k: v for k, v in direction.meta.items() if isinstance(v, (int, float, str, bool, type(None)))},
+            }
+        )
     save_file(tensors, str(path), metadata={"format": "steerscope.directions/1", "directions": json.dumps(records)})
     return path
 
@@ -78,9 +82,14 @@ def load_directions(path: str | Path) -> list[Direction]:
         keys = set(handle.keys())
         return [
             Direction(
-                vector=handle.get_tensor(f"{i}.vector"), scale=r["scale"], layer=r["layer"], kind=r["kind"],
-                method=r["method"], space=r["space"],
-                coords=handle.get_tensor(f"{i}.coords") if f"{i}.coords" in keys else None, meta=r["meta"],
+                vector=handle.get_tensor(f"{i}.vector"),
+                scale=r["scale"],
+                layer=r["layer"],
+                kind=r["kind"],
+                method=r["method"],
+                space=r["space"],
+                coords=handle.get_tensor(f"{i}.coords") if f"{i}.coords" in keys else None,
+                meta=r["meta"],
             )
             for i, r in enumerate(records)
         ]

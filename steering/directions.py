@@ -18,7 +18,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -39,9 +40,28 @@ from .methods import (
     unit,
 )
 
-__all__ = ["METHODS", "NEEDS", "Direction", "Method", "MethodFn", "MethodResult", "StateSet", "Vector", "compute",
-           "compute_many", "first_component", "first_components", "load_directions", "mean_diff", "pca_diff", "register",
-           "save_directions", "sign_vote", "state_set", "unit"]
+__all__ = [
+    "METHODS",
+    "NEEDS",
+    "Direction",
+    "Method",
+    "MethodFn",
+    "MethodResult",
+    "StateSet",
+    "Vector",
+    "compute",
+    "compute_many",
+    "first_component",
+    "first_components",
+    "load_directions",
+    "mean_diff",
+    "pca_diff",
+    "register",
+    "save_directions",
+    "sign_vote",
+    "state_set",
+    "unit",
+]
 
 
 def state_set(acts: Any, layer: int, kind: str, token: int | slice | None = None) -> StateSet:
@@ -54,8 +74,10 @@ def state_set(acts: Any, layer: int, kind: str, token: int | slice | None = None
             raise ValueError(f"token={token} selects none of the {captured} captured token position(s).")
     elif token is not None:
         if isinstance(token, bool) or not isinstance(token, int) or not -captured <= token < captured:
-            raise ValueError(f"token={token!r}: {captured} token position(s) were captured per text, so use 0..{captured - 1} "
-                             f"(or -{captured}..-1 from the end), or capture more with collect(..., tokens=N).")
+            raise ValueError(
+                f"token={token!r}: {captured} token position(s) were captured per text, so use 0..{captured - 1} "
+                f"(or -{captured}..-1 from the end), or capture more with collect(..., tokens=N)."
+            )
         hs = hs[:, :, token % captured : token % captured + 1]
     hs = rearrange(hs, "pair side token d -> side (pair token) d")
     layer = acts.normalize_key((layer, kind))[0]
@@ -67,8 +89,9 @@ def sign_vote(vector: Vector, states: StateSet) -> float:
     return float(((states.diffs @ vector.to(states.diffs.dtype)) > 0).double().mean())
 
 
-def compute(method: str, acts: Any, layer: int, kind: str, *, token: int | None = None, model: Any = None,
-            pairs: Any = None, **options: Any) -> Direction:
+def compute(
+    method: str, acts: Any, layer: int, kind: str, *, token: int | None = None, model: Any = None, pairs: Any = None, **options: Any
+) -> Direction:
     """Compute a calibrated `Direction` with ``method`` from captured activations.
 
     Args:
@@ -88,8 +111,11 @@ def compute(method: str, acts: Any, layer: int, kind: str, *, token: int | None 
     given = {"model": model, "pairs": pairs}
     missing = [need for need in sorted(spec.needs) if given[need] is None]
     if missing:
-        raise ValueError(f"{method} needs {' and '.join(missing)}: compute({method!r}, acts, layer, kind, "
-                         + ", ".join(f"{m}={m}" for m in sorted(spec.needs)) + ").")
+        raise ValueError(
+            f"{method} needs {' and '.join(missing)}: compute({method!r}, acts, layer, kind, "
+            + ", ".join(f"{m}={m}" for m in sorted(spec.needs))
+            + ")."
+        )
     states = state_set(acts, layer, kind, token)
     if states.positive.shape[0] < 2 and method not in ("mean_diff", "random"):
         raise ValueError(f"{method} needs at least 2 pairs; got {states.positive.shape[0]}.")
@@ -101,7 +127,7 @@ def compute(method: str, acts: Any, layer: int, kind: str, *, token: int | None 
         vector, vote_share = -vector, 1 - vote_share
         coords = -coords if coords is not None else None
     typical = float(states.diffs.norm(dim=-1).median())
-    scale = typical / max(result.weight_step, 1e-12) if coords is not None else typical
+    scale = typical / max(result.weight_step or 0.0, 1e-12) if coords is not None else typical
     return Direction(
         vector=vector.to(torch.float32),
         scale=scale,
@@ -110,8 +136,8 @@ def compute(method: str, acts: Any, layer: int, kind: str, *, token: int | None 
         method=method,
         space="uspace" if coords is not None else "activation",
         coords=coords.to(torch.float32) if coords is not None else None,
-        meta=result.meta | {"vote_share": vote_share, "typical_diff_norm": typical, "n_samples": states.positive.shape[0],
-                            "states_kind": kind},
+        meta=result.meta
+        | {"vote_share": vote_share, "typical_diff_norm": typical, "n_samples": states.positive.shape[0], "states_kind": kind},
     )
 
 
@@ -140,7 +166,8 @@ def compute_many(method: str, acts: Any, keys: Sequence[tuple[int, str]] | None 
             raise ValueError(f"{method} needs at least 2 pairs; got {min(s.positive.shape[0] for s in sets)}.")
         diffs = torch.stack([s.diffs for s in sets])  # [k, n, d]
         if method == "mean_diff":
-            vectors, meta = diffs.mean(1), [{} for _ in sets]
+            meta: list[dict[str, Any]] = [{} for _ in sets]
+            vectors = diffs.mean(1)
         else:
             vectors, shares = first_components(diffs)
             meta = [{"explained_variance": float(share)} for share in shares]
@@ -151,12 +178,22 @@ def compute_many(method: str, acts: Any, keys: Sequence[tuple[int, str]] | None 
         typical = diffs.norm(dim=-1).median(dim=1).values
         for index, (key, states) in enumerate(zip(group, sets)):
             if not torch.isfinite(vectors[index]).all() or float(diffs[index].norm()) == 0:
-                raise ValueError(f"The direction at layer {key[0]} {key[1]!r} is zero or not finite: the positive and "
-                                 "negative states do not differ there.")
-            found[key] = Direction(vector=vectors[index].to(torch.float32), scale=float(typical[index]), layer=key[0],
-                                   kind=key[1], method=method, meta=meta[index] | {
-                                       "vote_share": float(votes[index]), "typical_diff_norm": float(typical[index]),
-                                       "n_samples": states.positive.shape[0], "states_kind": key[1]})
+                raise ValueError(
+                    f"The direction at layer {key[0]} {key[1]!r} is zero or not finite: the positive and "
+                    "negative states do not differ there."
+                )
+            found[key] = Direction(
+                vector=vectors[index].to(torch.float32),
+                scale=float(typical[index]),
+                layer=key[0],
+                kind=key[1],
+                method=method,
+                meta=meta[index]
+                | {
+                    "vote_share": float(votes[index]),
+                    "typical_diff_norm": float(typical[index]),
+                    "n_samples": states.positive.shape[0],
+                    "states_kind": key[1],
+                },
+            )
     return [found[key] for key in keys]
-
-

@@ -15,8 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,9 @@ from .directions import Direction, load_directions, save_directions
 __all__ = ["export_gguf", "import_gguf", "load_directions", "save_directions"]
 
 
-def export_gguf(directions: Sequence[Direction], path: str | Path, *, coeff: float = 1.0, model_hint: str = "llama",
-                layer_count: int | None = None) -> Path:
+def export_gguf(
+    directions: Sequence[Direction], path: str | Path, *, coeff: float = 1.0, model_hint: str = "llama", layer_count: int | None = None
+) -> Path:
     """Write residual-stream directions as a llama.cpp control vector (one per layer)."""
     import gguf
 
@@ -61,8 +62,10 @@ def import_gguf(path: str | Path) -> list[Direction]:
 
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
-        raise ValueError(f"{path} is {'empty' if path.is_file() else 'not a file'}: expected a GGUF control vector "
-                         "written by export_gguf or repeng's export_gguf.")
+        raise ValueError(
+            f"{path} is {'empty' if path.is_file() else 'not a file'}: expected a GGUF control vector "
+            "written by export_gguf or repeng's export_gguf."
+        )
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as error:  # the gguf package raises assorted errors for non-GGUF bytes
@@ -76,6 +79,14 @@ def import_gguf(path: str | Path) -> list[Direction]:
             continue
         vector = torch.from_numpy(np.array(tensor.data, dtype=np.float32).reshape(-1))
         norm = float(vector.norm())
-        found.append(Direction(vector=vector / norm if norm > 0 else vector, scale=norm, layer=int(tensor.name.split(".")[1]),
-                               kind="resid", method="gguf", meta={"source": str(path)}))
+        found.append(
+            Direction(
+                vector=vector / norm if norm > 0 else vector,
+                scale=norm,
+                layer=int(tensor.name.split(".")[1]),
+                kind="resid",
+                method="gguf",
+                meta={"source": str(path)},
+            )
+        )
     return sorted(found, key=lambda d: d.layer)

@@ -79,7 +79,7 @@ class Gradients:
         return self.positive - self.negative
 
 
-gradient_cache: "OrderedDict[tuple, Gradients]" = OrderedDict()
+gradient_cache: OrderedDict[tuple, Gradients] = OrderedDict()
 
 
 def clear_gradient_cache() -> None:
@@ -99,8 +99,17 @@ def preference_direction(model: Any, pairs: list, loss_layer: int, tokens: int =
     return (vector if sign_vote(vector, states) >= 0.5 else -vector).to(torch.float32)
 
 
-def text_gradients(model: Any, pairs: list, layer: int, kind: str, loss_layer: int | None = None,
-                   coherence: float = DEFAULT_COHERENCE, tokens: int = 1, positions: str = "last", batch_size: int = 8) -> Gradients:
+def text_gradients(
+    model: Any,
+    pairs: list,
+    layer: int,
+    kind: str,
+    loss_layer: int | None = None,
+    coherence: float = DEFAULT_COHERENCE,
+    tokens: int = 1,
+    positions: str = "last",
+    batch_size: int = 8,
+) -> Gradients:
     """Per-text gradients ``g_t = ∂L_i/∂δ_t`` at (layer, kind); see the module docstring. Cached."""
     if positions not in ("last", "all"):
         raise ValueError(f"positions={positions!r}: use 'last' (the read tokens, as the seeds) or 'all' (every real position).")
@@ -134,8 +143,9 @@ def text_gradients(model: Any, pairs: list, layer: int, kind: str, loss_layer: i
     return gradients
 
 
-def batch_gradients(model: Any, batch: Any, target: sl.Sublayer, read: sl.Sublayer, pref_dir: Tensor,
-                    coherence: float, positions: str = "last") -> Float[Tensor, "b d"]:
+def batch_gradients(
+    model: Any, batch: Any, target: sl.Sublayer, read: sl.Sublayer, pref_dir: Tensor, coherence: float, positions: str = "last"
+) -> Float[Tensor, "b d"]:
     """One forward and backward of a batch of whole pairs (rows 2i, 2i+1): each row's ∂L/∂δ, δ added at the
     read positions (``"last"``) or at every real position (``"all"``)."""
     torch_model = sl.unwrap(model)
@@ -151,8 +161,9 @@ def batch_gradients(model: Any, batch: Any, target: sl.Sublayer, read: sl.Sublay
     def shift(module, args, output):
         hidden = sl.module_hidden(output)
         width = read_positions.shape[1] if where == "last" else 1
-        captured["shift"] = torch.zeros(hidden.shape[0], width, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device,
-                                        requires_grad=True)
+        captured["shift"] = torch.zeros(
+            hidden.shape[0], width, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device, requires_grad=True
+        )
         if where == "last":
             edited = hidden.index_put((rows, read_positions), hidden[rows, read_positions] + captured["shift"])
         else:
@@ -162,8 +173,7 @@ def batch_gradients(model: Any, batch: Any, target: sl.Sublayer, read: sl.Sublay
     def keep(module, args, output):
         captured["later"] = sl.module_hidden(output)
 
-    handles = [sl.get_module(model, target.path).register_forward_hook(shift),
-               sl.get_module(model, read.path).register_forward_hook(keep)]
+    handles = [sl.get_module(model, target.path).register_forward_hook(shift), sl.get_module(model, read.path).register_forward_hook(keep)]
     try:
         with torch.enable_grad():
             logits = torch_model(**inputs).logits
@@ -211,11 +221,21 @@ def resolve_reg(reg: float | str) -> float:
     return float(reg)
 
 
-def fisher_direction(states: StateSet, model: Any = None, pairs: list | None = None, reg: float | str = DEFAULT_REG,
-                     variant: str = "cov", loss_layer: int | None = None, coherence: float = DEFAULT_COHERENCE,
-                     tokens: int = 1, positions: str = "last") -> tuple[Tensor, dict]:
+def fisher_direction(
+    states: StateSet,
+    model: Any = None,
+    pairs: list | None = None,
+    reg: float | str = DEFAULT_REG,
+    variant: str = "cov",
+    loss_layer: int | None = None,
+    coherence: float = DEFAULT_COHERENCE,
+    tokens: int = 1,
+    positions: str = "last",
+) -> tuple[Tensor, dict]:
     """A natural-gradient direction; ``variant`` is ``cov``, ``ief`` or ``dual`` (see the module docstring)."""
     reg = resolve_reg(reg)
+    if model is None or pairs is None:
+        raise ValueError("Gradient directions need the model and the training pairs: compute(..., model=model, pairs=pairs).")
     gradients = text_gradients(model, pairs, states.layer, states.kind, loss_layer, coherence, tokens, positions)
     if variant == "dual":
         sides = []
@@ -229,13 +249,28 @@ def fisher_direction(states: StateSet, model: Any = None, pairs: list | None = N
     else:
         raise ValueError(f"variant={variant!r}: use 'cov', 'ief' or 'dual'.")
     opposition = float(F.cosine_similarity(gradients.positive.mean(0), gradients.negative.mean(0), dim=0))
-    return unit(vector), {"reg": reg, "variant": variant, "loss_layer": gradients.loss_layer, "coherence": coherence,
-                          "positions": positions, "gradient_cosine": opposition}
+    return unit(vector), {
+        "reg": reg,
+        "variant": variant,
+        "loss_layer": gradients.loss_layer,
+        "coherence": coherence,
+        "positions": positions,
+        "gradient_cosine": opposition,
+    }
 
 
-def svd_grad(states: StateSet, model: Any = None, pairs: list | None = None, loss_layer: int | None = None,
-             coherence: float = DEFAULT_COHERENCE, tokens: int = 1, positions: str = "last") -> tuple[Tensor, dict]:
+def svd_grad(
+    states: StateSet,
+    model: Any = None,
+    pairs: list | None = None,
+    loss_layer: int | None = None,
+    coherence: float = DEFAULT_COHERENCE,
+    tokens: int = 1,
+    positions: str = "last",
+) -> tuple[Tensor, dict]:
     """Top right singular vector of the pair gradients (sign calibrated afterwards)."""
+    if model is None or pairs is None:
+        raise ValueError("svd_grad needs the model and the training pairs: compute(..., model=model, pairs=pairs).")
     grads = text_gradients(model, pairs, states.layer, states.kind, loss_layer, coherence, tokens, positions).pairs.double()
     _, singular, vt = torch.linalg.svd(grads, full_matrices=False)
     return unit(vt[0]), {"explained_variance": float(singular[0] ** 2 / (singular**2).sum())}

@@ -28,7 +28,7 @@ class FrozenState:
     owners: list[int] = field(default_factory=list)  # id() of the adapters holding the freeze
 
 
-frozen_models: "WeakKeyDictionary[nn.Module, FrozenState]" = WeakKeyDictionary()
+frozen_models: WeakKeyDictionary[nn.Module, FrozenState] = WeakKeyDictionary()
 
 
 def freeze(model: Any, owner: object) -> None:

@@ -25,16 +25,17 @@ Example:
     ...         ids = tracer.result.save()
     >>> coeffs = torch.tensor([-1.0, 0.0, 1.0]).repeat_interleave(len(prompts))
     >>> with steer(model, direction, coeffs):   # one batched forward for three doses
-    ...     logits = model._module(**batch).logits
+    ...     logits = probes.torch_module(model)(**batch).logits
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -43,12 +44,12 @@ from torch import Tensor
 import probes
 from probes import sublayers as sl
 from probes import tracing
-from probes.tracing import Iterations
 from probes.remote import Remote, resolve_remote
+from probes.tracing import Iterations
 
 from .directions import Direction
 
-Coeff = float | Sequence[float] | Float[Tensor, "batch"]
+Coeff = float | Sequence[float] | Float[Tensor, " batch"]
 
 
 def check_coefficients(coeff: Coeff) -> Tensor:
@@ -92,14 +93,16 @@ class SteeringEdit:
     """
 
     path: str
-    step: Float[Tensor, "d_out"] | None = None
+    step: Float[Tensor, " d_out"] | None = None
     V: Float[Tensor, "d_in r"] | None = None
-    coords: Float[Tensor, "r"] | None = None
+    coords: Float[Tensor, " r"] | None = None
     U_out: Float[Tensor, "r d_out"] | None = None
 
     def delta(self, hs: Tensor, x: Tensor | None) -> Tensor:
         if self.step is not None:
             return self.step.to(hs.device, hs.dtype)
+        if x is None or self.V is None or self.coords is None or self.U_out is None:
+            raise ValueError(f"A weight-space edit of {self.path} needs the module input and its V, coords and U_out.")
         V, coords, U_out = (t.to(hs.device, hs.dtype) for t in (self.V, self.coords, self.U_out))
         return ((x.to(hs.dtype) @ V) * coords) @ U_out
 
@@ -114,8 +117,10 @@ def check_fits(model: Any, direction: Direction) -> sl.Sublayer:
         raise ValueError(f"{direction.name} cannot steer this model: {error}") from None
     width = sl.output_width(model, sublayer)
     if direction.space == "activation" and width is not None and direction.vector.shape[-1] != width:
-        raise ValueError(f"{direction.name} has {direction.vector.shape[-1]} features but {direction.kind!r} at layer "
-                         f"{direction.layer} of this model has {width}: was it computed on another model?")
+        raise ValueError(
+            f"{direction.name} has {direction.vector.shape[-1]} features but {direction.kind!r} at layer "
+            f"{direction.layer} of this model has {width}: was it computed on another model?"
+        )
     if not torch.isfinite(direction.vector).all() or not math.isfinite(direction.scale):
         raise ValueError(f"{direction.name} holds NaN or infinite values.")
     return sublayer
@@ -130,13 +135,15 @@ def steering_edit(model: Any, direction: Direction, scale: float | None = None) 
         basis = probes.weight_svd(model, direction.layer, basis_kind)
         sublayer = sl.resolve(model, direction.layer, basis_kind)
         if direction.coords is None or direction.coords.shape[-1] != basis.rank:
-            raise ValueError(f"{direction.name} has {None if direction.coords is None else direction.coords.shape[-1]} U-space "
-                             f"coordinates but the {basis_kind!r} weight at layer {direction.layer} has {basis.rank} components: "
-                             "was it computed on another model?")
+            raise ValueError(
+                f"{direction.name} has {None if direction.coords is None else direction.coords.shape[-1]} U-space "
+                f"coordinates but the {basis_kind!r} weight at layer {direction.layer} has {basis.rank} components: "
+                "was it computed on another model?"
+            )
         U_out = basis.U.T.float()
         if sublayer.fused is not None:
             U_out = fused_delta(U_out.new_zeros(U_out.shape[0], 3 * U_out.shape[1]), sublayer.fused, U_out)
-        return SteeringEdit(sublayer.weight_path, V=basis.V.float(), coords=direction.coords.float() * step_scale, U_out=U_out)
+        return SteeringEdit(sl.weight_path_of(sublayer), V=basis.V.float(), coords=direction.coords.float() * step_scale, U_out=U_out)
     sublayer = sl.resolve(model, direction.layer, direction.kind)
     step = direction.vector.float() * step_scale
     if sublayer.fused is not None:
@@ -178,6 +185,8 @@ def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff) -> list:
     c = torch.as_tensor(coeff, dtype=torch.float32)
     c = c[:, None, None] if c.ndim == 1 else c
     step, V, coords, U_out = edit.step, edit.V, edit.coords, edit.U_out
+    if step is None and (V is None or coords is None or U_out is None):
+        raise ValueError(f"The edit of {edit.path} has neither a step nor the factors of a weight-space step.")
     before = len(tracing.edits(model))
     with model.edit(inplace=True):
         for _ in Iterations()[:]:  # every forward, each generated token too (see probes.tracing)
@@ -185,7 +194,8 @@ def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff) -> list:
             output = envoy.output
             hidden = output[0] if isinstance(output, tuple) else output
             if step is None:
-                delta = ((inputs.to(hidden.dtype) @ V.to(hidden.device, hidden.dtype)) * coords.to(hidden.device, hidden.dtype)) @ U_out.to(hidden.device, hidden.dtype)
+                weight_step = (inputs.to(hidden.dtype) @ V.to(hidden.device, hidden.dtype)) * coords.to(hidden.device, hidden.dtype)  # type: ignore[union-attr]
+                delta = weight_step @ U_out.to(hidden.device, hidden.dtype)  # type: ignore[union-attr]
             else:
                 delta = step.to(hidden.device, hidden.dtype)
             steered = hidden + c.to(hidden.device, hidden.dtype) * delta

@@ -13,8 +13,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,12 +37,12 @@ class LoraHandle(AdapterHandle):
         self.alpha = alpha
         self._apply_coeff()
 
-    def lora_layers(self) -> list[nn.Module]:
+    def lora_layers(self) -> list[Any]:  # PEFT LoRA layers (their ``scaling`` is a dict)
         return [sl.get_module(self.model, path) for path in self.paths]
 
     def _apply_coeff(self) -> None:
         c = self.c
-        value = c if not torch.is_tensor(c) or c.ndim == 0 else c.reshape(-1, 1, 1)
+        value: Any = c if not isinstance(c, torch.Tensor) or c.ndim == 0 else c.reshape(-1, 1, 1)
         for layer in self.lora_layers():
             layer.scaling["default"] = value * self.sign * self.alpha / self.rank
 
@@ -61,11 +62,17 @@ class LoraHandle(AdapterHandle):
     def save(self, path: str | Path) -> Path:
         """``lora.safetensors`` (the LoRA weights by module path) and ``steerable.json``."""
         path = Path(path)
-        tensors = {f"{p}/{name}": t.detach().contiguous().cpu() for p in self.paths
-                   for name, t in sl.get_module(self.model, p).named_parameters() if "lora_" in name}
+        tensors = {
+            f"{p}/{name}": t.detach().contiguous().cpu()
+            for p in self.paths
+            for name, t in sl.get_module(self.model, p).named_parameters()
+            if "lora_" in name
+        }
         write_atomic(path / "lora.safetensors", lambda temporary: save_file(tensors, str(temporary)))
-        write_json(path / "steerable.json", {"type": "lora", "layers": self.layers, "kinds": self.kinds, "rank": self.rank,
-                                             "alpha": self.alpha, "sign": self.sign})
+        write_json(
+            path / "steerable.json",
+            {"type": "lora", "layers": self.layers, "kinds": self.kinds, "rank": self.rank, "alpha": self.alpha, "sign": self.sign},
+        )
         return path
 
 
@@ -76,8 +83,9 @@ def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, a
 
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
     layer_ids = sl.resolve_layers(model, layers)
-    paths = [sl.resolve(model, layer, kind).weight_path for layer in layer_ids for kind in kinds]
-    if any(p is None for p in paths):
+    found = [sl.resolve(model, layer, kind).weight_path for layer in layer_ids for kind in kinds]
+    paths = [path for path in found if path is not None]
+    if len(paths) != len(found):
         raise ValueError("LoRA adapts weights: use projection kinds such as 'o', 'down', 'up'.")
     torch.manual_seed(seed)
     torch_model = sl.unwrap(model)
@@ -85,7 +93,15 @@ def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, a
     freeze(model, owner)
     alpha = float(alpha if alpha is not None else rank)
     try:
-        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=paths), torch_model)
+        inject_adapter_in_model(
+            LoraConfig(
+                r=rank,
+                lora_alpha=alpha,  # type: ignore[arg-type]
+                lora_dropout=0.0,
+                target_modules=paths,
+            ),
+            torch_model,
+        )
         for layer in (torch_model.get_submodule(path) for path in paths):
             for name, parameter in layer.named_parameters():
                 parameter.requires_grad_("lora_" in name)

@@ -16,9 +16,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -53,13 +54,14 @@ class MethodResult:
 
     vector: Vector
     meta: dict[str, Any] = field(default_factory=dict)
-    coords: Float[Tensor, "r"] | None = None
+    coords: Float[Tensor, " r"] | None = None
     basis_kind: str | None = None
     weight_step: float | None = None
 
 
 MethodFn = Callable[..., "MethodResult | tuple[Vector, dict[str, Any]]"]
 NEEDS = ("model", "pairs")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, *, needs: tuple[str, ...] = (), space: str = "activation") -> Callable[[MethodFn], MethodFn]:
+def register(name: str, *, needs: tuple[str, ...] = (), space: str = "activation") -> Callable[[F], F]:
     """Add a direction method to `METHODS`: ``fn(states, **options) -> (vector, meta)``.
 
     Example:
@@ -95,7 +97,7 @@ def register(name: str, *, needs: tuple[str, ...] = (), space: str = "activation
     if unknown or space not in ("activation", "uspace"):
         raise ValueError(f"register({name!r}): needs ⊆ {NEEDS} and space 'activation' or 'uspace'; got {needs}, {space!r}.")
 
-    def add(fn: MethodFn) -> MethodFn:
+    def add(fn: F) -> F:
         METHODS[name] = Method(name, fn, frozenset(needs), space)
         return fn
 
@@ -109,7 +111,7 @@ def unit(vector: Tensor) -> Tensor:
     return vector / norm
 
 
-def first_components(samples: Float[Tensor, "k n d"], center: bool = True) -> tuple[Float[Tensor, "k d"], Float[Tensor, "k"]]:
+def first_components(samples: Float[Tensor, "k n d"], center: bool = True) -> tuple[Float[Tensor, "k d"], Float[Tensor, " k"]]:
     """First principal axis of each of ``k`` sample sets, and its explained-variance share (uncentred:
     of the second moment), from one batched SVD."""
     if center:
@@ -182,7 +184,7 @@ def uspace_states(states: StateSet, model: Any, basis_kind: str | None) -> tuple
     return StateSet(states.positive @ U, states.negative @ U, states.layer, states.kind), basis
 
 
-def uspace_method(inner: MethodFn) -> Callable[..., MethodResult]:
+def uspace_method(inner: Callable[..., tuple[Vector, dict[str, Any]]]) -> Callable[..., MethodResult]:
     def method(states: StateSet, model: Any = None, basis_kind: str | None = None) -> MethodResult:
         if model is None:
             raise ValueError("U-space methods need the model for its weights: compute(..., model=model).")
@@ -196,7 +198,7 @@ def uspace_method(inner: MethodFn) -> Callable[..., MethodResult]:
         weight_step = ((states_all / S) * coords).norm(dim=-1).median()
         return MethodResult(unit(vector), meta, coords=coords, basis_kind=basis.kind, weight_step=float(weight_step))
 
-    method.__doc__ = f"{inner.__doc__.splitlines()[0]} — computed on coordinates ``hs @ U`` of the sublayer's weight."
+    method.__doc__ = f"{(inner.__doc__ or inner.__name__).splitlines()[0]} — computed on coordinates ``hs @ U`` of the sublayer's weight."
     return method
 
 

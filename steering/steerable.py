@@ -22,10 +22,11 @@ Example:
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Iterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ class Steerable(Protocol):
     name: str
     per_row: bool
 
-    def applied(self, model: Any, coeff: Coeff) -> ContextManager[Any]: ...
+    def applied(self, model: Any, coeff: Coeff) -> AbstractContextManager[Any]: ...
 
     def prompt_prefix(self, coeff: float) -> str | None: ...
 
@@ -69,7 +70,7 @@ class Steering:
             raise ValueError("Steering needs at least one steering.Direction.")
         self.name = self.name or " + ".join(d.name for d in self.directions)
 
-    def applied(self, model: Any, coeff: Coeff) -> ContextManager[Any]:
+    def applied(self, model: Any, coeff: Coeff) -> AbstractContextManager[Any]:
         return steer(model, self.directions, coeff)
 
     def prompt_prefix(self, coeff: float) -> str | None:
@@ -100,7 +101,7 @@ class Prompting:
     name: str = "prompting"
     per_row: bool = True
 
-    def applied(self, model: Any, coeff: Coeff) -> ContextManager[Any]:
+    def applied(self, model: Any, coeff: Coeff) -> AbstractContextManager[Any]:
         check_coefficients(coeff)
         return nullcontext()
 
@@ -142,7 +143,7 @@ class AdapterHandle:
         self._apply_coeff()
 
     @contextmanager
-    def coeff(self, c: Coeff) -> Iterator["AdapterHandle"]:
+    def coeff(self, c: Coeff) -> Iterator[AdapterHandle]:
         previous = self.c
         self.set_coeff(c)
         try:
@@ -150,7 +151,7 @@ class AdapterHandle:
         finally:
             self.set_coeff(previous)
 
-    def applied(self, model: Any, coeff: Coeff) -> ContextManager[Any]:
+    def applied(self, model: Any, coeff: Coeff) -> AbstractContextManager[Any]:
         if model is not self.model:
             raise ValueError(f"{self.name} is attached to another model instance.")
         return self.coeff(coeff)
@@ -189,10 +190,13 @@ def as_steerable(intervention: Any) -> Steerable | None:
     if intervention is None or isinstance(intervention, Steerable):
         return intervention
     if isinstance(intervention, Direction) or (
-            isinstance(intervention, (list, tuple)) and intervention and all(isinstance(d, Direction) for d in intervention)):
+        isinstance(intervention, (list, tuple)) and intervention and all(isinstance(d, Direction) for d in intervention)
+    ):
         return Steering(list(intervention) if isinstance(intervention, (list, tuple)) else [intervention])
-    raise TypeError(f"Cannot steer with a {type(intervention).__name__}: pass a steering.Direction (or a list of them), "
-                    "an adapter (InnerPiSSA, LoRA), a steering.Prompting, or None.")
+    raise TypeError(
+        f"Cannot steer with a {type(intervention).__name__}: pass a steering.Direction (or a list of them), "
+        "an adapter (InnerPiSSA, LoRA), a steering.Prompting, or None."
+    )
 
 
 @contextmanager
@@ -217,7 +221,8 @@ def applied(model: Any, intervention: Any, coeff: Coeff, remote: Any = None) -> 
         raise NotImplementedError(
             f"{steerable.name} works through forward hooks or modules in this process, which do not travel with a "
             "remote trace. Steer with Directions remotely, or load the model locally "
-            "(probes.load_model(name, device_map='auto', dtype='bfloat16')).")
+            "(probes.load_model(name, device_map='auto', dtype='bfloat16'))."
+        )
     with steerable.applied(model, coeff):
         yield
 
@@ -240,4 +245,3 @@ def load_steerable(path: str | Path, model: Any) -> Steerable:
 
         return load_lora(path, model)
     raise ValueError(f"{path / 'steerable.json'} names an unknown intervention type {kind!r}.")
-

@@ -33,8 +33,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -97,6 +98,7 @@ class TrainResult:
     directions: dict[int, Tensor] = field(default_factory=dict)
     separation: dict[str, float] = field(default_factory=dict)
 
+
 @dataclass
 class Encoded:
     """The training texts, tokenized once (positive, negative interleaved)."""
@@ -156,7 +158,7 @@ def separations(states: dict[str, Tensor], directions: dict[str, Tensor]) -> Flo
     return torch.stack(gaps)
 
 
-def pair_logp_gap(logp: Tensor, mask: Tensor) -> Float[Tensor, "pair"]:
+def pair_logp_gap(logp: Tensor, mask: Tensor) -> Float[Tensor, " pair"]:
     """Per pair: mean token log-prob of the positive text − of the negative text."""
     per_text = (logp * mask).sum(-1) / mask.sum(-1).clamp_min(1)
     return per_text[0::2] - per_text[1::2]
@@ -167,7 +169,9 @@ def monotonic_loss(gap_plus: Tensor, gap_minus: Tensor, gap_ref: Tensor, margin:
     return (F.relu(margin + gap_ref - gap_plus) + F.relu(margin + gap_minus - gap_ref)).mean()
 
 
-def preference_directions(reference: dict[str, Tensor], model: Any, loss_layers: list[int], config: ReprPOConfig, paths: list[str]) -> dict[str, Tensor]:
+def preference_directions(
+    reference: dict[str, Tensor], model: Any, loss_layers: list[int], config: ReprPOConfig, paths: list[str]
+) -> dict[str, Tensor]:
     """Frozen direction per loss layer: PC of the reference pair differences (sign-calibrated),
     optionally in the layer's U basis, optionally the best-aligned of the top-k components."""
     found = {}
@@ -221,7 +225,7 @@ def coherence_loss(logp_c: Tensor, logp_ref: Tensor, mask: Tensor, config: ReprP
 
 def reference_pass(model: Any, adapter: Any, encoded: Encoded, n_pairs: int, paths: list[str], config: ReprPOConfig):
     """States and token log-probs of every training text at c = 0 (the base model), computed once."""
-    states = {path: [] for path in paths}
+    states: dict[str, list[Tensor]] = {path: [] for path in paths}
     token_logp: list[Tensor] = [torch.empty(0)] * (2 * n_pairs)
     with adapter.coeff(0.0):
         for start in range(0, n_pairs, config.batch_pairs * 2):
@@ -240,7 +244,7 @@ def aligned_reference(token_logp: list[Tensor], batch, mask: Tensor) -> Tensor:
     out = torch.zeros_like(mask)
     for row, text in enumerate(batch.text_index.tolist()):
         values = token_logp[text].to(mask.device)
-        out[row, mask.shape[1] - len(values):] = values
+        out[row, mask.shape[1] - len(values) :] = values
     return out
 
 
@@ -301,8 +305,7 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
                 parts["projection"] += projection.item() / config.grad_accum
                 parts["coherence"] += coherence.item() / config.grad_accum
             ref_logp_gap = torch.stack([(ref_logp[2 * p].mean() - ref_logp[2 * p + 1].mean()) for p in index])
-            monotonic = monotonic_loss(logp_gaps[1.0], logp_gaps[-1.0], ref_logp_gap.to(logp_gaps[1.0].device),
-                                       config.monotonic_margin)
+            monotonic = monotonic_loss(logp_gaps[1.0], logp_gaps[-1.0], ref_logp_gap.to(logp_gaps[1.0].device), config.monotonic_margin)
             loss = sum(p + config.coherence_weight * c for p, c in losses) + config.monotonic_weight * monotonic
             (loss / config.grad_accum).backward()
             parts["loss"] += loss.item() / config.grad_accum
@@ -314,8 +317,13 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
             torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad)
         optimizer.step()
         history.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **parts, "seconds": time.time() - started})
-        bar.set_postfix(loss=f"{parts['loss']:.3f}", proj=f"{parts['projection']:.3f}", coh=f"{parts['coherence']:.3f}",
-                        up=f"{parts['gain_pos']:+.2f}", down=f"{parts['gain_neg']:+.2f}")
+        bar.set_postfix(
+            loss=f"{parts['loss']:.3f}",
+            proj=f"{parts['projection']:.3f}",
+            coh=f"{parts['coherence']:.3f}",
+            up=f"{parts['gain_pos']:+.2f}",
+            down=f"{parts['gain_neg']:+.2f}",
+        )
         if parts["loss"] < best - 1e-4:
             best, since_best = parts["loss"], 0
         else:
@@ -329,12 +337,20 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
     if flipped:
         adapter.flip_sign()
         check = {"c=+1": check["c=-1"], "c=0": check["c=0"], "c=-1": check["c=+1"]}
-    return TrainResult(pd.DataFrame(history), flipped, time.time() - started, config,
-                       {layer: directions[path] for layer, path in zip(loss_layers, paths)}, check)
+    return TrainResult(
+        pd.DataFrame(history),
+        flipped,
+        time.time() - started,
+        config,
+        {layer: directions[path] for layer, path in zip(loss_layers, paths)},
+        check,
+    )
 
 
 @torch.no_grad()
-def separation_check(model: Any, adapter: Any, encoded: Encoded, n_pairs: int, paths: list[str], directions: dict[str, Tensor], config: ReprPOConfig) -> dict[str, float]:
+def separation_check(
+    model: Any, adapter: Any, encoded: Encoded, n_pairs: int, paths: list[str], directions: dict[str, Tensor], config: ReprPOConfig
+) -> dict[str, float]:
     """Mean separation along the frozen directions on the training pairs at c = −1, 0, +1."""
     out = {}
     for name, c in (("c=-1", -1.0), ("c=0", 0.0), ("c=+1", 1.0)):

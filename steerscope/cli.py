@@ -1,12 +1,12 @@
 """The ``steerscope`` command line.
 
-    steerscope sweep [--model ID [--remote | --dtype bfloat16 --device-map auto]] [--concept honesty|sentiment] [--layers all]
-                     [--kinds resid,o,down] [--methods mean_diff,pca_diff] [--coeffs=-1,0,1] [--out DIR] [--resume] [--full]
-    steerscope train [--model ID [--dtype bfloat16 --device-map auto]] [--target honesty] [--items DAILY_DILEMMAS]
-                     [--layers 8:22:2] [--kinds o,down] [--rank 16] [--steps 16] [--seeds 0,1,2] [--ablations] [--depths] [--out DIR]
-    steerscope paper [--run DIR | the train options]
-    steerscope figures --run runs/sweep --out figures/
-    steerscope demo  [--model ID [--remote]] [--pairs 64] [--layers all] [--kinds resid]
+steerscope sweep [--model ID [--remote | --dtype bfloat16 --device-map auto]] [--concept honesty|sentiment] [--layers all]
+                 [--kinds resid,o,down] [--methods mean_diff,pca_diff] [--coeffs=-1,0,1] [--out DIR] [--resume] [--full]
+steerscope train [--model ID [--dtype bfloat16 --device-map auto]] [--target honesty] [--items DAILY_DILEMMAS]
+                 [--layers 8:22:2] [--kinds o,down] [--rank 16] [--steps 16] [--seeds 0,1,2] [--ablations] [--depths] [--out DIR]
+steerscope paper [--run DIR | the train options]
+steerscope figures --run runs/sweep --out figures/
+steerscope demo  [--model ID [--remote]] [--pairs 64] [--layers all] [--kinds resid]
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def add_model_options(parser: argparse.ArgumentParser, remote: bool) -> None:
     parser.add_argument("--dtype", default=None, help="parameter dtype, e.g. bfloat16 on a GPU (default float32)")
     parser.add_argument("--device-map", default=None, help="transformers device_map, e.g. 'auto' to spread over the GPUs")
     if remote:
-        parser.add_argument("--remote", action="store_true",
-                            help="run every trace on NDIF through nnsight (needs NDIF_API_KEY and a model NDIF serves)")
+        parser.add_argument(
+            "--remote", action="store_true", help="run every trace on NDIF through nnsight (needs NDIF_API_KEY and a model NDIF serves)"
+        )
 
 
 def load_from_args(args: argparse.Namespace):
@@ -73,15 +74,16 @@ def run_demo(args: argparse.Namespace) -> int:
         print("\nHonesty separation per layer (cross-validated over pairs, last token):")
         print(table.to_string(index=False))
     best = table.sort_values(["auroc", "cohens_d"], ascending=False).iloc[0]
-    print(f"\nMost separable: layer {best.layer} {best.kind} (AUROC {best.auroc:.3f}, d {best.cohens_d:.2f}); "
-          f"{time.time() - started:.0f} s in all.")
+    print(
+        f"\nMost separable: layer {best.layer} {best.kind} (AUROC {best.auroc:.3f}, d {best.cohens_d:.2f}); "
+        f"{time.time() - started:.0f} s in all."
+    )
     return 0
 
 
 def run_sweep(args: argparse.Namespace) -> int:
     import analysis
     import probes
-
     from analysis.dose import check_coeffs
 
     started = time.time()
@@ -92,10 +94,23 @@ def run_sweep(args: argparse.Namespace) -> int:
     pairs = probes.concept_pairs(args.concept, n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
     items = analysis.eval_items(args.concept)[: args.items]
     result = analysis.sweep_steerability(
-        model, pairs, items, layers=layers, kinds=args.kinds.split(","),
-        methods=args.methods.split(","), coeffs=coeffs, out=args.out,
-        resume=args.resume, full=args.full, top_k=args.top_k, stride=args.stride, batch_size=args.batch_size,
-        min_pmass=args.min_pmass, test_fraction=args.test_fraction, seed=args.seed, null_model=not args.no_null,
+        model,
+        pairs,
+        items,
+        layers=layers,
+        kinds=args.kinds.split(","),
+        methods=args.methods.split(","),
+        coeffs=coeffs,
+        out=args.out,
+        resume=args.resume,
+        full=args.full,
+        top_k=args.top_k,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        min_pmass=args.min_pmass,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        null_model=not args.no_null,
         null_direction=not args.no_null,
     )
     from analysis.report import SUMMARY_COLUMNS, markdown_table, ranked
@@ -104,8 +119,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     print(f"\nWrote {args.out}/summary.md, results.csv, report.html and figures/ in {time.time() - started:.0f} s.")
     errors = result.results["error"].notna() if "error" in result.results else None
     if errors is not None and len(errors) and errors.all():
-        print(f"Every configuration failed (first error: {result.results['error'].iloc[0]}); see {args.out}/summary.md.",
-              file=sys.stderr)
+        print(f"Every configuration failed (first error: {result.results['error'].iloc[0]}); see {args.out}/summary.md.", file=sys.stderr)
         return 1
     return 0
 
@@ -130,14 +144,26 @@ def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
     model = load_from_args(args)
     pairs = probes.concept_pairs(args.concept, n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
     settings = ExperimentSettings(
-        target=args.target, layers=parse_layers(args.layers) if args.layers else None, kinds=args.kinds.split(","),
-        rank=args.rank, seeds=seeds, steps=args.steps, lr=args.lr, batch_pairs=args.batch_pairs, lora=not args.no_lora,
-        ablations=full or args.ablations, depths=full or args.depths, split_seed=args.seed)
+        target=args.target,
+        layers=parse_layers(args.layers) if args.layers else None,
+        kinds=args.kinds.split(","),
+        rank=args.rank,
+        seeds=seeds,
+        steps=args.steps,
+        lr=args.lr,
+        batch_pairs=args.batch_pairs,
+        lora=not args.no_lora,
+        ablations=full or args.ablations,
+        depths=full or args.depths,
+        split_seed=args.seed,
+    )
     run_experiment(model, pairs, items, settings, out=out, resume=args.resume)
     analysis.paper.write_paper(out)
     print((Path(out) / "table1.md").read_text())
-    print(f"Wrote {out}/table1.md, table2.md, transfer.md, figure1_dose, figure2_depth, pareto and generations.md "
-          f"in {time.time() - started:.0f} s.")
+    print(
+        f"Wrote {out}/table1.md, table2.md, transfer.md, figure1_dose, figure2_depth, pareto and generations.md "
+        f"in {time.time() - started:.0f} s."
+    )
     return 0
 
 
@@ -159,8 +185,11 @@ def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
     add_model_options(parser, remote=False)
     parser.add_argument("--concept", default="honesty", help="shipped concept whose contrastive pairs train the adapters")
     parser.add_argument("--target", default="honesty", help="the value whose change is the effect (others are side effects)")
-    parser.add_argument("--items", default=None, help="a local DailyDilemmas copy (CSV/JSONL/Parquet, either schema); "
-                        "default: the shipped value-labelled dilemmas")
+    parser.add_argument(
+        "--items",
+        default=None,
+        help="a local DailyDilemmas copy (CSV/JSONL/Parquet, either schema); default: the shipped value-labelled dilemmas",
+    )
     parser.add_argument("--layers", default=None, help="adapted layers: '8:22:2', '10,12' (default: every other middle layer)")
     parser.add_argument("--kinds", default="o,down", help="adapted sublayer kinds")
     parser.add_argument("--rank", type=int, default=16)
@@ -198,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--out", default=None, help="output folder (default: runs/sweep-<date-time>, so reruns never collide)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     sweep.add_argument("--full", action="store_true", help="dose-response for every layer x kind (slow)")
-    sweep.add_argument("--concept", default="honesty", choices=("honesty", "sentiment"),
-                       help="the concept: its contrastive pairs make the directions, its readout items judge them")
+    sweep.add_argument(
+        "--concept",
+        default="honesty",
+        choices=("honesty", "sentiment"),
+        help="the concept: its contrastive pairs make the directions, its readout items judge them",
+    )
     sweep.add_argument("--pairs", type=int, default=64, help="contrastive pairs for the directions")
     sweep.add_argument("--items", type=int, default=None, help="use only the first N evaluation items (default: all)")
     sweep.add_argument("--test-fraction", type=float, default=0.5, help="share of items held out as test items")
@@ -213,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     add_experiment_options(train, full=False)
     train.add_argument("--out", default=None, help="output folder (default: runs/train-<date-time>)")
     train.set_defaults(handler=run_train)
-    paper = commands.add_parser("paper", help="the paper's tables and figures: --run DIR rebuilds them from a train/paper "
-                                "folder; without --run, runs everything (Table 1, Table 2 ablations, Figure 2 depths) first")
+    paper = commands.add_parser(
+        "paper",
+        help="the paper's tables and figures: --run DIR rebuilds them from a train/paper "
+        "folder; without --run, runs everything (Table 1, Table 2 ablations, Figure 2 depths) first",
+    )
     add_experiment_options(paper, full=True)
     paper.add_argument("--run", default=None, help="a folder written by steerscope train or paper")
     paper.add_argument("--out", default=None, help="output folder (default: runs/paper-<date-time>, or --run itself)")

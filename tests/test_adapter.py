@@ -23,11 +23,10 @@ def logits(model, coeff=None, adapter=None):
             return sl.unwrap(model)(**batch).logits
 
 
-
-
 def attach(model, **options):
-    adapter = steering.attach_innerpissa(model, layers=[0, 2], kinds=options.pop("kinds", ("o", "down", "q")), rank=4,
-                                         **({"rotate_u": True, "init_std": 0.05} | options))
+    adapter = steering.attach_innerpissa(
+        model, layers=[0, 2], kinds=options.pop("kinds", ("o", "down", "q")), rank=4, **({"rotate_u": True, "init_std": 0.05} | options)
+    )
     with torch.no_grad():  # trained-looking parameters, not the tiny init
         for parameter in adapter.trainable_parameters():
             parameter.normal_(0, 0.3, generator=torch.Generator().manual_seed(parameter.numel()))
@@ -119,12 +118,15 @@ def test_data_aware_selection_picks_the_most_separating_components():
     assert sorted(chosen) == sorted(separation.topk(3).indices.tolist())
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m: steering.attach_innerpissa(m, layers=[0], kinds=("q",), rank=33), "rank=33 is larger"),
-    (lambda m: steering.attach_innerpissa(m, layers=[0], kinds=("gate",), rank=2), "kind the gpt2 architecture lacks"),
-    (lambda m: steering.attach_innerpissa(m, layers=[0], kinds=("resid",), rank=2), "has none"),
-    (lambda m: steering.attach_innerpissa(m, layers=[0], kinds=("o",), select="data"), "needs pairs"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: steering.attach_innerpissa(m, layers=[0], kinds=("q",), rank=33), "rank=33 is larger"),
+        (lambda m: steering.attach_innerpissa(m, layers=[0], kinds=("gate",), rank=2), "kind the gpt2 architecture lacks"),
+        (lambda m: steering.attach_innerpissa(m, layers=[0], kinds=("resid",), rank=2), "has none"),
+        (lambda m: steering.attach_innerpissa(m, layers=[0], kinds=("o",), select="data"), "needs pairs"),
+    ],
+)
 def test_bad_adapter_requests_raise_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call(tiny_model("gpt2"))

@@ -52,8 +52,8 @@ def test_an_adapter_is_refused_by_a_model_it_was_not_made_for(saved, other):
     else:
         import transformers as T
 
-        from tests.tiny import byte_tokenizer, config_for
         import probes
+        from tests.tiny import byte_tokenizer, config_for
 
         config = config_for("llama")
         config.intermediate_size = 64

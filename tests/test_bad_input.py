@@ -11,7 +11,6 @@ import torch
 import analysis
 import probes
 import steering
-from analysis import score as sc
 from probes import sublayers as sl
 from steering import Direction
 from tests.tiny import tiny_model
@@ -30,13 +29,13 @@ def model():
 
 @pytest.mark.parametrize("coeff", [float("nan"), float("inf"), [0.0, float("nan")]])
 def test_steering_with_a_non_finite_coefficient_is_refused(model, coeff):
-    with pytest.raises(ValueError, match="not finite"):
-        with steering.steer(model, direction(), coeff):
-            pass
+    with pytest.raises(ValueError, match="not finite"), steering.steer(model, direction(), coeff):
+        pass
 
 
-@pytest.mark.parametrize("coeffs, message", [((float("nan"), 0.0), "finite"), ((1.0, 1.0), "repeats"), ((), "empty"),
-                                              ("-1,0,1", "list of numbers")])
+@pytest.mark.parametrize(
+    "coeffs, message", [((float("nan"), 0.0), "finite"), ((1.0, 1.0), "repeats"), ((), "empty"), ("-1,0,1", "list of numbers")]
+)
 def test_dose_response_refuses_bad_coefficient_lists(model, coeffs, message):
     with pytest.raises(ValueError, match=message):
         analysis.dose_response(model, direction(), analysis.dilemmas()[:2], coeffs)
@@ -61,10 +60,17 @@ def test_text_longer_than_learned_positions_is_refused_and_past_rope_range_warne
         probes.collect(llama, [("a" * 80, "b" * 80)], layers=[0], progress=False)
 
 
-@pytest.mark.parametrize("pairs, message", [
-    ([None], "pair 0 is None"), ([3], "pair 0 is 3"), (None, "pass a list"), ([("a", "a")], "identical"),
-    ([("a", 5)], "must be strings"), ([], "No pairs"),
-])
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        ([None], "pair 0 is None"),
+        ([3], "pair 0 is 3"),
+        (None, "pass a list"),
+        ([("a", "a")], "identical"),
+        ([("a", 5)], "must be strings"),
+        ([], "No pairs"),
+    ],
+)
 def test_malformed_pairs_are_named(model, pairs, message):
     with pytest.raises(ValueError, match=message):
         probes.collect(model, pairs, layers=[0], progress=False)
@@ -80,19 +86,21 @@ def test_numpy_layer_indices_are_accepted_and_bad_ones_named(model):
         probes.collect(model, PAIRS, layers=[1.5], progress=False)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (direction(width=20), "has 20 features but 'resid' at layer 1 of this model has 32"),
-    (direction(layer=9), "cannot steer this model.*out of range"),
-    (direction(kind="gate", width=48), None),  # a correct gate direction works
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (direction(width=20), "has 20 features but 'resid' at layer 1 of this model has 32"),
+        (direction(layer=9), "cannot steer this model.*out of range"),
+        (direction(kind="gate", width=48), None),  # a correct gate direction works
+    ],
+)
 def test_directions_that_do_not_fit_the_model_are_named_before_the_forward(model, bad, message):
     if message is None:
         with steering.steer(model, bad, 1.0):
             sl.unwrap(model)(**model.tokenizer(["hi"], return_tensors="pt"))
         return
-    with pytest.raises(ValueError, match=message):
-        with steering.steer(model, bad, 1.0):
-            pass
+    with pytest.raises(ValueError, match=message), steering.steer(model, bad, 1.0):
+        pass
 
 
 def test_a_token_position_that_was_not_captured_is_named(model):
@@ -148,8 +156,10 @@ def test_values_as_a_string_and_duplicate_item_ids_are_refused(tmp_path, model):
 def test_a_malformed_daily_dilemmas_cell_is_named(tmp_path):
     import pandas as pd
 
-    rows = [{"dilemma_idx": 1, "dilemma_situation": "s", "action_type": t, "action": "Act", "values_aggregated": cell}
-            for t, cell in (("to_do", "['honesty'"), ("not_to_do", "['care']"))]
+    rows = [
+        {"dilemma_idx": 1, "dilemma_situation": "s", "action_type": t, "action": "Act", "values_aggregated": cell}
+        for t, cell in (("to_do", "['honesty'"), ("not_to_do", "['care']"))
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "dd.csv", index=False)
     with pytest.raises(ValueError, match="values_aggregated cell .*\\['honesty'"):
         analysis.load_daily_dilemmas(tmp_path / "dd.csv")

@@ -19,8 +19,14 @@ def independent_weight(model, layer: int, kind: str) -> torch.Tensor:
         block = torch_model.transformer.h[layer]
         d = block.attn.c_proj.weight.shape[0]
         fused = block.attn.c_attn.weight.T  # Conv1D stores [d_in, d_out]
-        modules = {"o": block.attn.c_proj.weight.T, "up": block.mlp.c_fc.weight.T, "down": block.mlp.c_proj.weight.T,
-                   "q": fused[:d], "k": fused[d : 2 * d], "v": fused[2 * d :]}
+        modules = {
+            "o": block.attn.c_proj.weight.T,
+            "up": block.mlp.c_fc.weight.T,
+            "down": block.mlp.c_proj.weight.T,
+            "q": fused[:d],
+            "k": fused[d : 2 * d],
+            "v": fused[2 * d :],
+        }
         return modules[kind]
     if name.startswith("GPTNeoX"):
         attention = torch_model.gpt_neox.layers[layer].attention
@@ -29,9 +35,15 @@ def independent_weight(model, layer: int, kind: str) -> torch.Tensor:
         per_head = w.view(heads, 3, -1, w.shape[-1])
         return per_head[:, "qkv".index(kind)].reshape(-1, w.shape[-1])
     block = torch_model.model.layers[layer]
-    return {"q": block.self_attn.q_proj, "k": block.self_attn.k_proj, "v": block.self_attn.v_proj,
-            "o": block.self_attn.o_proj, "gate": block.mlp.gate_proj, "up": block.mlp.up_proj,
-            "down": block.mlp.down_proj}[kind].weight
+    return {
+        "q": block.self_attn.q_proj,
+        "k": block.self_attn.k_proj,
+        "v": block.self_attn.v_proj,
+        "o": block.self_attn.o_proj,
+        "gate": block.mlp.gate_proj,
+        "up": block.mlp.up_proj,
+        "down": block.mlp.down_proj,
+    }[kind].weight
 
 
 def aligned(reference: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
@@ -40,8 +52,20 @@ def aligned(reference: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
     return candidate * signs
 
 
-@pytest.mark.parametrize("family, kind", [("llama", "q"), ("llama", "gate"), ("llama", "down"), ("gpt2", "up"),
-                                          ("gpt2", "o"), ("gpt2", "k"), ("gpt_neox", "v"), ("gpt_neox", "q"), ("qwen3", "k")])
+@pytest.mark.parametrize(
+    "family, kind",
+    [
+        ("llama", "q"),
+        ("llama", "gate"),
+        ("llama", "down"),
+        ("gpt2", "up"),
+        ("gpt2", "o"),
+        ("gpt2", "k"),
+        ("gpt_neox", "v"),
+        ("gpt_neox", "q"),
+        ("qwen3", "k"),
+    ],
+)
 def test_weight_svd_reconstructs_the_weight_and_matches_linalg_svd(family, kind):
     model = tiny_model(family)
     weight = independent_weight(model, 1, kind).detach()
@@ -68,8 +92,12 @@ def test_project_of_captured_states_equals_hs_times_u():
 
 def test_block_output_kinds_use_the_projection_that_writes_them():
     model = tiny_model("llama")
-    torch.testing.assert_close(probes.weight_svd(model, 0, "mlp").reconstruct(), independent_weight(model, 0, "down").detach(), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(probes.weight_svd(model, 0, "attn").reconstruct(), independent_weight(model, 0, "o").detach(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        probes.weight_svd(model, 0, "mlp").reconstruct(), independent_weight(model, 0, "down").detach(), atol=1e-5, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        probes.weight_svd(model, 0, "attn").reconstruct(), independent_weight(model, 0, "o").detach(), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_top_rank_keeps_the_largest_components():

@@ -23,7 +23,7 @@ PAIRS = [
 
 def assert_same(a, b):
     assert set(a.keys()) == set(b.keys())
-    for key in a.keys():
+    for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
 
 
@@ -82,7 +82,7 @@ def test_garbled_shard_bytes_are_detected_by_their_digest(tmp_path):
     shard.write_bytes(bytes(data))
     acts = shards.open_activations(tmp_path)
     with pytest.raises(ValueError, match="shard_00000.*digest"):
-        for key in acts.keys():  # whichever tensor holds the byte
+        for key in acts:  # whichever tensor holds the byte
             acts[key]
     with pytest.warns(UserWarning, match="Recomputing"):
         assert_same(streamed(model, tmp_path), probes.collect(model, PAIRS, layers="all", sublayers=("resid", "down"), progress=False))

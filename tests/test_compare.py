@@ -13,8 +13,6 @@ from steering.lora import attach_lora
 from tests.tiny import tiny_model
 
 
-
-
 def test_lora_handle_is_identity_at_zero_reversible_and_detachable():
     model = tiny_model("llama")
     batch = model.tokenizer(["hello there", "a b"], return_tensors="pt", padding=True)
@@ -50,8 +48,10 @@ def test_control_drift_is_the_mean_absolute_change_of_known_answers():
 
 
 def test_methods_table_gives_the_mean_and_sd_over_seeds():
-    runs = [compare.MethodRun("m", pd.DataFrame(), pd.DataFrame(), {"effect": e, "p_value": p, "delta_nll": 0.1}, seed=s)
-            for s, (e, p) in enumerate([(1.0, 0.01), (2.0, 0.2), (4.0, 0.03)])]
+    runs = [
+        compare.MethodRun("m", pd.DataFrame(), pd.DataFrame(), {"effect": e, "p_value": p, "delta_nll": 0.1}, seed=s)
+        for s, (e, p) in enumerate([(1.0, 0.01), (2.0, 0.2), (4.0, 0.03)])
+    ]
     row = compare.methods_table(runs).iloc[0]
     assert row["seeds"] == 3 and row["effect"] == pytest.approx(7 / 3)
     assert row["effect_sd"] == pytest.approx(float(pd.Series([1.0, 2.0, 4.0]).std(ddof=1)))

@@ -31,13 +31,15 @@ def test_pca_diff_equals_first_component_of_independent_pca():
     direction = directions.compute("pca_diff", acts, 0, "resid")
     cosine = abs(float(direction.vector.double() @ torch.from_numpy(vt[0])))
     assert cosine > 0.999
-    assert direction.meta["explained_variance"] == pytest.approx((np.linalg.svd(centred, compute_uv=False) ** 2)[0] / (centred**2).sum(), rel=1e-6)
+    assert direction.meta["explained_variance"] == pytest.approx(
+        (np.linalg.svd(centred, compute_uv=False) ** 2)[0] / (centred**2).sum(), rel=1e-6
+    )
 
 
 def test_mean_diff_is_the_normalised_mean_difference_and_unit_norm():
     acts, _ = synthetic_acts()
     hs = acts[0, "resid"][:, :, 0].double()
-    expected = (hs[:, 0].mean(0) - hs[:, 1].mean(0))
+    expected = hs[:, 0].mean(0) - hs[:, 1].mean(0)
     direction = directions.compute("mean_diff", acts, 0, "resid")
     torch.testing.assert_close(direction.vector.double(), expected / expected.norm(), atol=1e-6, rtol=1e-6)
     assert direction.scale == pytest.approx(float((hs[:, 0] - hs[:, 1]).norm(dim=-1).median()), rel=1e-6)
@@ -86,13 +88,42 @@ def planted_model(seed: int = 0):
     return model, planted
 
 
-PREFIXES = ["the cat", "a long road home", "so", "weather report", "my neighbour's dog", "tea or", "ten green",
-            "under the bridge", "he said", "look at this", "numbers 1 2 3", "why not", "the end of the", "we", "a b"]
+PREFIXES = [
+    "the cat",
+    "a long road home",
+    "so",
+    "weather report",
+    "my neighbour's dog",
+    "tea or",
+    "ten green",
+    "under the bridge",
+    "he said",
+    "look at this",
+    "numbers 1 2 3",
+    "why not",
+    "the end of the",
+    "we",
+    "a b",
+]
 PLANTED_PAIRS = [(f"{prefix} {MARKERS[i % 3][0]}", f"{prefix} {MARKERS[i % 3][1]}") for i, prefix in enumerate(PREFIXES)]
 
 
-@pytest.mark.parametrize("method", ["mean_diff", "pca_diff", "pca_center", "pca_diff_weighted", "logistic",
-                                    "uspace_pca", "uspace_mean", "svd_grad", "fisher_cov", "fisher_ief", "fisher_dual"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "mean_diff",
+        "pca_diff",
+        "pca_center",
+        "pca_diff_weighted",
+        "logistic",
+        "uspace_pca",
+        "uspace_mean",
+        "svd_grad",
+        "fisher_cov",
+        "fisher_ief",
+        "fisher_dual",
+    ],
+)
 def test_each_method_recovers_a_planted_direction(method):
     model, planted = planted_model()
     acts = probes.collect(model, PLANTED_PAIRS, layers=[0, 1], sublayers="resid", progress=False)
@@ -127,5 +158,9 @@ def test_directions_round_trip_through_safetensors(tmp_path):
     found = [directions.compute("pca_diff", acts, 0, "resid"), directions.compute("uspace_pca", acts, 0, "resid", model=model)]
     loaded = directions.load_directions(directions.save_directions(found, tmp_path / "dirs.safetensors"))
     for a, b in zip(found, loaded):
-        assert torch.equal(a.vector, b.vector) and a.scale == b.scale and (a.layer, a.kind, a.method, a.space) == (b.layer, b.kind, b.method, b.space)
+        assert (
+            torch.equal(a.vector, b.vector)
+            and a.scale == b.scale
+            and (a.layer, a.kind, a.method, a.space) == (b.layer, b.kind, b.method, b.space)
+        )
     assert torch.equal(found[1].coords, loaded[1].coords)

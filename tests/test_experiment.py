@@ -20,8 +20,11 @@ def test_a_uniform_shift_towards_yes_moves_no_value():
     items = analysis.moral_dilemmas()
     rng = np.random.default_rng(0)
     base = {item.id: rng.normal(0, 2) for item in items}
-    rows = [{"item": item.id, "coeff": c, "logratio": base[item.id] + 0.7 * c, "valid": True, "nll": 2.0}
-            for item in items for c in (-1.0, 0.0, 1.0)]  # every answer moves towards "Yes" alike
+    rows = [
+        {"item": item.id, "coeff": c, "logratio": base[item.id] + 0.7 * c, "valid": True, "nll": 2.0}
+        for item in items
+        for c in (-1.0, 0.0, 1.0)
+    ]  # every answer moves towards "Yes" alike
     profile = value_profile(pd.DataFrame(rows), items, target="honesty")
     assert len(profile) > 20 and profile["effect"].abs().max() < 1e-9
     assert side_effects(profile) < 1e-9
@@ -30,8 +33,9 @@ def test_a_uniform_shift_towards_yes_moves_no_value():
 def test_value_profiles_read_each_value_with_its_labels():
     items = analysis.moral_dilemmas()
     honesty = {i.id: i.value_labels["honesty"] for i in items if "honesty" in i.value_labels}
-    rows = [{"item": item.id, "coeff": c, "logratio": c * honesty.get(item.id, 0.0), "valid": True}
-            for item in items for c in (-1.0, 0.0, 1.0)]  # moves exactly the honest answers, by 1 per unit c
+    rows = [
+        {"item": item.id, "coeff": c, "logratio": c * honesty.get(item.id, 0.0), "valid": True} for item in items for c in (-1.0, 0.0, 1.0)
+    ]  # moves exactly the honest answers, by 1 per unit c
     profile = value_profile(pd.DataFrame(rows), items, target="honesty").set_index("value")
     assert profile.loc["honesty", "effect"] == pytest.approx(1.0) and profile.loc["honesty", "target"]
     assert profile.loc["honesty", "n_items"] == len(honesty)
@@ -44,8 +48,18 @@ def experiment(tmp_path_factory):
     before = (checksum(model), [name for name, _ in probes.sublayers.unwrap(model).named_modules()])
     pairs = probes.honesty_pairs(n=8, tokenizer=model.tokenizer)
     items = analysis.moral_dilemmas()[:40]
-    settings = ExperimentSettings(layers=[0, 1], kinds=("o", "down"), rank=2, seeds=(0, 1), steps=2, coeffs=(-1, 0, 1, 2),
-                                  ablations=True, depths=True, generation_tokens=4, min_pmass=0.0)
+    settings = ExperimentSettings(
+        layers=[0, 1],
+        kinds=("o", "down"),
+        rank=2,
+        seeds=(0, 1),
+        steps=2,
+        coeffs=(-1, 0, 1, 2),
+        ablations=True,
+        depths=True,
+        generation_tokens=4,
+        min_pmass=0.0,
+    )
     run_experiment(model, pairs, items, settings, out=out, progress=False)
     # every adapter was detached: the model ends exactly as it began
     assert (checksum(model), [name for name, _ in probes.sublayers.unwrap(model).named_modules()]) == before
@@ -56,9 +70,22 @@ def experiment(tmp_path_factory):
 
 def test_every_table_and_figure_is_written_from_test_items_only(experiment):
     out, items = experiment
-    for name in ("table1.md", "table1.tex", "table2.md", "transfer.md", "figure1_dose.html", "figure2_depth.html",
-                 "pareto.html", "transfer.html", "training_curves.html", "generations.md", "split.json", "manifest.json",
-                 "choices.json", "labels.json"):
+    for name in (
+        "table1.md",
+        "table1.tex",
+        "table2.md",
+        "transfer.md",
+        "figure1_dose.html",
+        "figure2_depth.html",
+        "pareto.html",
+        "transfer.html",
+        "training_curves.html",
+        "generations.md",
+        "split.json",
+        "manifest.json",
+        "choices.json",
+        "labels.json",
+    ):
         assert (out / name).stat().st_size > 0, name
     split = json.loads((out / "split.json").read_text())
     assert not set(split["validation"]) & set(split["test"])

@@ -62,9 +62,8 @@ def test_trace_modules_records_what_collect_records():
     text = "The cat sat on the mat"
     acts = probes.collect(model, [(text, "The dog sat on the mat")], layers=[1], sublayers=("up", "resid"), progress=False)
     names = ["model.layers.1.mlp.up_proj", "model.layers.1"]
-    with trace_modules(model, names, retain_input=True) as traces:
-        with torch.no_grad():
-            sl.unwrap(model)(**model.tokenizer([text], return_tensors="pt"))
+    with trace_modules(model, names, retain_input=True) as traces, torch.no_grad():
+        sl.unwrap(model)(**model.tokenizer([text], return_tensors="pt"))
     torch.testing.assert_close(traces[names[0]].output[0, -1], acts[1, "up"][0, 0, 0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(sl.module_hidden(traces[names[1]].output)[0, -1], acts[1, "resid"][0, 0, 0], atol=1e-5, rtol=1e-4)
     assert traces[names[0]].input.shape[-1] == 32
@@ -75,9 +74,8 @@ def test_trace_modules_edit_output_changes_the_model_output_and_retains_grad():
     batch = model.tokenizer(["hello world"], return_tensors="pt")
     with torch.no_grad():
         base = sl.unwrap(model)(**batch).logits
-    with trace_modules(model, ["model.layers.0.mlp"], edit_output=lambda output, name: output * 0):
-        with torch.no_grad():
-            edited = sl.unwrap(model)(**batch).logits
+    with trace_modules(model, ["model.layers.0.mlp"], edit_output=lambda output, name: output * 0), torch.no_grad():
+        edited = sl.unwrap(model)(**batch).logits
     assert not torch.allclose(base, edited)
     with trace_modules(model, ["model.layers.1.mlp.down_proj"], retain_grad=True) as traces:
         sl.unwrap(model)(**batch).logits.sum().backward()

@@ -47,9 +47,12 @@ def text_gradient(model, text, pref, layer, kind_path, loss_layer, coherence, si
         out[0, -1] = out[0, -1] + shift
         return out
 
-    handles = [torch_model.get_submodule(kind_path).register_forward_hook(add),
-               torch_model.model.layers[loss_layer].register_forward_hook(
-                   lambda m, a, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out))]
+    handles = [
+        torch_model.get_submodule(kind_path).register_forward_hook(add),
+        torch_model.model.layers[loss_layer].register_forward_hook(
+            lambda m, a, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out)
+        ),
+    ]
     try:
         logits = torch_model(ids).logits
     finally:
@@ -106,10 +109,16 @@ def test_each_variant_equals_its_formula_with_an_absolute_lambda():
         expected = {
             "cov": -torch.linalg.solve(cov + reg * eye, q.mean(0)),
             "ief": -torch.linalg.solve(normalised.T @ normalised / len(q) + reg * eye, q.mean(0)),
-            "dual": unit(-torch.linalg.solve(grads.positive.double().T @ grads.positive.double() / len(q) + reg * eye,
-                                             grads.positive.double().mean(0)))
-            - unit(-torch.linalg.solve(grads.negative.double().T @ grads.negative.double() / len(q) + reg * eye,
-                                       grads.negative.double().mean(0))),
+            "dual": unit(
+                -torch.linalg.solve(
+                    grads.positive.double().T @ grads.positive.double() / len(q) + reg * eye, grads.positive.double().mean(0)
+                )
+            )
+            - unit(
+                -torch.linalg.solve(
+                    grads.negative.double().T @ grads.negative.double() / len(q) + reg * eye, grads.negative.double().mean(0)
+                )
+            ),
         }
         for variant, vector in expected.items():
             found = directions.compute(f"fisher_{variant}", acts, 0, "resid", reg=reg, **options).vector.double()

@@ -13,7 +13,11 @@ from analysis.metrics import dose_metrics, paired_changes
 
 
 def table(values: dict[str, dict[float, float]], invalid: set[tuple[str, float]] = frozenset(), nll=None) -> pd.DataFrame:
-    rows = [{"item": item, "coeff": c, "readout": v, "valid": (item, c) not in invalid} for item, by_c in values.items() for c, v in by_c.items()]
+    rows = [
+        {"item": item, "coeff": c, "readout": v, "valid": (item, c) not in invalid}
+        for item, by_c in values.items()
+        for c, v in by_c.items()
+    ]
     df = pd.DataFrame(rows)
     if nll is not None:
         df["nll"] = df["coeff"].map(nll)
@@ -64,8 +68,11 @@ def test_the_issue_table_gives_rho_one_score_one_gain_one_hundred():
     rng = np.random.default_rng(0)
     offsets = rng.normal(0, 3, 64)  # items differ a lot ...
     coeffs = (-1.0, 0.0, 1.0)
-    rows = [{"item": f"i{i}", "coeff": c, "readout": offsets[i] + c + rng.normal(0, 0.3), "valid": True, "nll": 2.0}
-            for i in range(64) for c in coeffs]  # ... but every one moves by exactly +1 per unit c
+    rows = [
+        {"item": f"i{i}", "coeff": c, "readout": offsets[i] + c + rng.normal(0, 0.3), "valid": True, "nll": 2.0}
+        for i in range(64)
+        for c in coeffs
+    ]  # ... but every one moves by exactly +1 per unit c
     m = dose_metrics(pd.DataFrame(rows))
     assert m["spearman"] == 1.0
     assert abs(m["score"] - 1) < 0.05

@@ -74,12 +74,13 @@ def test_bfloat16_with_device_map_collects_and_steers_like_float32(tmp_path):
     pairs = [("I tell the truth.", "I tell lies."), ("Be honest.", "Be sly.")]
     half = probes.collect(model, pairs, layers=[1, 2], sublayers=("resid", "o"), progress=False)
     full = probes.collect(reference, pairs, layers=[1, 2], sublayers=("resid", "o"), progress=False)
-    for key in full.keys():
+    for key in full:
         assert half[key].dtype == torch.float32  # returned in the requested dtype
         torch.testing.assert_close(half[key], full[key], rtol=0.05, atol=0.05 * full[key].abs().max().item())
     direction = Direction(torch.nn.functional.normalize(torch.ones(32), dim=0), 2.0, 1, "resid", "test")
     kwargs = dict(coeffs=(-1.0, 0.0, 1.0), neutral_texts=["A plain sentence."], min_pmass=0.0)
     half_dose = analysis.dose_response(model, direction, analysis.dilemmas()[:3], **kwargs)
     full_dose = analysis.dose_response(reference, direction, analysis.dilemmas()[:3], **kwargs)
-    torch.testing.assert_close(torch.tensor(half_dose["logratio"].to_numpy()), torch.tensor(full_dose["logratio"].to_numpy()),
-                               rtol=0.1, atol=0.1)
+    torch.testing.assert_close(
+        torch.tensor(half_dose["logratio"].to_numpy()), torch.tensor(full_dose["logratio"].to_numpy()), rtol=0.1, atol=0.1
+    )

@@ -20,9 +20,20 @@ HANG_GUARD_SECONDS = 3 * 3600
 PROMISED = {
     "01_layer_steerability": ["01_separation_heatmap.png", "01_separation_by_layer.png", "01_dose_response.png", "01_sweep/summary.md"],
     "02_directions": ["02_direction_cosines.png", "02_projection_histograms.png", "02_dose_by_method.png"],
-    "03_innerpissa": ["03_training_curves.png", "03_adapter_changes.png", "03_pareto.png", "03_transfer.png", "03_adapter/adapter.safetensors"],
-    "04_paper_figures": ["paper/steerability_score.png", "paper/steerability_score.svg", "paper/dose_response_top.svg",
-                         "paper/sweep_summary.md", "paper/sweep_summary.tex"],
+    "03_innerpissa": [
+        "03_training_curves.png",
+        "03_adapter_changes.png",
+        "03_pareto.png",
+        "03_transfer.png",
+        "03_adapter/adapter.safetensors",
+    ],
+    "04_paper_figures": [
+        "paper/steerability_score.png",
+        "paper/steerability_score.svg",
+        "paper/dose_response_top.svg",
+        "paper/sweep_summary.md",
+        "paper/sweep_summary.tex",
+    ],
 }
 
 

@@ -16,7 +16,9 @@ def test_tuples_and_pairs_are_accepted_alike():
     assert (positive, negative) == ("a", "b")
 
 
-@pytest.mark.parametrize("bad, message", [([], "No pairs"), ([("x", "x")], "identical"), ([("a", "b", "c")], "pair 0"), ([(1, "b")], "strings")])
+@pytest.mark.parametrize(
+    "bad, message", [([], "No pairs"), ([("x", "x")], "identical"), ([("a", "b", "c")], "pair 0"), ([(1, "b")], "strings")]
+)
 def test_bad_pairs_raise(bad, message):
     with pytest.raises(ValueError, match=message):
         probes.as_pairs(bad)
@@ -74,9 +76,15 @@ def test_pairs_are_minimal_under_the_embedded_chat_template(smollm):
 
 def test_truncation_grows_suffix_prefixes():
     pairs = probes.pairs_from_templates([("a happy", "a sad")], ["the dog ran home"], "You are {persona} poet.", truncate="words")
-    assert [p.positive for p in pairs] == ["You are a happy poet. the", "You are a happy poet. the dog",
-                                           "You are a happy poet. the dog ran", "You are a happy poet. the dog ran home"]
-    by_token = probes.pairs_from_templates([("a happy", "a sad")], ["the dog"], "{persona}", truncate="tokens", tokenizer=byte_tokenizer(), min_length=5)
+    assert [p.positive for p in pairs] == [
+        "You are a happy poet. the",
+        "You are a happy poet. the dog",
+        "You are a happy poet. the dog ran",
+        "You are a happy poet. the dog ran home",
+    ]
+    by_token = probes.pairs_from_templates(
+        [("a happy", "a sad")], ["the dog"], "{persona}", truncate="tokens", tokenizer=byte_tokenizer(), min_length=5
+    )
     assert [p.negative for p in by_token] == ["a sad the d", "a sad the do", "a sad the dog"]
 
 

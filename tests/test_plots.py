@@ -16,16 +16,29 @@ def fake_results() -> pd.DataFrame:
     for method in ("mean_diff", "pca_diff"):
         for layer in range(4):
             for kind in ("resid", "down"):
-                rows.append({"layer": layer, "kind": kind, "method": method, "score": layer * 0.1 + (kind == "down"),
-                             "item_slope": layer * 0.1 + (kind == "down"), "p_value": 0.2 if layer == 0 else 1e-4,
-                             "normalized_gain": layer - 1.5})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "kind": kind,
+                        "method": method,
+                        "score": layer * 0.1 + (kind == "down"),
+                        "item_slope": layer * 0.1 + (kind == "down"),
+                        "p_value": 0.2 if layer == 0 else 1e-4,
+                        "normalized_gain": layer - 1.5,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def fake_dose() -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame([{"item": f"i{i}", "coeff": c, "readout": c + rng.normal(0, 0.3), "valid": True, "nll": 2 + 0.1 * abs(c)}
-                         for i in range(12) for c in (-1.0, 0.0, 1.0)])
+    return pd.DataFrame(
+        [
+            {"item": f"i{i}", "coeff": c, "readout": c + rng.normal(0, 0.3), "valid": True, "nll": 2 + 0.1 * abs(c)}
+            for i in range(12)
+            for c in (-1.0, 0.0, 1.0)
+        ]
+    )
 
 
 def test_figures_have_titled_axes_and_one_panel_per_method():

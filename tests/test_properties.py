@@ -19,7 +19,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import analysis
 import probes
 import steering
 from probes import sublayers as sl
@@ -40,23 +39,39 @@ pair_sets = st.lists(st.tuples(texts, texts).filter(lambda p: p[0] != p[1]), min
 
 
 @settings(max_examples=25, **PROFILE)
-@given(pairs=pair_sets, batch_size=st.integers(1, 8), side=st.sampled_from(["left", "right"]), tokens=st.integers(1, 3),
-       family=st.sampled_from(["llama", "gpt2"]))
+@given(
+    pairs=pair_sets,
+    batch_size=st.integers(1, 8),
+    side=st.sampled_from(["left", "right"]),
+    tokens=st.integers(1, 3),
+    family=st.sampled_from(["llama", "gpt2"]),
+)
 def test_batch_size_and_padding_never_change_captures(pairs, batch_size, side, tokens, family):
-    reference = probes.collect(model(family, "left"), pairs, layers="all", sublayers=("resid", "v", "down"), tokens=tokens,
-                               batch_size=1, progress=False)
-    varied = probes.collect(model(family, side), pairs, layers="all", sublayers=("resid", "v", "down"), tokens=tokens,
-                            batch_size=batch_size, progress=False)
-    for key in reference.keys():
+    reference = probes.collect(
+        model(family, "left"), pairs, layers="all", sublayers=("resid", "v", "down"), tokens=tokens, batch_size=1, progress=False
+    )
+    varied = probes.collect(
+        model(family, side), pairs, layers="all", sublayers=("resid", "v", "down"), tokens=tokens, batch_size=batch_size, progress=False
+    )
+    for key in reference:
         torch.testing.assert_close(varied[key], reference[key], atol=2e-5, rtol=1e-4)
 
 
 directions = st.builds(
     lambda seed, layer, kind, scale: Direction(
-        vector=torch.nn.functional.normalize(torch.randn(48 if kind == "gate" else 32, generator=torch.Generator().manual_seed(seed)), dim=0),
-        scale=scale, layer=layer, kind=kind, method="random"),
-    seed=st.integers(0, 10_000), layer=st.integers(0, 2), kind=st.sampled_from(["resid", "o", "down", "gate", "mlp"]),
-    scale=st.floats(0.01, 100.0))
+        vector=torch.nn.functional.normalize(
+            torch.randn(48 if kind == "gate" else 32, generator=torch.Generator().manual_seed(seed)), dim=0
+        ),
+        scale=scale,
+        layer=layer,
+        kind=kind,
+        method="random",
+    ),
+    seed=st.integers(0, 10_000),
+    layer=st.integers(0, 2),
+    kind=st.sampled_from(["resid", "o", "down", "gate", "mlp"]),
+    scale=st.floats(0.01, 100.0),
+)
 
 
 def logits(m, text="Honest: the sky is"):

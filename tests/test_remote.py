@@ -29,8 +29,11 @@ from tests.ndif_double import ndif_double, server_twins
 from tests.tiny import tiny_model
 
 REPO_ID = "steerscope-tests/tiny"
-PAIRS = [("I always tell the truth.", "I often tell lies."), ("Honest answers only.", "Deceive them all."),
-         ("Say what is so.", "Say what sells.")]
+PAIRS = [
+    ("I always tell the truth.", "I often tell lies."),
+    ("Honest answers only.", "Deceive them all."),
+    ("Say what is so.", "Say what sells."),
+]
 
 
 @pytest.fixture(params=["llama", "gpt2"])
@@ -60,7 +63,7 @@ def test_remote_collect_equals_local_collect_and_sends_one_request_per_batch(rem
     kinds = ("resid", "o", "q")
     remote = probes.collect(client, PAIRS, layers=[0, 2], sublayers=kinds, batch_size=4, progress=False)
     here = probes.collect(local, PAIRS, layers=[0, 2], sublayers=kinds, batch_size=4, progress=False)
-    for key in here.keys():
+    for key in here:
         torch.testing.assert_close(remote[key], here[key], rtol=1e-5, atol=1e-5)
     assert len(requests) == 2  # 6 texts in batches of 4
     for request in requests:
@@ -91,15 +94,20 @@ def test_remote_dose_response_equals_hook_steering(remote_setup):
 def test_remote_refuses_what_needs_local_weights_or_hooks(remote_setup):
     client, local, _ = remote_setup
     direction = Direction(torch.ones(sl.config_of(local).hidden_size), 1.0, 1, "resid", "test")
-    for needs_weights in (lambda: probes.weight_svd(client, 1, "o"), lambda: attach_innerpissa(client, layers=[1], kinds=["o"]),
-                          lambda: attach_lora(client, [1], ["o"]), lambda: calibrate(client, direction),
-                          lambda: text_gradients(client, PAIRS, 1, "resid")):
+    for needs_weights in (
+        lambda: probes.weight_svd(client, 1, "o"),
+        lambda: attach_innerpissa(client, layers=[1], kinds=["o"]),
+        lambda: attach_lora(client, [1], ["o"]),
+        lambda: calibrate(client, direction),
+        lambda: text_gradients(client, PAIRS, 1, "resid"),
+    ):
         with pytest.raises(NotImplementedError, match="loaded for remote execution"):
             needs_weights()
     adapter = attach_innerpissa(local, layers=[1], kinds=["o"], rank=4)
     with pytest.raises(NotImplementedError, match="do not travel"):
-        analysis.dose_response(local, adapter, analysis.dilemmas()[:2], coeffs=(-1.0, 1.0), remote="local",
-                               neutral_texts=["A plain sentence."])
+        analysis.dose_response(
+            local, adapter, analysis.dilemmas()[:2], coeffs=(-1.0, 1.0), remote="local", neutral_texts=["A plain sentence."]
+        )
 
 
 def test_steer_as_nnsight_edit_matches_hooks_in_generation_and_per_row():
@@ -168,18 +176,36 @@ def test_cli_passes_remote_and_gpu_options_to_load_model(monkeypatch):
 def test_a_whole_sweep_follows_a_remote_model(remote_setup, tmp_path):
     client, local, requests = remote_setup
     pairs = probes.honesty_pairs(n=6, tokenizer=local.tokenizer, chat=True)
-    options = dict(layers=[1, 2], kinds=("resid",), methods=("mean_diff",), coeffs=(-1, 0, 1), top_k=1, stride=1,
-                   progress=False, min_pmass=0.0, figure_formats=())
+    options = dict(
+        layers=[1, 2],
+        kinds=("resid",),
+        methods=("mean_diff",),
+        coeffs=(-1, 0, 1),
+        top_k=1,
+        stride=1,
+        progress=False,
+        min_pmass=0.0,
+        figure_formats=(),
+    )
     remote = analysis.sweep_steerability(client, pairs, analysis.dilemmas()[:3], out=tmp_path / "remote", **options)
     here = analysis.sweep_steerability(local, pairs, analysis.dilemmas()[:3], out=tmp_path / "here", **options)
     numbers = ["slope", "r2", "valid_frac", "delta_nll"]
-    torch.testing.assert_close(torch.tensor(remote.results[numbers].to_numpy()), torch.tensor(here.results[numbers].to_numpy()),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(remote.results[numbers].to_numpy()), torch.tensor(here.results[numbers].to_numpy()), rtol=1e-4, atol=1e-5
+    )
     assert any(r.edits for r in requests) and len(requests) >= 4
 
 
-@pytest.mark.parametrize("family, kind, space", [("gpt2", "q", "activation"), ("gpt_neox", "v", "activation"),
-                                                 ("llama", "o", "uspace"), ("gpt2", "k", "uspace"), ("gpt_neox", "q", "uspace")])
+@pytest.mark.parametrize(
+    "family, kind, space",
+    [
+        ("gpt2", "q", "activation"),
+        ("gpt_neox", "v", "activation"),
+        ("llama", "o", "uspace"),
+        ("gpt2", "k", "uspace"),
+        ("gpt_neox", "q", "uspace"),
+    ],
+)
 def test_nnsight_edits_equal_hooks_for_fused_and_weight_space_directions(family, kind, space):
     model = tiny_model(family)
     torch.manual_seed(3)

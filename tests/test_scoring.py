@@ -76,7 +76,7 @@ def direction_for(scale=3.0):
 
 def test_dose_response_c_zero_reproduces_unsteered_scores_exactly():
     model = tiny_model("llama")
-    items = analysis.dilemmas()[:6] + [READOUT]
+    items = [*analysis.dilemmas()[:6], READOUT]
     df = dose_response(model, direction_for(), items, coeffs=(-2, 0, 2), min_pmass=0.0)
     assert list(df.columns) == ["item", "coeff", "logratio", "pmass", "valid", "readout", "nll"]
     unsteered = analysis.score_items(model, items, min_pmass=0.0)

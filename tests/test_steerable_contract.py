@@ -44,8 +44,12 @@ def logprobs(model, steerable, coeffs: list[float]) -> torch.Tensor:
     """Next-token log-probabilities of every prompt at every coefficient, in one batched pass (one c per row)."""
     texts = [sc.render_prompt(model.tokenizer, p, persona=steerable.prompt_prefix(c)) for c in coeffs for p in PROMPTS]
     per_row = torch.tensor([c for c in coeffs for _ in PROMPTS])
-    return sc.last_logprobs(model, texts, batch_size=len(texts),
-                            context=lambda index: applied(model, steerable, per_row[index] if len(coeffs) > 1 else coeffs[0]))
+    return sc.last_logprobs(
+        model,
+        texts,
+        batch_size=len(texts),
+        context=lambda index: applied(model, steerable, per_row[index] if len(coeffs) > 1 else coeffs[0]),
+    )
 
 
 def base_logprobs(model) -> torch.Tensor:
@@ -100,6 +104,5 @@ def test_save_and_load_round_trip(case, tmp_path):
 
 def test_applied_refuses_what_is_not_an_intervention():
     model = tiny_model("llama")
-    with pytest.raises(TypeError, match="Cannot steer with a str"):
-        with applied(model, "pca_diff", 1.0):
-            pass
+    with pytest.raises(TypeError, match="Cannot steer with a str"), applied(model, "pca_diff", 1.0):
+        pass

@@ -22,8 +22,8 @@ def record(model, path: str):
     seen = []
     module = sl.get_module(model, path)
     handle = module.register_forward_hook(
-        lambda m, a, kw, out: seen.append((a[0].detach().clone() if a else None, sl.module_hidden(out).detach().clone())),
-        with_kwargs=True)
+        lambda m, a, kw, out: seen.append((a[0].detach().clone() if a else None, sl.module_hidden(out).detach().clone())), with_kwargs=True
+    )
     return seen, handle
 
 
@@ -34,7 +34,9 @@ def random_direction(model, layer: int, kind: str, seed: int = 0, scale: float =
     return Direction(vector=vector, scale=scale, layer=layer, kind=kind, method="random")
 
 
-@pytest.mark.parametrize("family, kind", [("llama", "resid"), ("llama", "up"), ("qwen2", "attn"), ("gpt2", "q"), ("gpt_neox", "v"), ("gpt2", "mlp")])
+@pytest.mark.parametrize(
+    "family, kind", [("llama", "resid"), ("llama", "up"), ("qwen2", "attn"), ("gpt2", "q"), ("gpt_neox", "v"), ("gpt2", "mlp")]
+)
 def test_additive_steering_changes_the_output_by_exactly_c_s_v(family, kind):
     model = tiny_model(family)
     torch_model = sl.unwrap(model)
@@ -75,8 +77,16 @@ def test_weight_space_steering_equals_dense_low_rank_update():
     torch_model = sl.unwrap(model)
     basis = probes.weight_svd(model, 1, "down")
     coords = torch.nn.functional.normalize(torch.randn(basis.rank, generator=torch.Generator().manual_seed(3)), dim=0)
-    direction = Direction(vector=basis.U @ coords, scale=0.4, layer=1, kind="mlp", method="uspace_pca", space="uspace",
-                          coords=coords, meta={"basis_kind": "mlp"})
+    direction = Direction(
+        vector=basis.U @ coords,
+        scale=0.4,
+        layer=1,
+        kind="mlp",
+        method="uspace_pca",
+        space="uspace",
+        coords=coords,
+        meta={"basis_kind": "mlp"},
+    )
     weight = torch_model.model.layers[1].mlp.down_proj.weight.detach()
     U, _, Vh = torch.linalg.svd(weight, full_matrices=False)
     # dense U diag(δs) Vᵀ from an independent SVD: a sign flip of a singular pair (u_i, v_i)
@@ -106,9 +116,8 @@ def test_per_row_coefficients_equal_running_each_row_alone():
         with torch.no_grad(), steer(model, direction, c):
             alone = torch_model(**inputs(model, text)).logits[0]
         torch.testing.assert_close(together[row], alone, atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="one value per batch row"):
-        with torch.no_grad(), steer(model, direction, torch.tensor([1.0, 2.0])):
-            torch_model(**batch)
+    with pytest.raises(ValueError, match="one value per batch row"), torch.no_grad(), steer(model, direction, torch.tensor([1.0, 2.0])):
+        torch_model(**batch)
 
 
 def test_steering_applies_at_every_generated_token_with_kv_cache():
@@ -147,8 +156,16 @@ def test_calibrate_finds_the_coefficient_where_p95_kl_reaches_the_target():
     model = tiny_model("llama")
     direction = random_direction(model, 1, "resid", scale=1.0)
     c = calibrate(model, direction, target_kl=0.05, max_new_tokens=6)
-    full, mask = greedy_continuations(model, ("The weather today is", "Here is a short description of a kitchen:",
-                                              "My favourite way to spend a Sunday is", "The history of the bicycle begins"), 6)
+    full, mask = greedy_continuations(
+        model,
+        (
+            "The weather today is",
+            "Here is a short description of a kitchen:",
+            "My favourite way to spend a Sunday is",
+            "The history of the bicycle begins",
+        ),
+        6,
+    )
     below, at = kl_quantiles(model, direction, [c * 0.9, c], full, mask, 0.95)
     assert below < 0.05 <= at * 1.0001
     with pytest.raises(ValueError, match="target_kl"):

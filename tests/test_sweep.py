@@ -16,15 +16,35 @@ from tests.tiny import tiny_model
 def small_sweep(out, **overrides):
     model = tiny_model("llama")
     pairs = probes.honesty_pairs(n=10, tokenizer=model.tokenizer, chat=True)
-    options = dict(layers="all", kinds=("resid", "down"), methods=("mean_diff", "pca_diff"), coeffs=(-1, 0, 1),
-                   out=out, top_k=2, stride=2, progress=False, min_pmass=0.0, figure_formats=("html",))
+    options = dict(
+        layers="all",
+        kinds=("resid", "down"),
+        methods=("mean_diff", "pca_diff"),
+        coeffs=(-1, 0, 1),
+        out=out,
+        top_k=2,
+        stride=2,
+        progress=False,
+        min_pmass=0.0,
+        figure_formats=("html",),
+    )
     return sweep_steerability(model, pairs, analysis.dilemmas()[:4], **(options | overrides))
 
 
 def test_short_sweep_writes_every_output(tmp_path):
     result = small_sweep(tmp_path)
-    for name in ("results.csv", "separation.csv", "predictions.csv", "nulls.csv", "summary.md", "summary.tex", "report.html",
-                 "config.json", "manifest.json", "split.json"):
+    for name in (
+        "results.csv",
+        "separation.csv",
+        "predictions.csv",
+        "nulls.csv",
+        "summary.md",
+        "summary.tex",
+        "report.html",
+        "config.json",
+        "manifest.json",
+        "split.json",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     results = pd.read_csv(tmp_path / "results.csv")
     configs = {(r.layer, r.kind) for r in results.itertuples()}
@@ -88,8 +108,30 @@ def test_cli_sweep_on_a_local_model_folder(tmp_path, capsys):
     folder = tmp_path / "tiny-llama"
     probes.sublayers.unwrap(model).save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
-    code = main(["sweep", "--model", str(folder), "--layers", "0:3", "--kinds", "resid", "--methods", "mean_diff",
-                 "--coeffs=-1,0,1", "--out", str(tmp_path / "run"), "--pairs", "8", "--items", "4", "--top-k", "1", "--stride", "2"])
+    code = main(
+        [
+            "sweep",
+            "--model",
+            str(folder),
+            "--layers",
+            "0:3",
+            "--kinds",
+            "resid",
+            "--methods",
+            "mean_diff",
+            "--coeffs=-1,0,1",
+            "--out",
+            str(tmp_path / "run"),
+            "--pairs",
+            "8",
+            "--items",
+            "4",
+            "--top-k",
+            "1",
+            "--stride",
+            "2",
+        ]
+    )
     assert code == 0
     assert "| layer | kind | method | item_slope |" in capsys.readouterr().out
     assert (tmp_path / "run" / "report.html").exists()

@@ -17,13 +17,21 @@ import analysis
 import analysis.sweep as sweep_module
 import probes
 from analysis import sweep_steerability
-from analysis.run_folder import RunFolder
 from steerscope.cli import main
 from tests.tiny import tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONS = dict(layers="all", kinds=("resid", "down"), methods=("mean_diff", "pca_diff"), coeffs=(-1, 0, 1),
-               top_k=2, stride=2, progress=False, min_pmass=0.0, figure_formats=("html",))
+OPTIONS = dict(
+    layers="all",
+    kinds=("resid", "down"),
+    methods=("mean_diff", "pca_diff"),
+    coeffs=(-1, 0, 1),
+    top_k=2,
+    stride=2,
+    progress=False,
+    min_pmass=0.0,
+    figure_formats=("html",),
+)
 
 
 def small_sweep(out, **overrides):
@@ -46,10 +54,19 @@ def test_resume_with_other_options_is_refused_and_keeps_the_recorded_ones(tmp_pa
 
 
 def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from analysis.run_folder import RunFolder\n"
-        f"with RunFolder({str(tmp_path)!r}).locked():\n    print('locked', flush=True); time.sleep(60)")],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from analysis.run_folder import RunFolder\n"
+                f"with RunFolder({str(tmp_path)!r}).locked():\n    print('locked', flush=True); time.sleep(60)"
+            ),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RuntimeError, match="in use by another steerscope run \\(pid"):
@@ -94,8 +111,7 @@ def test_a_half_written_last_row_is_dropped_and_every_later_resume_works(tmp_pat
 
 def test_a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
     complete = small_sweep(tmp_path / "complete").results
-    script = ("from tests.test_sweep_faults import small_sweep\n"
-              f"small_sweep({str(tmp_path / 'killed')!r})")
+    script = f"from tests.test_sweep_faults import small_sweep\nsmall_sweep({str(tmp_path / 'killed')!r})"
     process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     results = tmp_path / "killed" / "results.csv"
     deadline = time.time() + 120
@@ -133,8 +149,29 @@ def test_the_cli_exits_non_zero_when_every_configuration_failed(tmp_path, monkey
         raise RuntimeError("this method is broken")
 
     monkeypatch.setitem(directions.METHODS, "broken", directions.Method("broken", broken))
-    code = main(["sweep", "--model", str(folder), "--layers", "0:3", "--kinds", "resid", "--methods", "broken",
-                 "--out", str(tmp_path / "run"), "--pairs", "8", "--items", "4", "--top-k", "1", "--stride", "2"])
+    code = main(
+        [
+            "sweep",
+            "--model",
+            str(folder),
+            "--layers",
+            "0:3",
+            "--kinds",
+            "resid",
+            "--methods",
+            "broken",
+            "--out",
+            str(tmp_path / "run"),
+            "--pairs",
+            "8",
+            "--items",
+            "4",
+            "--top-k",
+            "1",
+            "--stride",
+            "2",
+        ]
+    )
     assert code == 1 and "Every configuration failed" in capsys.readouterr().err
 
 
@@ -145,7 +182,7 @@ def test_fault_injection_kill_at_any_row_then_corrupt_the_last_file_then_resume(
         out = tmp_path / f"stop{stop_at}"
         calls = []
 
-        def dying(*args, **kwargs):
+        def dying(*args, calls=calls, stop_at=stop_at, **kwargs):
             calls.append(1)
             if len(calls) == stop_at:
                 raise KeyboardInterrupt

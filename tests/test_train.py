@@ -11,8 +11,6 @@ from steering.train import train_reprpo
 from tests.tiny import checksum, tiny_model
 
 
-
-
 def independent_separation(model, adapter, pairs, layer, direction, c) -> float:
     """Mean positive − negative gap along ``direction`` at ``layer``'s last token, via probes.collect."""
     with adapter.coeff(c):
@@ -69,8 +67,11 @@ def test_uspace_direction_space_lies_in_the_top_output_singular_vectors_and_chan
     found = {}
     for space in ("activation", "uspace"):
         adapter = steering.attach_innerpissa(model, layers=[0], kinds=("down",), rank=2)
-        found[space] = train_reprpo(model, adapter, pairs, steps=1, loss_layers=[1], tokens=1, direction_space=space,
-                                    direction_rank=4, progress=False).directions[1].double()
+        found[space] = (
+            train_reprpo(model, adapter, pairs, steps=1, loss_layers=[1], tokens=1, direction_space=space, direction_rank=4, progress=False)
+            .directions[1]
+            .double()
+        )
         adapter.detach()
     down = probes.sublayers.unwrap(model).model.layers[1].mlp.down_proj.weight.detach().double()
     U4 = torch.linalg.svd(down, full_matrices=False).U[:, :4]

@@ -12,8 +12,7 @@ import probes
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 VOCAB = 300  # 256 bytes + specials, rounded up
 
@@ -26,15 +25,33 @@ def byte_tokenizer(padding_side: str = "left") -> T.PreTrainedTokenizerFast:
         vocab[char] = len(vocab)
     # A few merges so that "Yes"/"No" (and " Yes", "yes", ...) and " good"/" bad" are single tokens for
     # readout scoring; a lone " N" or " Y" stays two tokens.
-    merges = [("Y", "e"), ("Ye", "s"), ("Ġ", "Yes"), ("N", "o"), ("Ġ", "No"), ("y", "e"), ("ye", "s"), ("n", "o"),
-              ("g", "o"), ("go", "o"), ("goo", "d"), ("Ġ", "good"), ("b", "a"), ("ba", "d"), ("Ġ", "bad")]
+    merges = [
+        ("Y", "e"),
+        ("Ye", "s"),
+        ("Ġ", "Yes"),
+        ("N", "o"),
+        ("Ġ", "No"),
+        ("y", "e"),
+        ("ye", "s"),
+        ("n", "o"),
+        ("g", "o"),
+        ("go", "o"),
+        ("goo", "d"),
+        ("Ġ", "good"),
+        ("b", "a"),
+        ("ba", "d"),
+        ("Ġ", "bad"),
+    ]
     for left, right in merges:
         vocab[left + right] = len(vocab)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     tokenizer = T.PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
         additional_special_tokens=["<|user|>", "<|assistant|>"],
     )
     tokenizer.chat_template = CHAT_TEMPLATE
