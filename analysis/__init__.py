@@ -27,7 +27,9 @@ from .items import (
     split_items,
 )
 from .metrics import dose_metrics, paired_changes
+from .monitor import monitor, monitor_figure
 from .plots import save_figure
+from .predict import predict_steerability
 from .score import score_items, text_nll
 from .separation import separation
 from .sweep import sweep_steerability
@@ -49,11 +51,14 @@ __all__ = [
     "load_daily_dilemmas",
     "load_dilemmas",
     "load_items",
+    "monitor",
+    "monitor_figure",
     "moral_dilemmas",
     "neutral_texts",
     "paired_changes",
     "paper",
     "plots",
+    "predict_steerability",
     "report",
     "save_figure",
     "score_items",

@@ -15,6 +15,7 @@ items. `finite_difference_effects` estimates the same number from readouts at
 Example:
     >>> table = first_order_effects(model, directions, split.validation)   # item, direction, effect
     >>> table.groupby("direction")["effect"].mean().sort_values()
+    >>> analysis.predict_steerability(model, directions, split.validation, separation=sep)  # + logit lens, null margin
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torch import Tensor
 
 import probes
@@ -171,3 +173,69 @@ def summarise_effects(table: pd.DataFrame) -> pd.DataFrame:
     summary = grouped.agg(predicted_effect="mean", predicted_sem="sem", n_items="count").reset_index()
     summary["predicted_t"] = summary["predicted_effect"] / summary["predicted_sem"].where(summary["predicted_sem"] > 0)
     return summary
+
+
+FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_norm")
+
+
+def lens_direction(model: Any, vector: Float[Tensor, " d"]) -> Tensor | None:
+    """The logits a residual-stream direction writes directly (logit lens: the final norm's gain, then the
+    unembedding), or None where the direction does not live in the residual stream."""
+    torch_model = sl.unwrap(model)
+    unembedding = torch_model.get_output_embeddings().weight  # [vocab, d_model]
+    if vector.shape[-1] != unembedding.shape[1]:
+        return None
+    gain = next((getattr(sl.get_module(model, path), "weight", None) for path in FINAL_NORMS if sl.has_module(model, path)), None)
+    v = vector.to(unembedding.device, unembedding.dtype)
+    if gain is not None and gain.shape == v.shape:
+        v = v * (1 + gain if getattr(torch_model.config, "model_type", "").startswith("gemma") else gain)
+    return (unembedding @ v).float().cpu()
+
+
+def predict_steerability(
+    model: Any,
+    directions: Sequence[Direction],
+    items: Sequence[ReadoutItem],
+    *,
+    separation: pd.DataFrame | None = None,
+    top_tokens: int = 5,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """Predictors of how well each direction steers, without generation or a dose sweep.
+
+    One row per direction: ``predicted_effect`` (mean dR/dc at c = 0 over ``items``, with
+    ``predicted_sem``, ``predicted_t``), ``lens_margin`` (the readout's positive-minus-negative
+    answer-token logit written directly by ``s·v``, logit lens; NaN off the residual stream),
+    ``lens_promotes`` (the tokens it raises most) and, with a ``separation`` table (from
+    `analysis.separation` with a null model), ``separation_margin`` = AUROC − the random-init
+    model's AUROC at the same (layer, kind).
+
+    Example:
+        >>> table = predict_steerability(model, directions, split.validation, separation=sep)
+        >>> table.sort_values("predicted_effect", ascending=False).head()
+    """
+    directions = list(directions)
+    effects = summarise_effects(first_order_effects(model, directions, items, batch_size=batch_size))
+    rows = []
+    for direction in directions:
+        logits = lens_direction(model, direction.vector.float() * direction.scale)
+        margin, promotes = float("nan"), ""
+        if logits is not None:
+            margins = []
+            for item in check_items(items):
+                positive = torch.logsumexp(logits[sc.word_token_ids(model.tokenizer, item.positive)], -1)
+                negative = torch.logsumexp(logits[sc.word_token_ids(model.tokenizer, item.negative)], -1)
+                margins.append(item.sign * float(positive - negative))
+            margin = sum(margins) / len(margins)
+            promotes = " | ".join(model.tokenizer.decode([t]) for t in logits.topk(top_tokens).indices.tolist())
+        rows.append(
+            {"layer": direction.layer, "kind": direction.kind, "method": direction.method, "lens_margin": margin, "lens_promotes": promotes}
+        )
+    table = effects.merge(pd.DataFrame(rows), on=["layer", "kind", "method"], how="right")
+    if separation is not None and {"auroc", "auroc_null"} <= set(separation.columns):
+        activation = separation[separation["space"] == "activation"] if "space" in separation.columns else separation
+        margins = activation.assign(separation_margin=activation["auroc"] - activation["auroc_null"])[
+            ["layer", "kind", "separation_margin"]
+        ]
+        table = table.merge(margins, on=["layer", "kind"], how="left")
+    return table

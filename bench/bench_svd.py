@@ -24,7 +24,7 @@ KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 
 def main() -> None:
     model = probes.load_model()
-    total = sl.num_layers(model)
+    total = sl.n_layers(model)
     keys = [(layer, kind) for layer in range(total) for kind in KINDS]
     with tempfile.TemporaryDirectory() as folder:
         probes.basis.svd_cache_dir = lambda: Path(folder)  # a cold cache, removed afterwards

@@ -1,0 +1,161 @@
+"""Monitoring: how strongly is a concept active, token by token, along each direction?
+
+`monitor` runs each prompt (and optionally a greedy generation from it) and reads,
+at every prompt and generated token, the projection ``⟨h, v⟩`` of the state ``h`` of
+each direction's sublayer on its unit vector ``v``. With ``reference`` (the
+`probes.Activations` the directions were made from) each projection is also
+z-scored against the pairs' states there (both sides, every captured token), so 0 is
+"as the contrastive pairs on average" and ±1 one of their standard deviations.
+
+The states are read by forward hooks registered after any steering already active,
+so inside ``steering.steer(model, d, c)`` the monitor sees the steered states: at the
+steered module every prompt token's projection on ``d`` moves by exactly ``c·s``.
+
+Example:
+    >>> table = analysis.monitor(model, [d12, d20], ["Should I tell my boss?"], generate=24, reference=acts)
+    >>> analysis.monitor_figure(table).show()        # projection over tokens, one line per direction
+    >>> with steering.steer(model, d12, 2.0):
+    ...     steered = analysis.monitor(model, [d12], prompts, generate=24, reference=acts)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+import probes
+from probes import sublayers as sl
+from probes.hooks import edit_outputs
+from probes.pairs import render
+from steering.directions import Direction
+from steering.intervene import check_fits
+
+from .plots import PALETTE, style
+
+COLUMNS = ["prompt", "position", "token", "phase", "direction", "layer", "kind", "projection", "z"]
+
+
+def reference_moments(reference: Any, direction: Direction) -> tuple[float, float]:
+    """Mean and standard deviation of the pairs' projections on ``direction`` (both sides, all tokens)."""
+    states: Float[Tensor, "pair side token d"] = reference[direction.layer, direction.kind]
+    projections = states.float().reshape(-1, states.shape[-1]) @ direction.vector.float()
+    return float(projections.mean()), float(projections.std())
+
+
+def monitor(
+    model: Any,
+    directions: Sequence[Direction],
+    prompts: Sequence[str],
+    *,
+    generate: int = 0,
+    reference: Any = None,
+    chat: bool = False,
+) -> pd.DataFrame:
+    """Projection of every prompt and generated token's state on each direction, as a tidy table.
+
+    Args:
+        directions: read where each says (``layer``, ``kind``); several may share a module.
+        prompts: texts, run one at a time (no padding enters the readings).
+        generate: greedy new tokens per prompt (0: the prompt only).
+        reference: the `probes.Activations` of the pairs, for the ``z`` column (NaN without it).
+        chat: wrap each prompt as the user turn of the tokenizer's chat template.
+
+    Returns:
+        One row per (prompt, token position, direction): ``prompt`` (its index), ``position``,
+        ``token`` (decoded), ``phase`` ("prompt" or "generated"), ``direction`` (its name),
+        ``layer``, ``kind``, ``projection``, ``z``.
+    """
+    directions = list(directions)
+    if not directions:
+        raise ValueError("monitor needs at least one direction.")
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of texts, not one string: monitor(model, directions, [prompt]).")
+    if generate < 0:
+        raise ValueError(f"generate={generate}: the number of new tokens must be ≥ 0.")
+    sublayers = [check_fits(model, direction) for direction in directions]
+    moments = [reference_moments(reference, d) if reference is not None else (float("nan"), float("nan")) for d in directions]
+    paths = sorted({sublayer.path for sublayer in sublayers})
+    readings: dict[str, list[Tensor]] = {}
+
+    def record(path: str):
+        def edit(output: Any, inputs: tuple) -> Any:
+            readings[path].append(sl.module_hidden(output)[0].detach().float())  # [positions, features]
+            return output
+
+        return edit
+
+    torch_model = probes.torch_module(model)
+    device = next(torch_model.parameters()).device
+    rows = []
+    for index, prompt in enumerate(prompts):
+        text = render(prompt, "", model.tokenizer, chat=True) if chat else prompt
+        inputs = model.tokenizer(text, return_tensors="pt", add_special_tokens=not chat).to(device)
+        readings = {path: [] for path in paths}
+        with torch.no_grad(), edit_outputs(model, {path: record(path) for path in paths}):
+            if generate:
+                ids = torch_model.generate(
+                    **inputs,
+                    max_new_tokens=generate,
+                    do_sample=False,
+                    pad_token_id=model.tokenizer.pad_token_id or model.tokenizer.eos_token_id,
+                )[0]
+            else:
+                torch_model(**inputs)
+                ids = inputs["input_ids"][0]
+        n_prompt = inputs["input_ids"].shape[1]
+        tokens = [model.tokenizer.decode([token]) for token in ids.tolist()]
+        for direction, sublayer, (mean, std) in zip(directions, sublayers, moments):
+            states = torch.cat(readings[sublayer.path])  # prompt positions, then one per generated token
+            projections = (sublayer.split(states) @ direction.vector.float().to(states.device)).cpu().tolist()
+            for position, value in enumerate(projections):  # the last generated token is never read
+                rows.append(
+                    {
+                        "prompt": index,
+                        "position": position,
+                        "token": tokens[position],
+                        "phase": "prompt" if position < n_prompt else "generated",
+                        "direction": direction.name,
+                        "layer": direction.layer,
+                        "kind": direction.kind,
+                        "projection": value,
+                        "z": (value - mean) / std if std > 0 else float("nan"),
+                    }
+                )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def monitor_figure(table: pd.DataFrame, prompt: int = 0, value: str = "z") -> go.Figure:
+    """Projection (``value``: "z" or "projection") over the tokens of one prompt, one line per direction;
+    the token text is on hover and a dotted line marks where generation starts."""
+    if value not in ("z", "projection"):
+        raise ValueError(f"value={value!r}: choose 'z' or 'projection'.")
+    rows = table[table["prompt"] == prompt]
+    if rows.empty:
+        raise ValueError(f"No rows for prompt {prompt}; the table has prompts {sorted(table['prompt'].unique())}.")
+    if value == "z" and rows["z"].isna().all():
+        value = "projection"  # monitor() was given no reference
+    fig = go.Figure()
+    for colour, (name, group) in zip(PALETTE * 8, rows.groupby("direction", sort=False)):
+        fig.add_trace(
+            go.Scatter(
+                x=group["position"],
+                y=group[value],
+                mode="lines+markers",
+                name=name,
+                line={"color": colour},
+                text=group["token"],
+                hovertemplate="%{text}<br>" + value + " %{y:.2f}<extra>" + name + "</extra>",
+            )
+        )
+    generated = rows[rows["phase"] == "generated"]
+    if not generated.empty:
+        fig.add_vline(x=generated["position"].min() - 0.5, line_dash="dot", line_color="grey")
+    fig.update_xaxes(title_text="token position")
+    fig.update_yaxes(title_text="z-score vs the pairs" if value == "z" else "projection ⟨h, v⟩")
+    return style(fig, f"Concept along each direction, token by token (prompt {prompt})", height=380, width=760)
