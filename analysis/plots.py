@@ -280,3 +280,29 @@ def adapter_changes(adapter) -> go.Figure:
     fig.update_yaxes(title_text="largest principal angle (degrees)", row=1, col=1)
     fig.update_yaxes(title_text="mean S change (%)", row=1, col=2)
     return style(fig, "What the adapter learned", height=420, width=980)
+
+
+def predictor_scatter(results: pd.DataFrame, validation: pd.DataFrame, measured: str = "item_slope") -> go.Figure:
+    """One panel per predictor (rows of `analysis.predict.validate_predictors`): the predictor against the
+    measured effect, one point per configuration (hover: layer, kind, method), Spearman ρ and its CI in the title."""
+    shown = validation.dropna(subset=["spearman"])
+    titles = [f"{r.predictor}: ρ = {r.spearman:.2f} [{r.ci_lo:.2f}, {r.ci_hi:.2f}], n = {r.n_configs}" for r in shown.itertuples()]
+    fig = make_subplots(rows=1, cols=max(1, len(shown)), subplot_titles=titles, horizontal_spacing=0.06)
+    for column, predictor in enumerate(shown["predictor"], 1):
+        rows = results.dropna(subset=[predictor, measured])
+        fig.add_trace(
+            go.Scatter(
+                x=rows[predictor],
+                y=rows[measured],
+                mode="markers",
+                marker={"color": PALETTE[column % len(PALETTE)], "size": 7, "opacity": 0.75},
+                text=[f"L{r.layer} {r.kind} {r.method}" for r in rows.itertuples()],
+                hovertemplate="%{text}<br>predicted %{x:.3g}<br>measured %{y:.3g}<extra></extra>",
+                showlegend=False,
+            ),
+            row=1,
+            col=column,
+        )
+        fig.update_xaxes(title_text=predictor, row=1, col=column)
+    fig.update_yaxes(title_text=f"measured {measured} (test items)", row=1, col=1)
+    return style(fig, "Do the predictors rank configurations like the dose-response does?", height=380, width=max(520, 340 * len(shown)))

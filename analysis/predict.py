@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -192,6 +193,28 @@ def lens_direction(model: Any, vector: Float[Tensor, " d"]) -> Tensor | None:
     return (unembedding @ v).float().cpu()
 
 
+def lens_predictions(model: Any, directions: Sequence[Direction], items: Sequence[ReadoutItem], top_tokens: int = 5) -> pd.DataFrame:
+    """Per direction: ``lens_margin`` (mean over items of the signed positive-minus-negative answer logit that
+    ``s·v`` writes directly, logit lens) and ``lens_promotes`` (the tokens it raises most); see `predict_steerability`."""
+    items = check_items(items)
+    answers = [
+        (item.sign, sc.word_token_ids(model.tokenizer, item.positive), sc.word_token_ids(model.tokenizer, item.negative)) for item in items
+    ]
+    rows = []
+    for direction in directions:
+        logits = lens_direction(model, direction.vector.float() * direction.scale)
+        margin, promotes = float("nan"), ""
+        if logits is not None:
+            margin = sum(
+                sign * float(torch.logsumexp(logits[pos], -1) - torch.logsumexp(logits[neg], -1)) for sign, pos, neg in answers
+            ) / len(answers)
+            promotes = " | ".join(model.tokenizer.decode([t]) for t in logits.topk(top_tokens).indices.tolist())
+        rows.append(
+            {"layer": direction.layer, "kind": direction.kind, "method": direction.method, "lens_margin": margin, "lens_promotes": promotes}
+        )
+    return pd.DataFrame(rows)
+
+
 def predict_steerability(
     model: Any,
     directions: Sequence[Direction],
@@ -216,22 +239,7 @@ def predict_steerability(
     """
     directions = list(directions)
     effects = summarise_effects(first_order_effects(model, directions, items, batch_size=batch_size))
-    rows = []
-    for direction in directions:
-        logits = lens_direction(model, direction.vector.float() * direction.scale)
-        margin, promotes = float("nan"), ""
-        if logits is not None:
-            margins = []
-            for item in check_items(items):
-                positive = torch.logsumexp(logits[sc.word_token_ids(model.tokenizer, item.positive)], -1)
-                negative = torch.logsumexp(logits[sc.word_token_ids(model.tokenizer, item.negative)], -1)
-                margins.append(item.sign * float(positive - negative))
-            margin = sum(margins) / len(margins)
-            promotes = " | ".join(model.tokenizer.decode([t]) for t in logits.topk(top_tokens).indices.tolist())
-        rows.append(
-            {"layer": direction.layer, "kind": direction.kind, "method": direction.method, "lens_margin": margin, "lens_promotes": promotes}
-        )
-    table = effects.merge(pd.DataFrame(rows), on=["layer", "kind", "method"], how="right")
+    table = effects.merge(lens_predictions(model, directions, items, top_tokens), on=["layer", "kind", "method"], how="right")
     if separation is not None and {"auroc", "auroc_null"} <= set(separation.columns):
         activation = separation[separation["space"] == "activation"] if "space" in separation.columns else separation
         margins = activation.assign(separation_margin=activation["auroc"] - activation["auroc_null"])[
@@ -239,3 +247,42 @@ def predict_steerability(
         ]
         table = table.merge(margins, on=["layer", "kind"], how="left")
     return table
+
+
+PREDICTORS = ("predicted_effect", "lens_margin", "separation_margin", "auroc")
+
+
+def validate_predictors(
+    results: pd.DataFrame,
+    predictors: Sequence[str] = PREDICTORS,
+    measured: str = "item_slope",
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How well each predictor ranks configurations by their measured effect: Spearman's ρ between the
+    predictor and ``measured`` across the configurations (rows) of a sweep, with a percentile bootstrap
+    95 % interval over configurations.
+
+    Example:
+        >>> validate_predictors(pd.read_csv("runs/sentiment-full/results.csv"))
+    """
+    from scipy.stats import spearmanr
+
+    rows = []
+    generator = np.random.default_rng(seed)
+    for predictor in predictors:
+        if predictor not in results.columns:
+            continue
+        both = results[[predictor, measured]].apply(pd.to_numeric, errors="coerce").dropna()
+        x, y = both[predictor].to_numpy(), both[measured].to_numpy()
+        if len(both) < 3:
+            rows.append({"predictor": predictor, "n_configs": len(both), "spearman": np.nan, "ci_lo": np.nan, "ci_hi": np.nan})
+            continue
+        rho = float(spearmanr(x, y).statistic)
+        draws = generator.integers(0, len(x), size=(n_boot, len(x)))
+        boots = np.array([spearmanr(x[d], y[d]).statistic for d in draws], dtype=float)
+        boots = boots[np.isfinite(boots)]
+        lo, hi = np.percentile(boots, [2.5, 97.5]) if len(boots) else (np.nan, np.nan)
+        rows.append({"predictor": predictor, "n_configs": len(x), "spearman": rho, "ci_lo": float(lo), "ci_hi": float(hi)})
+    return pd.DataFrame(rows, columns=["predictor", "n_configs", "spearman", "ci_lo", "ci_hi"])

@@ -55,7 +55,7 @@ from .agreement import compare_directions
 from .dose import check_coeffs, dose_response, unsteered_baseline
 from .items import ReadoutItem, Split, check_items, split_items
 from .metrics import METRIC_KEYS, dose_metrics
-from .predict import finite_difference_effects, first_order_effects, summarise_effects
+from .predict import finite_difference_effects, first_order_effects, lens_predictions, summarise_effects
 from .run_folder import ResultTable, RunFolder
 from .separation import separation, with_null
 
@@ -68,6 +68,7 @@ RESULT_COLUMNS = [
     "scale",
     "predicted_effect",
     "predicted_t",
+    "lens_margin",
     "auroc",
     "auroc_null",
     "null_item_slope",
@@ -199,7 +200,10 @@ def screen(model: Any, acts: Any, pairs: list, split: Split, settings: SweepSett
         effects = first_order_effects(model, found, split.validation, batch_size=min(settings.batch_size, 8))
     else:  # remote: no backward pass through NDIF; estimate from readouts at ±h
         effects = finite_difference_effects(model, found, split.validation, batch_size=settings.batch_size)
-    return summarise_effects(effects)
+    summary = summarise_effects(effects)
+    if has_weights(model):  # the logit lens needs the unembedding here
+        summary = summary.merge(lens_predictions(model, found, split.validation), on=["layer", "kind", "method"], how="left")
+    return summary
 
 
 def run_sweep(
@@ -295,6 +299,8 @@ def context_columns(layer: int, kind: str, method: str, sep_by: pd.DataFrame, pr
     if (layer, kind, method) in pred_by.index:
         out["predicted_effect"] = float(pred_by.loc[(layer, kind, method), "predicted_effect"])
         out["predicted_t"] = float(pred_by.loc[(layer, kind, method), "predicted_t"])
+        if "lens_margin" in pred_by:
+            out["lens_margin"] = float(pred_by.loc[(layer, kind, method), "lens_margin"])
     null = nulls.rows.get((str(layer), kind))
     if null is not None and not null.get("error"):
         out |= {f"null_{k}": null.get(k) for k in ("item_slope", "p_value", "effect", "delta_nll")}

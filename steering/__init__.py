@@ -15,12 +15,15 @@ from .directions import METHODS, Direction, compute, load_directions, register, 
 from .export import export_gguf, import_gguf
 from .intervene import steer
 from .lora import LoraHandle, attach_lora, load_lora
+from .modes import MODES, Condition, calibrate_condition, orthogonalize_weights
 from .steerable import AdapterHandle, Prompting, Steerable, Steering, applied, as_steerable, load_steerable
 from .train import ReprPOConfig, TrainResult, train_reprpo
 
 __all__ = [
     "METHODS",
+    "MODES",
     "AdapterHandle",
+    "Condition",
     "Direction",
     "InnerPiSSA",
     "LoraHandle",
@@ -34,6 +37,7 @@ __all__ = [
     "attach_innerpissa",
     "attach_lora",
     "calibrate",
+    "calibrate_condition",
     "compute",
     "directions",
     "export_gguf",
@@ -42,6 +46,7 @@ __all__ = [
     "load_innerpissa",
     "load_lora",
     "load_steerable",
+    "orthogonalize_weights",
     "register",
     "save_directions",
     "steer",

@@ -48,6 +48,7 @@ from probes.remote import Remote, resolve_remote
 from probes.tracing import Iterations
 
 from .directions import Direction
+from .modes import Condition, apply_mode, check_mode, mode_coefficients
 
 Coeff = float | Sequence[float] | Float[Tensor, " batch"]
 
@@ -97,6 +98,17 @@ class SteeringEdit:
     V: Float[Tensor, "d_in r"] | None = None
     coords: Float[Tensor, " r"] | None = None
     U_out: Float[Tensor, "r d_out"] | None = None
+    unit: Float[Tensor, " d_out"] | None = None  # set for ablate, clamp and conditional modes (see steering.modes)
+    alpha: float = 0.0
+    beta: float = 0.0
+    gate_unit: Float[Tensor, " d_out"] | None = None
+    threshold: float = 0.0
+
+    def apply(self, hs: Tensor, x: Tensor | None, coeff: Tensor) -> Tensor:
+        """``hs`` changed at coefficient ``coeff`` (broadcastable over ``hs``)."""
+        if self.unit is None:
+            return hs + coeff * self.delta(hs, x)
+        return apply_mode(hs, coeff, self.unit, self.alpha, self.beta, self.gate_unit, self.threshold)
 
     def delta(self, hs: Tensor, x: Tensor | None) -> Tensor:
         if self.step is not None:
@@ -126,10 +138,23 @@ def check_fits(model: Any, direction: Direction) -> sl.Sublayer:
     return sublayer
 
 
-def steering_edit(model: Any, direction: Direction, scale: float | None = None) -> SteeringEdit:
-    """The `SteeringEdit` of ``direction`` on ``model``; ``scale`` overrides ``direction.scale``."""
+def steering_edit(
+    model: Any,
+    direction: Direction,
+    scale: float | None = None,
+    *,
+    mode: str = "add",
+    target: float | None = None,
+    condition: Condition | None = None,
+) -> SteeringEdit:
+    """The `SteeringEdit` of ``direction`` on ``model``; ``scale`` overrides ``direction.scale``.
+
+    ``mode``, ``target`` and ``condition`` are described in `steering.modes`."""
     check_fits(model, direction)
+    check_mode(mode)
     step_scale = direction.scale if scale is None else scale
+    if mode != "add" or condition is not None:
+        return mode_edit(model, direction, step_scale, mode, target, condition)
     if direction.space == "uspace":
         basis_kind = direction.meta.get("basis_kind", direction.kind)  # files written before kind said it
         basis = probes.weight_svd(model, direction.layer, basis_kind)
@@ -151,12 +176,40 @@ def steering_edit(model: Any, direction: Direction, scale: float | None = None) 
     return SteeringEdit(sublayer.path, step=step)
 
 
+def in_output(model: Any, sublayer: sl.Sublayer, vector: Tensor) -> Tensor:
+    """``vector`` (a sublayer's features) placed in its module's output (zeros outside a fused slice)."""
+    vector = vector.float()
+    return vector if sublayer.fused is None else fused_delta(vector.new_zeros(3 * vector.shape[-1]), sublayer.fused, vector)
+
+
+def mode_edit(model: Any, direction: Direction, scale: float, mode: str, target: float | None, condition: Condition | None) -> SteeringEdit:
+    """The edit of an ablate / clamp / conditional mode: ``h + c·(α + β·(h·û))·û`` where ``h·ŵ > τ``."""
+    if direction.space != "activation":
+        raise NotImplementedError(
+            f"mode={mode!r}{' with a condition' if condition else ''} needs an activation-space direction; "
+            f"{direction.name} is {direction.space}: use mode='add' without a condition, or a method such as mean_diff."
+        )
+    sublayer = sl.resolve(model, direction.layer, direction.kind)
+    alpha, beta = mode_coefficients(mode, scale, target)
+    gate = None
+    if condition is not None:
+        other = condition.direction
+        if (other.layer, other.kind, other.space) != (direction.layer, direction.kind, "activation"):
+            raise ValueError(
+                f"The condition {other.name} must read the module it gates ({direction.layer}, {direction.kind!r}, activation space)."
+            )
+        gate = in_output(model, sublayer, torch.nn.functional.normalize(other.vector.float(), dim=-1))
+    unit = in_output(model, sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
+    threshold = condition.threshold if condition is not None else 0.0
+    return SteeringEdit(sublayer.path, unit=unit, alpha=alpha, beta=beta, gate_unit=gate, threshold=threshold)
+
+
 def steering_hook(edit: SteeringEdit, coeff: Coeff):
-    """A forward hook adding ``c · delta`` to the module's output."""
+    """A forward hook applying ``edit`` at coefficient ``coeff`` to the module's output."""
 
     def hook(module, args, output):
         def apply(hs: Tensor) -> Tensor:
-            return hs + coefficient_tensor(coeff, hs.shape[0], hs) * edit.delta(hs, args[0] if args else None)
+            return edit.apply(hs, args[0] if args else None, coefficient_tensor(coeff, hs.shape[0], hs))
 
         return edit_hidden(output, apply)
 
@@ -185,15 +238,21 @@ def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff) -> list:
     c = torch.as_tensor(coeff, dtype=torch.float32)
     c = c[:, None, None] if c.ndim == 1 else c
     step, V, coords, U_out = edit.step, edit.V, edit.coords, edit.U_out
-    if step is None and (V is None or coords is None or U_out is None):
+    unit, alpha, beta, gate, threshold = edit.unit, edit.alpha, edit.beta, edit.gate_unit, edit.threshold
+    if unit is None and step is None and (V is None or coords is None or U_out is None):
         raise ValueError(f"The edit of {edit.path} has neither a step nor the factors of a weight-space step.")
     before = len(tracing.edits(model))
     with model.edit(inplace=True):
         for _ in Iterations()[:]:  # every forward, each generated token too (see probes.tracing)
-            inputs = envoy.input if step is None else None
+            inputs = envoy.input if step is None and unit is None else None
             output = envoy.output
             hidden = output[0] if isinstance(output, tuple) else output
-            if step is None:
+            if unit is not None:  # h + c·(α + β·(h·û))·û, where h·ŵ > τ (steering.modes)
+                u = unit.to(hidden.device, hidden.dtype)
+                delta = (alpha + beta * (hidden @ u)[..., None]) * u
+                if gate is not None:
+                    delta = delta * ((hidden @ gate.to(hidden.device, hidden.dtype))[..., None] > threshold).to(hidden.dtype)
+            elif step is None:
                 weight_step = (inputs.to(hidden.dtype) @ V.to(hidden.device, hidden.dtype)) * coords.to(hidden.device, hidden.dtype)  # type: ignore[union-attr]
                 delta = weight_step @ U_out.to(hidden.device, hidden.dtype)  # type: ignore[union-attr]
             else:
@@ -209,6 +268,9 @@ def steer(
     directions: Direction | Sequence[Direction],
     coeff: Coeff,
     *,
+    mode: str = "add",
+    target: float | None = None,
+    condition: Condition | None = None,
     scale: float | None = None,
     remote: Remote | None = None,
 ) -> Iterator[None]:
@@ -217,17 +279,21 @@ def steer(
     Args:
         directions: one `Direction` or several (applied together, same ``coeff``).
         coeff: a float, or one value per batch row (a batched dose sweep).
+        mode: ``"add"`` (``h + c·s·v``), ``"ablate"`` (``h − c·(h·v)v``) or ``"clamp"``
+            (``h + c·(target − h·v)v``, ``target`` defaulting to ``s``); see `steering.modes`.
+        condition: a `steering.Condition` (CAST): change only positions whose projection on its
+            direction at the same module exceeds its threshold (`steering.calibrate_condition`).
         scale: override each direction's own ``scale`` (the size of a c = 1 step).
         remote: ``True``/``"local"`` register the edits as nnsight edits, which ride
             along with remote traces to NDIF (only nnsight traces see them);
             ``False`` uses forward hooks (every forward sees them, plain transformers
             calls included). ``None`` follows ``load_model(..., remote=)``.
 
-    c = 0 is exactly the unsteered model (the edits add zero).
+    c = 0 is exactly the unsteered model in every mode (the edits add zero).
     """
     directions = [directions] if isinstance(directions, Direction) else list(directions)
     check_coefficients(coeff)
-    edits = [steering_edit(model, direction, scale) for direction in directions]
+    edits = [steering_edit(model, direction, scale, mode=mode, target=target, condition=condition) for direction in directions]
     if resolve_remote(model, remote):
         added: list = []
         try:

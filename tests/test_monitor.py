@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -94,3 +95,28 @@ def test_predictors_table_recomputes_the_logit_lens_by_hand():
     assert row["separation_margin"] == pytest.approx(float(sep.query("layer == 1 and kind == 'resid'")["auroc"].iloc[0]) - 0.5)
     effects = analysis.predict.first_order_effects(model, [direction], items)
     assert row["predicted_effect"] == pytest.approx(effects["effect"].mean(), rel=1e-5)
+
+
+def ranks(values):
+    order = np.argsort(values)
+    out = np.empty(len(values))
+    out[order] = np.arange(len(values))
+    return out
+
+
+def test_predictor_validation_is_spearman_by_hand_with_a_bootstrap_over_configurations():
+    generator = np.random.default_rng(3)
+    measured = generator.normal(size=40)
+    table = pd.DataFrame(
+        {"item_slope": measured, "predicted_effect": measured + generator.normal(scale=0.5, size=40), "auroc": generator.normal(size=40)}
+    )
+    table["layer"], table["kind"], table["method"] = range(40), "resid", "mean_diff"
+    result = analysis.predict.validate_predictors(table, n_boot=400).set_index("predictor")
+    for predictor in ("predicted_effect", "auroc"):
+        by_hand = np.corrcoef(ranks(table[predictor].to_numpy()), ranks(measured))[0, 1]  # no ties: Pearson of ranks
+        assert result.loc[predictor, "spearman"] == pytest.approx(by_hand, abs=1e-12)
+        assert result.loc[predictor, "ci_lo"] < by_hand < result.loc[predictor, "ci_hi"]
+    assert result.loc["predicted_effect", "ci_lo"] > 0.5 and result.loc["auroc", "ci_lo"] < 0 < result.loc["auroc", "ci_hi"]
+    assert "lens_margin" not in result.index  # absent columns are skipped
+    fig = analysis.plots.predictor_scatter(table, result.reset_index())
+    assert len(fig.data) == 2 and len(fig.data[0].x) == 40

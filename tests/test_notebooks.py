@@ -18,7 +18,14 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 HANG_GUARD_SECONDS = 3 * 3600
 PROMISED = {
-    "01_layer_steerability": ["01_separation_heatmap.png", "01_separation_by_layer.png", "01_dose_response.png", "01_sweep/summary.md"],
+    "01_layer_steerability": [
+        "01_separation_heatmap.png",
+        "01_separation_by_layer.png",
+        "01_dose_response.png",
+        "01_sweep/summary.md",
+        "01_predictors.png",
+        "01_monitor.png",
+    ],
     "02_directions": ["02_direction_cosines.png", "02_projection_histograms.png", "02_dose_by_method.png"],
     "03_innerpissa": [
         "03_training_curves.png",

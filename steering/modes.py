@@ -1,0 +1,134 @@
+"""The ways a direction changes a state: add, ablate, clamp, each optionally conditional.
+
+With ``û`` the direction's unit vector (placed in its slice for a fused q/k/v module),
+``s`` its scale, ``p = h·û`` the state's component along it and ``c`` the coefficient,
+every mode is one formula, ``h ← h + c · (α + β·p) · û``:
+
+============  ===================================  =======  ====
+mode          effect at c = 1                       α        β
+============  ===================================  =======  ====
+``add``       ``h + s·û`` (steering)                ``s``    0
+``ablate``    ``h − p·û`` (the component removed)   0        −1
+``clamp``     ``h + (t − p)·û`` (set to ``t``)      ``t``    −1
+============  ===================================  =======  ====
+
+c = 0 is the base model in every mode; ``ablate`` and ``clamp`` interpolate for
+0 < c < 1 and overshoot beyond 1. ``t`` (``target``) defaults to ``s``, one typical
+pair gap along the direction. A ``Condition`` (CAST-style conditional steering)
+applies the change only at positions whose projection on another direction at the
+same module exceeds a threshold (`calibrate_condition` sets it from the pairs): a
+per-token test, so generation with and without the KV cache agree.
+
+Example:
+    >>> with steering.steer(model, d, 1.0, mode="ablate"): ...        # project d out at its module
+    >>> cond = steering.calibrate_condition(acts, harmful)            # threshold between the sides
+    >>> with steering.steer(model, refuse, 2.0, condition=cond): ...  # steer only where it fires
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .directions import Direction
+
+Mode = Literal["add", "ablate", "clamp"]
+MODES: tuple[str, ...] = ("add", "ablate", "clamp")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)} (and condition= for conditional steering).")
+    return mode
+
+
+def mode_coefficients(mode: str, scale: float, target: float | None) -> tuple[float, float]:
+    """``(α, β)`` of ``h + c·(α + β·p)·û`` for ``mode`` (see the module docstring)."""
+    check_mode(mode)
+    if mode == "add":
+        return scale, 0.0
+    if mode == "ablate":
+        return 0.0, -1.0
+    return (scale if target is None else float(target)), -1.0
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Apply the steering only where ``h·ŵ > threshold`` at the steered module (``ŵ``: ``direction``'s unit vector)."""
+
+    direction: Direction
+    threshold: float
+
+
+def calibrate_condition(acts, direction: Direction, token: int = -1) -> Condition:
+    """A `Condition` on ``direction`` whose threshold is the midpoint of the positive and negative sides'
+    mean projections at ``token`` (the captured pairs in ``acts``), so it fires on the positive side.
+
+    Example:
+        >>> cond = calibrate_condition(acts, steering.compute("mean_diff", acts, 12, "resid"))
+    """
+    states: Float[Tensor, "pair side token d"] = acts[direction.layer, direction.kind]
+    projections = states[:, :, token].float() @ direction.vector.float()
+    positive, negative = float(projections[:, 0].mean()), float(projections[:, 1].mean())
+    if positive <= negative:
+        raise ValueError(
+            f"{direction.name} does not project the positive side above the negative one on these pairs "
+            f"({positive:.3g} ≤ {negative:.3g}); a condition needs a direction whose sign was calibrated on them."
+        )
+    return Condition(direction, (positive + negative) / 2)
+
+
+def apply_mode(
+    hidden: Float[Tensor, "*batch d"],
+    coeff: Tensor,
+    unit: Float[Tensor, " d"],
+    alpha: float,
+    beta: float,
+    gate_unit: Float[Tensor, " d"] | None = None,
+    threshold: float = 0.0,
+) -> Float[Tensor, "*batch d"]:
+    """``h + c·(α + β·(h·û))·û``, only where ``h·ŵ > threshold`` when ``gate_unit`` (``ŵ``) is given."""
+    unit = unit.to(hidden.device, hidden.dtype)
+    amount = alpha + beta * (hidden @ unit)[..., None] if beta else torch.full_like(hidden[..., :1], alpha)
+    change = coeff * amount * unit
+    if gate_unit is not None:
+        fires = (hidden @ gate_unit.to(hidden.device, hidden.dtype))[..., None] > threshold
+        change = change * fires.to(hidden.dtype)
+    return hidden + change
+
+
+def orthogonalize_weights(model, direction: Direction, coeff: float = 1.0) -> None:
+    """Bake ``ablate`` at ``coeff`` into the weights, in place: ``W ← (I − c·ûûᵀ) W`` and ``b ← (I − c·ûûᵀ) b``
+    of the linear module that writes ``direction``'s sublayer (so its output never carries ``û`` at c = 1).
+
+    Equal to ``steer(model, direction, coeff, mode="ablate")`` at that module, with no hook, so the model
+    can be saved as an "orthogonalised weights" checkpoint (``probes.torch_module(model).save_pretrained``).
+    ``resid`` has no single writing weight: ablate the ``o`` and ``down`` directions, or use the hook.
+
+    Example:
+        >>> orthogonalize_weights(model, steering.compute("mean_diff", acts, 14, "o"))
+    """
+    from probes import sublayers as sl
+
+    from .intervene import check_fits, in_output
+
+    sublayer = check_fits(model, direction)
+    module = sl.get_module(model, sublayer.path)
+    if direction.space != "activation" or not isinstance(module, torch.nn.Linear):
+        raise NotImplementedError(
+            f"{direction.name}: weight-space ablation needs an activation direction at a kind written by one "
+            f"nn.Linear (q, k, v, o, gate, up, down of most families); {sublayer.path} is {type(module).__name__}. "
+            "Use steer(..., mode='ablate') instead."
+        )
+    unit = in_output(model, sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
+    with torch.no_grad():
+        u = unit.to(module.weight.device, torch.float32)
+        weight = module.weight.float()
+        module.weight.copy_((weight - coeff * torch.outer(u, u @ weight)).to(module.weight.dtype))
+        if module.bias is not None:
+            bias = module.bias.float()
+            module.bias.copy_((bias - coeff * u * (u @ bias)).to(module.bias.dtype))
