@@ -2,6 +2,7 @@
 
 Example:
     >>> d = steering.compute("pca_diff", acts, 12, "resid")
+    >>> honest_not_sycophantic = (d - 0.5 * sycophancy).orthogonalized(sentiment)   # same layer and kind
     >>> save_directions([d], "dirs.safetensors"); load_directions("dirs.safetensors")
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from jaxtyping import Float
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -42,6 +44,52 @@ class Direction:
     @property
     def name(self) -> str:
         return f"{self.method}@L{self.layer}.{self.kind}"
+
+    @property
+    def step(self) -> Vector:
+        """``s·v``: what a c = 1 step adds (activation space)."""
+        return self.vector * self.scale
+
+    def from_step(self, step: Vector, method: str) -> Direction:
+        """A direction at this (layer, kind) whose c = 1 step is ``step``."""
+        norm = float(torch.linalg.vector_norm(step))
+        if norm == 0:
+            raise ValueError(f"{method} is the zero vector: it has no direction.")
+        return Direction(step / norm, norm, self.layer, self.kind, method)
+
+    def same_place(self, other: Direction, operation: str) -> None:
+        for d in (self, other):
+            if d.space != "activation":
+                raise ValueError(f"{operation} needs activation-space directions; {d.name} is {d.space}.")
+        if (self.layer, self.kind) != (other.layer, other.kind):
+            raise ValueError(
+                f"{operation} needs directions at one (layer, kind): {self.name} and {other.name}. Use a Steering plan for several places."
+            )
+
+    def __mul__(self, factor: float) -> Direction:
+        """``k·d``: the same direction with a step ``k`` times as large (a negative ``k`` flips it)."""
+        if self.space != "activation":
+            raise ValueError(f"Scaling needs an activation-space direction; {self.name} is {self.space}.")
+        return self.from_step(self.step * float(factor), f"{float(factor):g}·{self.method}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Direction:
+        return self * -1.0
+
+    def __add__(self, other: Direction) -> Direction:
+        """The direction whose step is the sum of both steps (same layer and kind)."""
+        self.same_place(other, "Adding directions")
+        return self.from_step(self.step + other.step, f"({self.method} + {other.method})")
+
+    def __sub__(self, other: Direction) -> Direction:
+        return self + (-other)
+
+    def orthogonalized(self, other: Direction) -> Direction:
+        """This step with its component along ``other`` removed (``other`` unit-normalised)."""
+        self.same_place(other, "Orthogonalising")
+        unit = other.vector / torch.linalg.vector_norm(other.vector)
+        return self.from_step(self.step - (self.step @ unit) * unit, f"{self.method} ⊥ {other.method}")
 
     def __repr__(self) -> str:
         vote = self.meta.get("vote_share")

@@ -49,8 +49,9 @@ from probes.tracing import Iterations
 
 from .directions import Direction
 from .modes import Condition, apply_mode, check_mode, mode_coefficients
+from .positions import Positions, PositionTracker, check_positions
 
-Coeff = float | Sequence[float] | Float[Tensor, " batch"]
+Coeff = float | Sequence[float] | Float[Tensor, " batch"] | Float[Tensor, ""]  # one c, or one per batch row
 
 
 def check_coefficients(coeff: Coeff) -> Tensor:
@@ -204,12 +205,15 @@ def mode_edit(model: Any, direction: Direction, scale: float, mode: str, target:
     return SteeringEdit(sublayer.path, unit=unit, alpha=alpha, beta=beta, gate_unit=gate, threshold=threshold)
 
 
-def steering_hook(edit: SteeringEdit, coeff: Coeff):
-    """A forward hook applying ``edit`` at coefficient ``coeff`` to the module's output."""
+def steering_hook(edit: SteeringEdit, coeff: Coeff, tracker: PositionTracker | None = None):
+    """A forward hook applying ``edit`` at coefficient ``coeff`` to the module's output (at ``tracker``'s positions)."""
 
     def hook(module, args, output):
         def apply(hs: Tensor) -> Tensor:
-            return edit.apply(hs, args[0] if args else None, coefficient_tensor(coeff, hs.shape[0], hs))
+            c = coefficient_tensor(coeff, hs.shape[0], hs)
+            if tracker is not None:
+                c = c * tracker.mask(hs.shape[1], hs)
+            return edit.apply(hs, args[0] if args else None, c)
 
         return edit_hidden(output, apply)
 
@@ -271,6 +275,7 @@ def steer(
     mode: str = "add",
     target: float | None = None,
     condition: Condition | None = None,
+    positions: Positions = "all",
     scale: float | None = None,
     remote: Remote | None = None,
 ) -> Iterator[None]:
@@ -283,6 +288,8 @@ def steer(
             (``h + c·(target − h·v)v``, ``target`` defaulting to ``s``); see `steering.modes`.
         condition: a `steering.Condition` (CAST): change only positions whose projection on its
             direction at the same module exceeds its threshold (`steering.calibrate_condition`).
+        positions: ``"all"``, ``"prompt"``, ``"generated"``, an int k (from the k-th last prompt token
+            on) or a slice of absolute positions; the same with and without the KV cache (`steering.positions`).
         scale: override each direction's own ``scale`` (the size of a c = 1 step).
         remote: ``True``/``"local"`` register the edits as nnsight edits, which ride
             along with remote traces to NDIF (only nnsight traces see them);
@@ -294,7 +301,10 @@ def steer(
     directions = [directions] if isinstance(directions, Direction) else list(directions)
     check_coefficients(coeff)
     edits = [steering_edit(model, direction, scale, mode=mode, target=target, condition=condition) for direction in directions]
+    tracker = None if check_positions(positions) == "all" else PositionTracker(positions)
     if resolve_remote(model, remote):
+        if tracker is not None:
+            raise NotImplementedError(f"positions={positions!r} works through local hooks only; remote steering edits every position.")
         added: list = []
         try:
             for edit in edits:
@@ -308,8 +318,10 @@ def steer(
         return
     handles = []
     try:
+        if tracker is not None:
+            handles.append(sl.unwrap(model).register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
         for edit in edits:
-            handles.append(sl.get_module(model, edit.path).register_forward_hook(steering_hook(edit, coeff)))
+            handles.append(sl.get_module(model, edit.path).register_forward_hook(steering_hook(edit, coeff, tracker)))
         yield
     finally:
         for handle in handles:

@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -36,6 +36,8 @@ from probes.files import read_json, write_json
 from .directions import Direction, load_directions, save_directions
 from .frozen import release
 from .intervene import Coeff, check_coefficients, steer
+from .modes import Condition, check_mode
+from .positions import Positions, check_positions
 
 
 @runtime_checkable
@@ -58,20 +60,70 @@ class Steerable(Protocol):
 
 @dataclass
 class Steering:
-    """Directions added together at one coefficient (``h + c·s·v`` each, at its own layer and kind)."""
+    """A steering plan: directions (at their own layers and kinds) applied together at one coefficient c.
+
+    Direction ``i`` is applied at ``c · weights[i]`` in ``modes[i]`` (see `steering.modes`: ``add``
+    ``h + c·s·v``, ``ablate``, ``clamp`` with ``targets[i]``), all gated by ``condition`` when given.
+    So "+honesty −sycophancy at two layers" is
+    ``Steering([honesty12, syco12, honesty20], weights=[1, -1, 0.5])``; it saves and loads whole.
+    """
 
     directions: list[Direction]
     name: str = ""
     per_row: bool = True
+    weights: list[float] | None = None
+    modes: list[str] | None = None
+    targets: list[float | None] | None = None
+    condition: Condition | None = None
+    positions: Positions = "all"
 
     def __post_init__(self) -> None:
+        check_positions(self.positions)
         self.directions = [self.directions] if isinstance(self.directions, Direction) else list(self.directions)
         if not self.directions or not all(isinstance(d, Direction) for d in self.directions):
             raise ValueError("Steering needs at least one steering.Direction.")
-        self.name = self.name or " + ".join(d.name for d in self.directions)
+        n = len(self.directions)
+        self.weights = [1.0] * n if self.weights is None else [float(w) for w in self.weights]
+        self.modes = ["add"] * n if self.modes is None else [check_mode(m) for m in self.modes]
+        self.targets = [None] * n if self.targets is None else list(self.targets)
+        for field_name in ("weights", "modes", "targets"):
+            if len(getattr(self, field_name)) != n:
+                raise ValueError(f"Steering has {n} directions but {len(getattr(self, field_name))} {field_name}: give one per direction.")
+        if not self.name:
+            parts = [
+                f"{'' if w == 1 else f'{w:g}·'}{d.name}{'' if m == 'add' else f' [{m}]'}"
+                for d, w, m in zip(self.directions, self.weights, self.modes)
+            ]
+            self.name = " + ".join(parts)
 
-    def applied(self, model: Any, coeff: Coeff) -> AbstractContextManager[Any]:
-        return steer(model, self.directions, coeff)
+    @property
+    def simple(self) -> bool:
+        """Plain addition of every direction at c (one `steer` call; per-row c and remote runs as before)."""
+        return self.condition is None and self.positions == "all" and set(self.modes or []) == {"add"} and set(self.weights or []) == {1.0}
+
+    @contextmanager
+    def applied(self, model: Any, coeff: Coeff, remote: Any = None) -> Iterator[None]:
+        check_coefficients(coeff)
+        if self.simple:
+            with steer(model, self.directions, coeff, remote=remote):
+                yield
+            return
+        c = torch.as_tensor(coeff, dtype=torch.float32)
+        with ExitStack() as stack:
+            for direction, weight, mode, target in zip(self.directions, self.weights or [], self.modes or [], self.targets or []):
+                stack.enter_context(
+                    steer(
+                        model,
+                        direction,
+                        c * weight,
+                        mode=mode,
+                        target=target,
+                        condition=self.condition,
+                        positions=self.positions,
+                        remote=remote,
+                    )
+                )
+            yield
 
     def prompt_prefix(self, coeff: float) -> str | None:
         return None
@@ -82,11 +134,51 @@ class Steering:
     def detach(self) -> None:
         """Nothing stays attached between `applied` blocks."""
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, model: Any = None) -> Path:
+        """``directions.safetensors`` + ``steerable.json`` (weights, modes, targets, condition, and each
+        direction's module path and the model's id when ``model`` is given)."""
         path = Path(path)
-        save_directions(self.directions, path / "directions.safetensors")
-        write_json(path / "steerable.json", {"type": "steering", "name": self.name})
+        directions = self.directions + ([self.condition.direction] if self.condition else [])
+        save_directions(directions, path / "directions.safetensors")
+        record: dict[str, Any] = {
+            "type": "steering",
+            "name": self.name,
+            "weights": self.weights,
+            "modes": self.modes,
+            "targets": self.targets,
+        }
+        if self.condition is not None:
+            record["condition_threshold"] = self.condition.threshold
+        if self.positions != "all":
+            if isinstance(self.positions, slice):
+                record["positions"] = {"slice": [self.positions.start, self.positions.stop, self.positions.step]}
+            else:
+                record["positions"] = self.positions
+        if model is not None:
+            from probes import sublayers as sl
+
+            record["model"] = getattr(sl.unwrap(model).config, "_name_or_path", None)
+            record["modules"] = [sl.resolve(model, d.layer, d.kind).path for d in self.directions]
+        write_json(path / "steerable.json", record)
         return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Steering:
+        path = Path(path)
+        record = read_json(path / "steerable.json", "a saved steering plan")
+        directions = load_directions(path / "directions.safetensors")
+        condition = None
+        if "condition_threshold" in record:
+            condition = Condition(directions.pop(), float(record["condition_threshold"]))
+        return cls(
+            directions,
+            record.get("name", ""),
+            weights=record.get("weights"),
+            modes=record.get("modes"),
+            targets=record.get("targets"),
+            condition=condition,
+            positions=slice(*positions["slice"]) if isinstance(positions := record.get("positions", "all"), dict) else positions,
+        )
 
 
 @dataclass
@@ -214,7 +306,7 @@ def applied(model: Any, intervention: Any, coeff: Coeff, remote: Any = None) -> 
     if torch.as_tensor(coeff).ndim == 1 and not steerable.per_row:
         raise ValueError(f"{steerable.name} takes one coefficient at a time, not one per row.")
     if isinstance(steerable, Steering):
-        with steer(model, steerable.directions, coeff, remote=remote):
+        with steerable.applied(model, coeff, remote=remote):
             yield
         return
     if remote and not isinstance(steerable, Prompting):
@@ -237,7 +329,7 @@ def load_steerable(path: str | Path, model: Any) -> Steerable:
     record = read_json(path / "steerable.json", "a saved steering intervention")
     kind = record.get("type")
     if kind == "steering":
-        return Steering(load_directions(path / "directions.safetensors"), record.get("name", ""))
+        return Steering.load(path)
     if kind == "prompting":
         return Prompting(record["positive"], record["negative"], record.get("name", "prompting"))
     if kind == "lora":

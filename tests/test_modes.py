@@ -161,3 +161,64 @@ def test_calibrated_condition_threshold_is_the_midpoint_of_the_sides():
     flipped = Direction(-direction.vector, direction.scale, 1, "resid", "flipped")
     with pytest.raises(ValueError, match="does not project the positive side above"):
         steering.calibrate_condition(acts, flipped)
+
+
+POSITIONS = ["prompt", "generated", 2, slice(1, 7)]
+
+
+@pytest.mark.parametrize("positions", POSITIONS, ids=str)
+@pytest.mark.parametrize("mode", ["add", "ablate"])
+def test_positions_give_the_same_generation_with_and_without_the_kv_cache(positions, mode):
+    model = tiny_model("llama")
+    direction = random_direction(model, 1, "resid", scale=4.0)
+    hf = sl.unwrap(model)
+    outputs = {}
+    for cache in (True, False):
+        with steer(model, direction, 2.0, mode=mode, positions=positions), torch.no_grad():
+            outputs[cache] = hf.generate(BATCH["input_ids"], max_new_tokens=8, do_sample=False, use_cache=cache, pad_token_id=0)
+    assert torch.equal(outputs[True], outputs[False])
+    with torch.no_grad():
+        plain = hf.generate(BATCH["input_ids"], max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert not torch.equal(outputs[True], plain)  # the steering did something at these positions
+
+
+def test_positions_choose_exactly_which_prompt_states_change():
+    model = tiny_model("llama")
+    direction = random_direction(model, 1, "resid")
+    before, _ = module_states(model, direction)
+    for positions, steered_columns in [("prompt", [0, 1, 2, 3, 4]), ("generated", []), (2, [3, 4]), (slice(1, 3), [1, 2])]:
+        after, _ = module_states(model, direction, coeff=1.0, positions=positions)
+        changed = ((after - before).abs().amax(dim=(0, 2)) > 1e-6).nonzero().flatten().tolist()
+        assert changed == steered_columns, positions
+
+
+def test_generated_only_leaves_the_prompt_states_untouched_during_generation():
+    model = tiny_model("llama")
+    direction = random_direction(model, 1, "resid", scale=4.0)
+    path = sl.resolve(model, 2, "resid").path  # a later module: it sees the steering's effects
+    hf = sl.unwrap(model)
+
+    def prompt_states(**options):
+        seen = []
+        block = steer(model, direction, 2.0, **options) if options else torch.no_grad()
+        with block, probes.trace_modules(model, [path]) as traces, torch.no_grad():
+            original = traces[path]
+            hook = lambda *_: seen.append(sl.module_hidden(original.output)) if not seen else None  # noqa: E731
+            handle = sl.get_module(model, path).register_forward_hook(hook)
+            out = hf.generate(BATCH["input_ids"], max_new_tokens=4, do_sample=False, pad_token_id=0)
+            handle.remove()
+        return seen[0], out
+
+    plain_states, plain_out = prompt_states()
+    steered_states, steered_out = prompt_states(positions="generated")
+    assert torch.equal(plain_states, steered_states)  # the prompt's forward is the base model's
+    assert not torch.equal(plain_out, steered_out)
+
+
+def test_remote_steering_refuses_positions():
+    model = tiny_model("llama")
+    with (
+        pytest.raises(NotImplementedError, match="local hooks only"),
+        steer(model, random_direction(model, 1, "resid"), 1.0, positions="prompt", remote="local"),
+    ):
+        pass
