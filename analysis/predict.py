@@ -179,6 +179,7 @@ def summarise_effects(table: pd.DataFrame) -> pd.DataFrame:
 FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_norm")
 
 
+@torch.no_grad()
 def lens_direction(model: Any, vector: Float[Tensor, " d"]) -> Tensor | None:
     """The logits a residual-stream direction writes directly (logit lens: the final norm's gain, then the
     unembedding), or None where the direction does not live in the residual stream."""

@@ -46,6 +46,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import probes
+import steering
 from probes.batching import check_batch_size
 from probes.files import write_atomic, write_json
 from probes.remote import has_weights
@@ -89,6 +90,7 @@ class SweepSettings:
     layers: Any = "all"
     kinds: Sequence[str] = ("resid", "o", "down")
     methods: Sequence[str] = ("mean_diff", "pca_diff")
+    modes: Sequence[str] = ("add",)  # how each direction is applied: add, ablate, clamp, conditional (steering.modes)
     coeffs: Sequence[float] = (-1.0, 0.0, 1.0)
     full: bool = False
     top_k: int = 4
@@ -107,13 +109,16 @@ class SweepSettings:
         unknown = [m for m in methods if m not in dirs.METHODS]
         if unknown or not methods:
             raise ValueError(f"Unknown method(s) {unknown or methods}; available: {', '.join(dirs.METHODS)}.")
+        modes = [self.modes] if isinstance(self.modes, str) else list(self.modes)
+        if not modes or any(mode not in steering.modes.APPLY_MODES for mode in modes):
+            raise ValueError(f"modes={modes}: choose from {', '.join(steering.modes.APPLY_MODES)}.")
         for kind in kinds:
             probes.sublayers.resolve(model, 0, kind)
         layers = self.layers if isinstance(self.layers, str) else probes.sublayers.resolve_layers(model, self.layers)
         check_batch_size(self.batch_size)
         for name in ("top_k", "stride"):
             check_batch_size(getattr(self, name), name)
-        return replace(self, layers=layers, kinds=kinds, methods=methods, coeffs=check_coeffs(self.coeffs))
+        return replace(self, layers=layers, kinds=kinds, methods=methods, modes=modes, coeffs=check_coeffs(self.coeffs))
 
 
 @dataclass
@@ -126,6 +131,11 @@ class SweepResult:
     out: Path | None = None
     predictions: pd.DataFrame | None = None
     split: dict[str, Any] | None = None
+
+
+def job_names(methods: Sequence[str], modes: Sequence[str]) -> list[str]:
+    """A row's ``method``: the method for ``add``, ``method+mode`` for the other modes."""
+    return [method if mode == "add" else f"{method}+{mode}" for method in methods for mode in modes]
 
 
 def config_name(layer: int, kind: str, method: str) -> str:
@@ -238,9 +248,15 @@ def run_sweep(
     nulls = ResultTable(folder.file("nulls.csv"), NULL_COLUMNS, key=("layer", "kind"))
     baseline = unsteered_baseline(model, split.test, batch_size=settings.batch_size, min_pmass=settings.min_pmass)
 
-    def dose(direction: dirs.Direction) -> pd.DataFrame:
+    def dose(direction: dirs.Direction, mode: str) -> pd.DataFrame:
         return dose_response(
-            model, direction, split.test, settings.coeffs, batch_size=settings.batch_size, baseline=baseline, min_pmass=settings.min_pmass
+            model,
+            steering.modes.in_mode(direction, mode, acts),
+            split.test,
+            settings.coeffs,
+            batch_size=settings.batch_size,
+            baseline=baseline,
+            min_pmass=settings.min_pmass,
         )
 
     sep_by = sep.set_index(["layer", "kind"])
@@ -248,7 +264,9 @@ def run_sweep(
     doses: dict[str, pd.DataFrame] = {}
     found: list[dirs.Direction] = []
     jobs = [
-        (layer, kind, job) for layer, kind in selected for job in (["null"] if settings.null_direction else []) + list(settings.methods)
+        (layer, kind, job)
+        for layer, kind in selected
+        for job in (["null"] if settings.null_direction else []) + job_names(settings.methods, settings.modes)
     ]
     bar = tqdm(jobs, desc="dose-response", unit="config", disable=not progress)
     for layer, kind, job in bar:
@@ -262,8 +280,9 @@ def run_sweep(
         row: dict[str, Any] = {"layer": layer, "kind": kind, "method": job}
         try:
             # the null is a seeded random direction of the methods' norm (the typical pair difference)
-            direction = dirs.compute("random" if is_null else job, acts, layer, kind, model=model, pairs=pairs)
-            df = dose(direction)
+            method, _, mode = job.partition("+")
+            direction = dirs.compute("random" if is_null else method, acts, layer, kind, model=model, pairs=pairs)
+            df = dose(direction, mode or "add")
             row |= dose_metrics(df) | {"vote_share": direction.meta["vote_share"], "scale": direction.scale}
             write_atomic(folder.file("doses") / f"{name}.csv", df.to_csv(index=False))
             dirs.save_directions([direction], folder.file("nulls" if is_null else "directions") / f"{name}.safetensors")

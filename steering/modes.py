@@ -40,6 +40,26 @@ Mode = Literal["add", "ablate", "clamp"]
 MODES: tuple[str, ...] = ("add", "ablate", "clamp")
 
 
+APPLY_MODES: tuple[str, ...] = (*MODES, "conditional")  # what a sweep's --modes may name
+
+
+def in_mode(direction: Direction, mode: str, acts=None):
+    """``direction`` applied in ``mode`` as something `steering.applied` and `analysis.dose_response` take: the
+    direction itself for ``add``, else a one-direction `steering.Steering` plan (``conditional``: add where the
+    state passes the midpoint of the pairs in ``acts``, see `calibrate_condition`)."""
+    from .steerable import Steering
+
+    if mode not in APPLY_MODES:
+        raise ValueError(f"mode={mode!r}: choose one of {', '.join(APPLY_MODES)}.")
+    if mode == "add":
+        return direction
+    if mode == "conditional":
+        if acts is None:
+            raise ValueError("mode='conditional' needs the pairs' activations (acts) to calibrate its threshold.")
+        return Steering([direction], condition=calibrate_condition(acts, direction))
+    return Steering([direction], modes=[mode])
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)} (and condition= for conditional steering).")

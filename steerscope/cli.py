@@ -100,6 +100,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         layers=layers,
         kinds=args.kinds.split(","),
         methods=args.methods.split(","),
+        modes=args.modes.split(","),
         coeffs=coeffs,
         out=args.out,
         resume=args.resume,
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--layers", default="all", help="'all', '3,5,7' or 'start:stop[:step]'")
     sweep.add_argument("--kinds", default="resid,o,down", help="comma-separated sublayer kinds")
     sweep.add_argument("--methods", default="mean_diff,pca_diff", help="comma-separated direction methods (see steering.METHODS)")
+    sweep.add_argument("--modes", default="add", help="how directions are applied: add,ablate,clamp,conditional (see steering.modes)")
     sweep.add_argument("--coeffs", default="-1,0,1", help="comma-separated steering coefficients; write --coeffs=-2,-1,0,1,2")
     sweep.add_argument("--min-pmass", type=float, default=0.1, help="items with P(yes)+P(no) below this are invalid")
     sweep.add_argument("--out", default=None, help="output folder (default: runs/sweep-<date-time>, so reruns never collide)")

@@ -26,7 +26,7 @@ PROMISED = {
         "01_predictors.png",
         "01_monitor.png",
     ],
-    "02_directions": ["02_direction_cosines.png", "02_projection_histograms.png", "02_dose_by_method.png"],
+    "02_directions": ["02_direction_cosines.png", "02_projection_histograms.png", "02_dose_by_method.png", "02_modes.png"],
     "03_innerpissa": [
         "03_training_curves.png",
         "03_adapter_changes.png",

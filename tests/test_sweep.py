@@ -173,3 +173,20 @@ def test_cli_figures_without_chromium_writes_html_and_tables_and_says_so_once(tm
     for stem in ("steerability_score", "dose_response_top", "separation_auroc", "direction_cosines"):
         assert (figures / f"{stem}.html").stat().st_size > 0, stem
     assert (figures / "sweep_summary.md").exists() and (figures / "sweep_summary.tex").exists()
+
+
+def test_modes_become_rows_of_their_own(tmp_path):
+    result = small_sweep(tmp_path, modes=("add", "ablate", "conditional"), methods=("mean_diff",), null_direction=False)
+    rows = result.results
+    assert set(rows["method"]) == {"mean_diff", "mean_diff+ablate", "mean_diff+conditional"}
+    assert "error" not in rows or rows["error"].isna().all()
+    assert (rows.groupby(["layer", "kind"]).size() == 3).all()
+    ablate = rows[rows["method"] == "mean_diff+ablate"].iloc[0]
+    dose = result.doses[f"L{int(ablate.layer):02d}_{ablate.kind}_mean_diff+ablate"]
+    unsteered = analysis.score_items(
+        tiny_model("llama"), [it for it in analysis.dilemmas()[:4] if it.id in set(dose["item"])], min_pmass=0.0
+    )
+    at_zero = dose[dose["coeff"] == 0].set_index("item")["logratio"]
+    assert (at_zero.loc[unsteered["item"]].to_numpy() == unsteered["logratio"].to_numpy()).all()
+    with pytest.raises(ValueError, match="choose from add, ablate, clamp, conditional"):
+        small_sweep(tmp_path / "bad", modes=("scale",))
