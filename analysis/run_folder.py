@@ -70,16 +70,26 @@ class RunFolder:
             handle.flush()
             yield self
 
-    def record_options(self, options: dict[str, Any], resume: bool, results: str = "results.csv") -> None:
-        """Write ``config.json``; when resuming, first check the recorded options are these."""
+    def record_options(
+        self, options: dict[str, Any], resume: bool, results: str = "results.csv", defaults: dict[str, Any] | None = None
+    ) -> None:
+        """Write ``config.json``; when resuming, first check the recorded options are these.
+
+        An option the recorded run does not name (added in a later version) matches when it has its
+        default in ``defaults``, so upgrading steerscope does not strand a half-finished run."""
         options = json.loads(json.dumps(options, default=str))  # as it reads back
+        defaults = json.loads(json.dumps(defaults or {}, default=str))
         if self.file(results).exists() and not resume:
             raise FileExistsError(
                 f"{self.file(results)} exists: pass resume=True (--resume) to continue that run, or choose another output folder."
             )
         if resume and self.file(CONFIG).exists():
             recorded = read_json(self.file(CONFIG), "the run's options")
-            differs = {k: (recorded.get(k), v) for k, v in options.items() if recorded.get(k) != v}
+            differs = {
+                k: (recorded.get(k), v)
+                for k, v in options.items()
+                if recorded.get(k) != v and not (k not in recorded and k in defaults and defaults[k] == v)
+            }
             if differs:
                 detail = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in list(differs.items())[:6])
                 raise ValueError(

@@ -7,7 +7,10 @@ cache on) and plain transformers calls alike.
 
 - activation directions: ``h ← h + c·s·v`` on the sublayer output;
 - U-space directions: ``h ← h + c·s·U diag(δs) Vᵀ x`` with ``x`` the weight's
-  input, computed factored as ``((x @ V) ⊙ δs) @ Uᵀ`` (ΔW is never built).
+  input, computed factored as ``((x @ V) ⊙ δs) @ Uᵀ`` (ΔW is never built);
+- ``mode="ablate"`` / ``"clamp"`` and ``condition=`` (CAST): ``h + c·(α + β·(h·û))·û``, gated per
+  position (`steering.modes`); ``positions=`` chooses prompt, generated or sliced positions, the
+  same with and without the KV cache (`steering.positions`).
 
 ``c`` may be a float or a tensor with one value per batch row, so a whole
 coefficient sweep runs as one batched forward.

@@ -203,3 +203,14 @@ def nullcontext():
     from contextlib import nullcontext as null
 
     return null()
+
+
+def test_a_run_recorded_before_an_option_existed_resumes_while_that_option_keeps_its_default(tmp_path):
+    from analysis.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path)
+    folder.record_options({"coeffs": [-1, 0, 1]}, resume=False)  # written by a version without "modes"
+    folder.record_options({"coeffs": [-1, 0, 1], "modes": ["add"]}, resume=True, defaults={"modes": ("add",)})
+    (tmp_path / "config.json").write_text('{"coeffs": [-1, 0, 1]}')  # back to the old record
+    with pytest.raises(ValueError, match="modes: None then, \\['ablate'\\] now"):
+        folder.record_options({"coeffs": [-1, 0, 1], "modes": ["ablate"]}, resume=True, defaults={"modes": ("add",)})
