@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from . import plots
+from .predict import validate_predictors
 
 SUMMARY_COLUMNS = [
     "layer",
@@ -98,6 +99,21 @@ def ranked(results: pd.DataFrame) -> pd.DataFrame:
     return ok.sort_values(key, ascending=False, na_position="last").reset_index(drop=True)
 
 
+MIN_CONFIGS_TO_VALIDATE = 8
+
+
+def predictor_validation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(the add-mode rows with ``separation_margin``, `validate_predictors` of them), or None with too few rows."""
+    rows = results[~results["method"].astype(str).str.contains("+", regex=False)]
+    if "error" in rows:
+        rows = rows[rows["error"].isna()]
+    if len(rows) < MIN_CONFIGS_TO_VALIDATE or "predicted_effect" not in rows:
+        return None
+    if {"auroc", "auroc_null"} <= set(rows.columns):
+        rows = rows.assign(separation_margin=rows["auroc"] - rows["auroc_null"])
+    return rows, validate_predictors(rows)
+
+
 def summary_markdown(result: Any, top: int = 20) -> str:
     table = ranked(result.results)
     failed = result.results[result.results["error"].notna()] if "error" in result.results else result.results.iloc[:0]
@@ -119,6 +135,17 @@ def summary_markdown(result: Any, top: int = 20) -> str:
         "",
         markdown_table(best_sep, ["kind", "layer", "auroc", "auroc_null", "auroc_margin", "probe_acc", "probe_acc_null", "cohens_d"]),
     ]
+    validation = predictor_validation(result.results)
+    if validation is not None:
+        parts += [
+            "",
+            "## Do the cheap predictors rank configurations like the measured slope?",
+            "",
+            "Spearman ρ between each predictor (validation items, no dosing) and item_slope (test items) across the "
+            "configurations above, with a 95 % bootstrap interval over configurations (analysis.predict).",
+            "",
+            markdown_table(validation[1], ["predictor", "n_configs", "spearman", "ci_lo", "ci_hi"]),
+        ]
     if len(failed):
         parts += ["", "## Failed configurations", "", markdown_table(failed, ["layer", "kind", "method", "error"])]
     return "\n".join(parts) + "\n"
@@ -140,6 +167,9 @@ def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
         if curves:
             figures["dose_response_top"] = plots.dose_curves(curves)
     figures["separation_auroc"] = plots.separation_by_layer(result.separation, "auroc")
+    validation = predictor_validation(result.results)
+    if validation is not None:
+        figures["predictors"] = plots.predictor_scatter(*validation)
     if result.cosines is not None and len(result.cosines) and result.cosines["method_a"].nunique() > 1:
         figures["direction_cosines"] = plots.cosine_heatmap(result.cosines)
     return figures

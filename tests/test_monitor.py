@@ -120,3 +120,38 @@ def test_predictor_validation_is_spearman_by_hand_with_a_bootstrap_over_configur
     assert "lens_margin" not in result.index  # absent columns are skipped
     fig = analysis.plots.predictor_scatter(table, result.reset_index())
     assert len(fig.data) == 2 and len(fig.data[0].x) == 40
+
+
+def test_a_sweep_report_validates_the_predictors_once_it_has_enough_configurations():
+    from types import SimpleNamespace
+
+    from analysis.report import summary_markdown, sweep_figures
+
+    generator = np.random.default_rng(0)
+    n = 12
+    slope = generator.normal(size=n)
+    results = pd.DataFrame(
+        {
+            "layer": range(n),
+            "kind": "resid",
+            "method": ["mean_diff"] * (n - 2) + ["mean_diff+ablate"] * 2,
+            "item_slope": slope,
+            "predicted_effect": slope * 2 + 0.01 * generator.normal(size=n),
+            "lens_margin": generator.normal(size=n),
+            "auroc": 0.9,
+            "auroc_null": generator.uniform(0.5, 0.9, size=n),
+            "p_value": 0.01,
+            "normalized_gain": 1.0,
+            "score": 1.0,
+        }
+    )
+    separation = pd.DataFrame({"layer": range(n), "kind": "resid", "auroc": 0.9, "auroc_null": 0.6, "space": "activation"})
+    result = SimpleNamespace(results=results, separation=separation, doses={}, cosines=None)
+    summary = summary_markdown(result)
+    assert "Do the cheap predictors rank configurations" in summary
+    row = next(line for line in summary.splitlines() if line.startswith("| predicted_effect"))
+    assert row.split("|")[2].strip() == "10"  # ablate rows are not predicted by the add-mode screen
+    assert "predictors" in sweep_figures(result)
+    assert "Do the cheap predictors" not in summary_markdown(
+        SimpleNamespace(results=results.head(5), separation=separation, doses={}, cosines=None)
+    )
