@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -229,7 +230,8 @@ def predict_steerability(
 
     One row per direction: ``predicted_effect`` (mean dR/dc at c = 0 over ``items``, with
     ``predicted_sem``, ``predicted_t``), ``lens_margin`` (the readout's positive-minus-negative
-    answer-token logit written directly by ``s·v``, logit lens; NaN off the residual stream),
+    answer-token logit written directly by ``s·v``, logit lens; NaN off the residual stream, and 0
+    for every direction on a balanced Yes/No set, where the signs cancel),
     ``lens_promotes`` (the tokens it raises most) and, with a ``separation`` table (from
     `analysis.separation` with a null model), ``separation_margin`` = AUROC − the random-init
     model's AUROC at the same (layer, kind).
@@ -277,12 +279,14 @@ def validate_predictors(
             continue
         both = results[[predictor, measured]].apply(pd.to_numeric, errors="coerce").dropna()
         x, y = both[predictor].to_numpy(), both[measured].to_numpy()
-        if len(both) < 3:
+        if len(both) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:  # e.g. the logit lens on a balanced Yes/No set is 0 for every direction
             rows.append({"predictor": predictor, "n_configs": len(both), "spearman": np.nan, "ci_lo": np.nan, "ci_hi": np.nan})
             continue
         rho = float(spearmanr(x, y).statistic)
         draws = generator.integers(0, len(x), size=(n_boot, len(x)))
-        boots = np.array([spearmanr(x[d], y[d]).statistic for d in draws], dtype=float)
+        with warnings.catch_warnings():  # a resample of few distinct configurations can be constant: dropped below
+            warnings.simplefilter("ignore")
+            boots = np.array([spearmanr(x[d], y[d]).statistic for d in draws], dtype=float)
         boots = boots[np.isfinite(boots)]
         lo, hi = np.percentile(boots, [2.5, 97.5]) if len(boots) else (np.nan, np.nan)
         rows.append({"predictor": predictor, "n_configs": len(x), "spearman": rho, "ci_lo": float(lo), "ci_hi": float(hi)})
