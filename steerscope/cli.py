@@ -104,7 +104,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         coeffs=coeffs,
         out=args.out,
         resume=args.resume,
-        full=args.full,
+        full=args.full or args.select == "all",
         top_k=args.top_k,
         stride=args.stride,
         batch_size=args.batch_size,
@@ -228,7 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--min-pmass", type=float, default=0.1, help="items with P(yes)+P(no) below this are invalid")
     sweep.add_argument("--out", default=None, help="output folder (default: runs/sweep-<date-time>, so reruns never collide)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    sweep.add_argument("--full", action="store_true", help="dose-response for every layer x kind (slow)")
+    sweep.add_argument("--full", action="store_true", help="dose-response for every layer x kind (slow; same as --select all)")
+    sweep.add_argument(
+        "--select",
+        choices=("predicted", "all"),
+        default="predicted",
+        help="which (layer, kind) to dose: the largest first-order effects on validation items (+ a layer profile), or all",
+    )
     sweep.add_argument(
         "--concept",
         default="honesty",

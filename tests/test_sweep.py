@@ -135,6 +135,12 @@ def test_cli_sweep_on_a_local_model_folder(tmp_path, capsys):
     assert code == 0
     assert "| layer | kind | method | item_slope |" in capsys.readouterr().out
     assert (tmp_path / "run" / "report.html").exists()
+    options = ["sweep", "--model", str(folder), "--layers", "0:3", "--kinds", "resid", "--methods", "mean_diff", "--pairs", "8"]
+    options += ["--items", "4", "--top-k", "1", "--stride", "3", "--no-null"]
+    assert main([*options, "--out", str(tmp_path / "predicted")]) == 0
+    assert main([*options, "--select", "all", "--out", str(tmp_path / "all")]) == 0
+    assert len(pd.read_csv(tmp_path / "predicted" / "results.csv")) <= 2  # the top (layer, kind) and layer 0 of the profile
+    assert sorted(pd.read_csv(tmp_path / "all" / "results.csv")["layer"]) == [0, 1, 2]  # every layer
 
 
 @pytest.mark.slow
