@@ -234,13 +234,26 @@ def fused_delta(hs: Tensor, fused: sl.FusedSlice, step: Tensor) -> Tensor:
     return torch.cat(per_head, dim=-1).flatten(-2)
 
 
-def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff) -> list:
+def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff, positions: Positions = "all") -> list:
     """Register ``c · delta`` as an nnsight edit, replayed at every forward of every later trace.
 
     Unlike a forward hook, an nnsight edit travels with a remote trace to NDIF, so
     its block uses only torch and the module's envoy (the server has no steerscope).
-    Returns the edit's mediators, for `probes.tracing.remove_edits`.
+    ``positions`` (see `steering.positions`) is tracked from the step index: step 0 is the
+    prompt, step t the t-th generated token. Returns the edit's mediators, for
+    `probes.tracing.remove_edits`.
     """
+    which = (
+        "all"
+        if positions == "all"
+        else "slice"
+        if isinstance(positions, slice)
+        else "from"
+        if isinstance(positions, int)
+        else str(positions)
+    )
+    k = positions if isinstance(positions, int) else 0
+    lo, hi, stride = (positions.start, positions.stop, positions.step) if isinstance(positions, slice) else (None, None, None)
     envoy = model.get(edit.path)
     c = torch.as_tensor(coeff, dtype=torch.float32)
     c = c[:, None, None] if c.ndim == 1 else c
@@ -250,10 +263,13 @@ def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff) -> list:
         raise ValueError(f"The edit of {edit.path} has neither a step nor the factors of a weight-space step.")
     before = len(tracing.edits(model))
     with model.edit(inplace=True):
-        for _ in Iterations()[:]:  # every forward, each generated token too (see probes.tracing)
+        prompt_length = 0
+        for index in Iterations()[:]:  # every forward, each generated token too (see probes.tracing)
             inputs = envoy.input if step is None and unit is None else None
             output = envoy.output
             hidden = output[0] if isinstance(output, tuple) else output
+            if index == 0:
+                prompt_length = hidden.shape[-2]
             if unit is not None:  # h + c·(α + β·(h·û))·û, where h·ŵ > τ (steering.modes)
                 u = unit.to(hidden.device, hidden.dtype)
                 delta = (alpha + beta * (hidden @ u)[..., None]) * u
@@ -264,6 +280,18 @@ def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff) -> list:
                 delta = weight_step @ U_out.to(hidden.device, hidden.dtype)  # type: ignore[union-attr]
             else:
                 delta = step.to(hidden.device, hidden.dtype)
+            if which != "all":  # absolute positions of this forward's columns, with or without the KV cache
+                end = prompt_length + index
+                absolute = torch.arange(end - hidden.shape[-2], end, device=hidden.device)
+                if which == "prompt":
+                    keep = absolute < prompt_length
+                elif which == "generated":
+                    keep = absolute >= prompt_length
+                elif which == "from":
+                    keep = absolute >= prompt_length - k
+                else:
+                    keep = torch.isin(absolute, torch.arange(end, device=hidden.device)[lo:hi:stride])
+                delta = delta * keep.to(hidden.dtype)[:, None]
             steered = hidden + c.to(hidden.device, hidden.dtype) * delta
             envoy.output = (steered, *output[1:]) if isinstance(output, tuple) else steered
     return tracing.edits(model)[before:]
@@ -306,12 +334,10 @@ def steer(
     edits = [steering_edit(model, direction, scale, mode=mode, target=target, condition=condition) for direction in directions]
     tracker = None if check_positions(positions) == "all" else PositionTracker(positions)
     if resolve_remote(model, remote):
-        if tracker is not None:
-            raise NotImplementedError(f"positions={positions!r} works through local hooks only; remote steering edits every position.")
         added: list = []
         try:
             for edit in edits:
-                added += nnsight_edit(model, edit, coeff)
+                added += nnsight_edit(model, edit, coeff, positions)
             with warnings.catch_warnings():
                 # The edit's open "every forward" loop ends with each run, by design.
                 warnings.filterwarnings("ignore", message=".*was never reached: the loop asked for a step", category=UserWarning)

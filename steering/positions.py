@@ -12,7 +12,8 @@
 A forward pre-hook on the model reads each forward's absolute offset (``cache_position``, or the
 cache's length), so a generation with the KV cache (one new column per forward) and without it (the
 whole sequence again each time; recognised because the previous sequence is its prefix) steer the same
-positions. A forward whose sequence does not continue the previous one starts a new prompt.
+positions. A forward whose sequence does not continue the previous one starts a new prompt. Remote
+steering (nnsight edits) computes the same positions from the generation step index.
 """
 
 from __future__ import annotations

@@ -215,10 +215,27 @@ def test_generated_only_leaves_the_prompt_states_untouched_during_generation():
     assert not torch.equal(plain_out, steered_out)
 
 
-def test_remote_steering_refuses_positions():
+@pytest.mark.parametrize("positions", POSITIONS, ids=str)
+@pytest.mark.parametrize("mode", ["add", "ablate"])
+def test_nnsight_edits_steer_the_same_positions_as_hooks_in_generation(positions, mode):
     model = tiny_model("llama")
+    direction = random_direction(model, 1, "resid", scale=4.0)
+    ids = BATCH["input_ids"][:1]
+    hf = sl.unwrap(model)
+    with steer(model, direction, 2.0, mode=mode, positions=positions, remote=False), torch.no_grad():
+        by_hooks = hf.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
     with (
-        pytest.raises(NotImplementedError, match="local hooks only"),
-        steer(model, random_direction(model, 1, "resid"), 1.0, positions="prompt", remote="local"),
+        steer(model, direction, 2.0, mode=mode, positions=positions, remote="local"),
+        torch.inference_mode(),
+        model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0, remote="local") as tracer,
     ):
-        pass
+        by_edits = tracer.result.save()
+    assert torch.equal(by_edits, by_hooks)
+    with steer(model, direction, 2.0, mode=mode, positions=positions, remote=False), torch.no_grad():
+        hooked_logits = hf(**BATCH).logits
+    with steer(model, direction, 2.0, mode=mode, positions=positions, remote="local"), torch.no_grad(), model.trace(BATCH, remote="local"):
+        edited_logits = model.output.logits.save()
+    torch.testing.assert_close(edited_logits, hooked_logits, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        plain = hf(**BATCH).logits
+    assert torch.equal(hooked_logits, plain) == (positions == "generated")  # one forward is all prompt

@@ -225,3 +225,27 @@ def test_nnsight_edits_equal_hooks_for_fused_and_weight_space_directions(family,
             by_edits = model.output.logits.save()
     assert (by_hooks - plain).abs().max() > 1e-3
     torch.testing.assert_close(by_edits, by_hooks, rtol=1e-5, atol=1e-5)
+
+
+def test_remote_dose_response_of_a_plan_with_every_mode_equals_hooks(remote_setup):
+    """A plan (ablate at one layer, conditional clamp at chosen positions at another) travels to the
+    NDIF stand-in as nnsight edits and scores exactly like forward hooks here."""
+    from steering import Condition, Steering
+
+    client, local, requests = remote_setup
+    torch.manual_seed(4)
+    d = sl.config_of(local).hidden_size
+    unit = lambda: torch.nn.functional.normalize(torch.randn(d), dim=0)  # noqa: E731
+    ablated, clamped, gate = (Direction(unit(), 3.0, layer, "resid", name) for layer, name in ((0, "a"), (1, "b"), (1, "gate")))
+    plan = Steering([ablated, clamped], modes=["ablate", "clamp"], targets=[None, 2.0], condition=None, positions=2)
+    gated = Steering([clamped], modes=["clamp"], targets=[2.0], condition=Condition(gate, 0.0))
+    items = analysis.dilemmas()[:3]
+    kwargs = dict(coeffs=(-1.0, 0.0, 1.0), batch_size=4, neutral_texts=["The river runs past the mill."])
+    for intervention in (plan, gated):
+        requests.clear()
+        remote = analysis.dose_response(client, intervention, items, **kwargs)
+        here = analysis.dose_response(local, intervention, items, **kwargs)
+        assert here.groupby("coeff")["logratio"].mean().nunique() == 3
+        cols = ["logratio", "pmass", "readout", "nll"]
+        torch.testing.assert_close(torch.tensor(remote[cols].to_numpy()), torch.tensor(here[cols].to_numpy()), rtol=1e-4, atol=1e-4)
+        assert any(r.edits for r in requests) and not client._edits
