@@ -103,7 +103,7 @@ def monitor(
                     **inputs,
                     max_new_tokens=generate,
                     do_sample=False,
-                    pad_token_id=model.tokenizer.pad_token_id or model.tokenizer.eos_token_id,
+                    pad_token_id=model.tokenizer.eos_token_id if model.tokenizer.pad_token_id is None else model.tokenizer.pad_token_id,
                 )[0]
             else:
                 torch_model(**inputs)
