@@ -92,7 +92,7 @@ def calibrate_condition(acts, direction: Direction, token: int = -1) -> Conditio
         >>> cond = calibrate_condition(acts, steering.compute("mean_diff", acts, 12, "resid"))
     """
     states: Float[Tensor, "pair side token d"] = acts[direction.layer, direction.kind]
-    projections = states[:, :, token].float() @ direction.vector.float()
+    projections = states[:, :, token].float() @ torch.nn.functional.normalize(direction.vector.float(), dim=-1)  # as the gate reads it
     positive, negative = float(projections[:, 0].mean()), float(projections[:, 1].mean())
     if positive <= negative:
         raise ValueError(
