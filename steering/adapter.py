@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -65,6 +65,7 @@ class AdapterConfig:
     select: Literal["top", "data"] = "top"
     basis: Literal["svd", "random"] = "svd"  # "random": the same adapter in random orthonormal bases (the no-SVD ablation)
     sign: float = 1.0
+    seed: int = 0  # of the parameters' initialisation and, for basis="random", of the bases (rebuilt on load)
     model: str | None = None
     components: dict[str, list[int]] = field(default_factory=dict)  # target name -> selected singular indices
     # target name -> {"shape": [d_out, d_in], "singular_values": top values}: which weights it was made for
@@ -173,9 +174,10 @@ class InnerPiSSA(AdapterHandle):
     """Handle to an attached adapter: coefficient, parameters, merge, save, detach (see `AdapterHandle`)."""
 
     def __init__(self, model: Any, config: AdapterConfig, layers: dict[str, InnerPiSSALayer], targets: list[Target]):
+        sign = config.sign  # AdapterHandle.__init__ resets the sign through the property
         self.config = config
         super().__init__(model, "InnerPiSSA")
-        self.sign = config.sign
+        self.sign = sign
         self.layers = nn.ModuleDict({name.replace(".", "_"): layer for name, layer in layers.items()})
         self.targets = targets
         self.merged: dict[str, Tensor] = {}
@@ -299,11 +301,9 @@ def attach_innerpissa(
     """
     if select == "data" and pairs is None and components is None:
         raise ValueError("select='data' needs pairs=... to find the components that separate them.")
-    layer_ids = sl.resolve_layers(model, layers)
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
     config = AdapterConfig(
-        layers=layer_ids,
-        kinds=kinds,
+        layers=sl.resolve_layers(model, layers),
+        kinds=[kinds] if isinstance(kinds, str) else list(kinds),
         rank=rank,
         rotate_v=rotate_v,
         rotate_u=rotate_u,
@@ -312,14 +312,25 @@ def attach_innerpissa(
         init_std=init_std,
         select=select,
         basis=basis,
+        seed=seed,
         model=getattr(sl.config_of(model), "name_or_path", None),
+        components=dict(components or {}),
     )
-    generator = torch.Generator().manual_seed(seed)
+    return attach_config(model, config, pairs)
+
+
+def attach_config(model: Any, config: AdapterConfig, pairs: Sequence[Any] | None = None) -> InnerPiSSA:
+    """Attach the adapter ``config`` describes (`attach_innerpissa` builds one; `load_innerpissa` reads one).
+
+    Targets named in ``config.components`` keep those singular components; the others take the top-r, or
+    with ``select="data"`` the ones that separate ``pairs`` most."""
+    config = replace(config, components=dict(config.components), targets={})
+    rank, generator = config.rank, torch.Generator().manual_seed(config.seed)
     adapted: dict[str, InnerPiSSALayer] = {}
     targets: list[Target] = []
     device = next(sl.unwrap(model).parameters()).device
-    for layer in layer_ids:
-        for kind in kinds:
+    for layer in config.layers:
+        for kind in config.kinds:
             sublayer = sl.resolve(model, layer, kind)
             if kind == "resid" or sublayer.weight_path is None:
                 raise ValueError(f"InnerPiSSA adapts weights; {kind!r} has none. Use projection kinds such as 'o', 'down', 'up'.")
@@ -327,15 +338,15 @@ def attach_innerpissa(
             if not 1 <= rank <= full.rank:
                 raise ValueError(f"rank={rank} is larger than the {kind!r} weight at layer {layer} allows ({full.rank}).")
             name = f"{layer}.{kind}"
-            if components and name in components:
-                index = components[name]
-            elif select == "data" and pairs is not None:
+            if name in config.components:
+                index = config.components[name]
+            elif config.select == "data" and pairs is not None:
                 index = data_aware_components(model, layer, kind, full, rank, pairs)
             else:
                 index = list(range(rank))
             config.components[name] = list(index)
             config.targets[name] = weight_identity(full)
-            if basis == "random":
+            if config.basis == "random":
                 chosen = random_basis(sl.weight_matrix(model, sublayer), rank, generator, layer, kind)
             else:
                 chosen = probes.WeightSVD(full.U[:, index], full.S[index], full.V[:, index], layer, kind)

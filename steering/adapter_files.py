@@ -23,7 +23,7 @@ import probes
 from probes import sublayers as sl
 from probes.files import read_json
 
-from .adapter import AdapterConfig, InnerPiSSA, attach_innerpissa, weight_identity
+from .adapter import AdapterConfig, InnerPiSSA, attach_config, weight_identity
 
 
 def check_targets(config: AdapterConfig, model: Any, path: Path) -> None:
@@ -76,22 +76,8 @@ def load_innerpissa(path: str | Path, model: Any) -> InnerPiSSA:
     path = Path(path)
     config = read_adapter_config(path)
     check_targets(config, model, path)
-    handle = attach_innerpissa(
-        model,
-        config.layers,
-        config.kinds,
-        config.rank,
-        rotate_v=config.rotate_v,
-        rotate_u=config.rotate_u,
-        scale_mode=config.scale_mode,
-        max_angle=config.max_angle,
-        init_std=config.init_std,
-        select=config.select,
-        basis=config.basis,
-        components=config.components,
-    )
+    handle = attach_config(model, config)  # the sign, seed and chosen components come with the config
     try:
-        handle.config.sign = config.sign
         try:
             state = load_file(str(path / "adapter.safetensors"))
         except Exception as error:  # truncated or garbled file

@@ -125,3 +125,19 @@ def test_a_lora_and_an_innerpissa_detached_out_of_order_restore_every_flag():
 def test_max_angle_zero_is_refused_instead_of_giving_nan():
     with pytest.raises(ValueError, match="max_angle=0"):
         steering.attach_innerpissa(tiny_model("llama"), layers=[1], kinds=("o",), rank=2, max_angle=0.0)
+
+
+def test_a_no_svd_adapter_made_with_any_seed_reloads_its_own_random_bases(tmp_path):
+    model = tiny_model("llama")
+    adapter = steering.attach_innerpissa(model, layers=[1], kinds=("o",), rank=4, basis="random", seed=3)
+    with torch.no_grad():
+        for parameter in adapter.trainable_parameters():
+            parameter.normal_(0, 0.05)
+    with adapter.coeff(1.0):
+        expected = logits(model)
+    path = adapter.save(tmp_path / "adapter")
+    adapter.detach()
+    loaded = steering.load_innerpissa(path, model)
+    with loaded.coeff(1.0):
+        torch.testing.assert_close(logits(model), expected)
+    loaded.detach()
