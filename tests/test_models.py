@@ -64,12 +64,10 @@ def test_bfloat16_with_device_map_collects_and_steers_like_float32(tmp_path):
     """
     import analysis
     from steering import Direction
-    from tests.tiny import tiny_model
+    from tests.tiny import saved_folder, tiny_model
 
     reference = tiny_model("llama")
-    sl.unwrap(reference).save_pretrained(tmp_path)
-    reference.tokenizer.save_pretrained(tmp_path)
-    model = probes.load_model(str(tmp_path), dtype="bfloat16", device_map="auto", attn_implementation="eager")
+    model = probes.load_model(saved_folder(reference, tmp_path), dtype="bfloat16", device_map="auto", attn_implementation="eager")
     assert {p.dtype for p in sl.unwrap(model).parameters()} == {torch.bfloat16}
     pairs = [("I tell the truth.", "I tell lies."), ("Be honest.", "Be sly.")]
     half = probes.collect(model, pairs, layers=[1, 2], sublayers=("resid", "o"), progress=False)

@@ -26,7 +26,7 @@ from steering.adapter import attach_innerpissa
 from steering.fisher import text_gradients
 from steering.lora import attach_lora
 from tests.ndif_double import ndif_double, server_twins
-from tests.tiny import tiny_model
+from tests.tiny import saved_folder, tiny_model
 
 REPO_ID = "steerscope-tests/tiny"
 PAIRS = [
@@ -41,8 +41,7 @@ def remote_setup(request, tmp_path, monkeypatch):
     """(client model loaded with remote=True, the same model local, log of requests sent)."""
     local = tiny_model(request.param)
     folder = tmp_path / "tiny"
-    sl.unwrap(local).save_pretrained(folder)
-    local.tokenizer.save_pretrained(folder)
+    saved_folder(local, folder)
     monkeypatch.setitem(nnsight_hf._ID_CACHE, str(folder), REPO_ID)  # the Hub's canonical id, offline
     monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", "key-from-nnsight-config")
     requests: list = []
@@ -139,9 +138,7 @@ def test_remote_argument_errors(tmp_path, monkeypatch):
         probes.load_model(None, remote=True)
     with pytest.raises(ValueError, match="remote='ndif'"):
         probes.collect(tiny_model("llama"), PAIRS, layers=[0], remote="ndif")
-    local = tiny_model("llama")
-    sl.unwrap(local).save_pretrained(tmp_path)
-    local.tokenizer.save_pretrained(tmp_path)
+    saved_folder(tiny_model("llama"), tmp_path)
     monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", None)
     with pytest.warns(UserWarning, match="NDIF_API_KEY"):
         probes.load_model(str(tmp_path), remote=True)

@@ -10,7 +10,7 @@ import analysis.sweep as sweep_module
 import probes
 from analysis import sweep_steerability
 from steerscope.cli import main
-from tests.tiny import tiny_model
+from tests.tiny import saved_folder, tiny_model, tiny_sweep_args
 
 
 def small_sweep(out, **overrides):
@@ -104,41 +104,13 @@ def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tmp_path, mon
 
 
 def test_cli_sweep_on_a_local_model_folder(tmp_path, capsys):
-    model = tiny_model("llama")
-    folder = tmp_path / "tiny-llama"
-    probes.sublayers.unwrap(model).save_pretrained(folder)
-    model.tokenizer.save_pretrained(folder)
-    code = main(
-        [
-            "sweep",
-            "--model",
-            str(folder),
-            "--layers",
-            "0:3",
-            "--kinds",
-            "resid",
-            "--methods",
-            "mean_diff",
-            "--coeffs=-1,0,1",
-            "--out",
-            str(tmp_path / "run"),
-            "--pairs",
-            "8",
-            "--items",
-            "4",
-            "--top-k",
-            "1",
-            "--stride",
-            "2",
-        ]
-    )
-    assert code == 0
+    folder = saved_folder(tiny_model("llama"), tmp_path / "tiny-llama")
+    assert main(tiny_sweep_args(folder, tmp_path / "run", "mean_diff", "--coeffs=-1,0,1", "--stride", "2")) == 0
     assert "| layer | kind | method | item_slope |" in capsys.readouterr().out
     assert (tmp_path / "run" / "report.html").exists()
-    options = ["sweep", "--model", str(folder), "--layers", "0:3", "--kinds", "resid", "--methods", "mean_diff", "--pairs", "8"]
-    options += ["--items", "4", "--top-k", "1", "--stride", "3", "--no-null"]
-    assert main([*options, "--out", str(tmp_path / "predicted")]) == 0
-    assert main([*options, "--select", "all", "--out", str(tmp_path / "all")]) == 0
+    options = ("--stride", "3", "--no-null")
+    assert main(tiny_sweep_args(folder, tmp_path / "predicted", "mean_diff", *options)) == 0
+    assert main(tiny_sweep_args(folder, tmp_path / "all", "mean_diff", *options, "--select", "all")) == 0
     assert len(pd.read_csv(tmp_path / "predicted" / "results.csv")) <= 2  # the top (layer, kind) and layer 0 of the profile
     assert sorted(pd.read_csv(tmp_path / "all" / "results.csv")["layer"]) == [0, 1, 2]  # every layer
 

@@ -18,7 +18,7 @@ import analysis.sweep as sweep_module
 import probes
 from analysis import sweep_steerability
 from steerscope.cli import main
-from tests.tiny import tiny_model
+from tests.tiny import saved_folder, tiny_model, tiny_sweep_args
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONS = dict(
@@ -140,38 +140,13 @@ def test_invalid_coefficients_are_refused_before_any_work(tmp_path, capsys):
 def test_the_cli_exits_non_zero_when_every_configuration_failed(tmp_path, monkeypatch, capsys):
     from steering import directions
 
-    model = tiny_model("llama")
-    folder = tmp_path / "tiny-llama"
-    probes.sublayers.unwrap(model).save_pretrained(folder)
-    model.tokenizer.save_pretrained(folder)
+    folder = saved_folder(tiny_model("llama"), tmp_path / "tiny-llama")
 
     def broken(states, **options):
         raise RuntimeError("this method is broken")
 
     monkeypatch.setitem(directions.METHODS, "broken", directions.Method("broken", broken))
-    code = main(
-        [
-            "sweep",
-            "--model",
-            str(folder),
-            "--layers",
-            "0:3",
-            "--kinds",
-            "resid",
-            "--methods",
-            "broken",
-            "--out",
-            str(tmp_path / "run"),
-            "--pairs",
-            "8",
-            "--items",
-            "4",
-            "--top-k",
-            "1",
-            "--stride",
-            "2",
-        ]
-    )
+    code = main(tiny_sweep_args(folder, tmp_path / "run", "broken", "--stride", "2"))
     assert code == 1 and "Every configuration failed" in capsys.readouterr().err
 
 

@@ -98,3 +98,16 @@ def checksum(model) -> str:
     for name, tensor in sorted(probes.sublayers.unwrap(model).state_dict().items()):
         digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def saved_folder(model, folder) -> str:
+    """Write ``model`` and its tokenizer to ``folder`` (a local model path, as a user would pass one)."""
+    probes.sublayers.unwrap(model).save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def tiny_sweep_args(folder, out, method: str = "mean_diff", *extra: str) -> list[str]:
+    """`steerscope sweep` on a saved tiny model: 3 layers of resid, 8 pairs, 4 items, the top (layer, kind) + a profile."""
+    options = ["--layers", "0:3", "--kinds", "resid", "--methods", method, "--pairs", "8", "--items", "4", "--top-k", "1"]
+    return ["sweep", "--model", str(folder), *options, "--out", str(out), *extra]
