@@ -169,21 +169,19 @@ def steering_edit(
                 f"coordinates but the {basis_kind!r} weight at layer {direction.layer} has {basis.rank} components: "
                 "was it computed on another model?"
             )
-        U_out = basis.U.T.float()
-        if sublayer.fused is not None:
-            U_out = fused_delta(U_out.new_zeros(U_out.shape[0], 3 * U_out.shape[1]), sublayer.fused, U_out)
+        U_out = in_output(sublayer, basis.U.T)
         return SteeringEdit(sl.weight_path_of(sublayer), V=basis.V.float(), coords=direction.coords.float() * step_scale, U_out=U_out)
     sublayer = sl.resolve(model, direction.layer, direction.kind)
-    step = direction.vector.float() * step_scale
-    if sublayer.fused is not None:
-        step = fused_delta(step.new_zeros(3 * step.shape[-1]), sublayer.fused, step)
-    return SteeringEdit(sublayer.path, step=step)
+    return SteeringEdit(sublayer.path, step=in_output(sublayer, direction.vector.float() * step_scale))
 
 
-def in_output(model: Any, sublayer: sl.Sublayer, vector: Tensor) -> Tensor:
-    """``vector`` (a sublayer's features) placed in its module's output (zeros outside a fused slice)."""
-    vector = vector.float()
-    return vector if sublayer.fused is None else fused_delta(vector.new_zeros(3 * vector.shape[-1]), sublayer.fused, vector)
+def in_output(sublayer: sl.Sublayer, features: Tensor) -> Tensor:
+    """``features`` (a sublayer's, in the last dimension) placed in its module's output: float32, zeros
+    outside the slice of a fused q/k/v module."""
+    features = features.float()
+    if sublayer.fused is None:
+        return features
+    return fused_delta(features.new_zeros(*features.shape[:-1], 3 * features.shape[-1]), sublayer.fused, features)
 
 
 def mode_edit(model: Any, direction: Direction, scale: float, mode: str, target: float | None, condition: Condition | None) -> SteeringEdit:
@@ -202,8 +200,8 @@ def mode_edit(model: Any, direction: Direction, scale: float, mode: str, target:
             raise ValueError(
                 f"The condition {other.name} must read the module it gates ({direction.layer}, {direction.kind!r}, activation space)."
             )
-        gate = in_output(model, sublayer, torch.nn.functional.normalize(other.vector.float(), dim=-1))
-    unit = in_output(model, sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
+        gate = in_output(sublayer, torch.nn.functional.normalize(other.vector.float(), dim=-1))
+    unit = in_output(sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
     threshold = condition.threshold if condition is not None else 0.0
     return SteeringEdit(sublayer.path, unit=unit, alpha=alpha, beta=beta, gate_unit=gate, threshold=threshold)
 

@@ -144,7 +144,7 @@ def orthogonalize_weights(model, direction: Direction, coeff: float = 1.0) -> No
             f"nn.Linear (q, k, v, o, gate, up, down of most families); {sublayer.path} is {type(module).__name__}. "
             "Use steer(..., mode='ablate') instead."
         )
-    unit = in_output(model, sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
+    unit = in_output(sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
     with torch.no_grad():
         u = unit.to(module.weight.device, torch.float32)
         weight = module.weight.float()
