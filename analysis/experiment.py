@@ -235,7 +235,7 @@ def run_experiment(
         generated: list[MethodRun] = []
         jobs = plan(model, pairs, settings, layers, choice)
         for job in tqdm(jobs, desc="experiment", unit="run", disable=not progress):
-            if (job.study, job.method, str(job.seed)) in table.finished():
+            if table.is_finished(study=job.study, method=job.method, seed=job.seed):
                 continue
             started = time.time()
             row: dict[str, Any] = {"study": job.study, "method": job.method, "seed": job.seed, "layers": str(job.layers)}

@@ -27,6 +27,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -181,6 +182,11 @@ def try_lock(handle: Any) -> bool:
         return False
 
 
+def is_missing(value: Any) -> bool:
+    """None, an empty string or NaN: how a missing cell looks in memory and after a CSV round trip."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
 class ResultTable:
     """A CSV of one row per configuration (identified by ``key`` columns), rewritten atomically."""
 
@@ -194,7 +200,9 @@ class ResultTable:
                 self.rows[self.key_of(row)] = row
 
     def key_of(self, row: dict[str, Any]) -> tuple:
-        return tuple(str(row.get(k)) for k in self.key)
+        """The row's key as text; a missing value (None in memory, an empty cell on disk) is ``""``,
+        so a row read back from the file has the key it was recorded with."""
+        return tuple("" if is_missing(row.get(k)) else str(row.get(k)) for k in self.key)
 
     def record(self, row: dict[str, Any]) -> None:
         """Add or replace the row of this configuration, and rewrite the file."""
@@ -207,7 +215,14 @@ class ResultTable:
 
     def finished(self) -> set[tuple]:
         """Keys of the configurations that finished without an error."""
-        return {k for k, row in self.rows.items() if row.get("error") in (None, "") or pd.isna(row.get("error"))}
+        return {k for k, row in self.rows.items() if is_missing(row.get("error"))}
+
+    def is_finished(self, **key: Any) -> bool:
+        """Whether the configuration with these key values finished without an error.
+
+        >>> table.is_finished(study="main", method="prompting", seed=None)  # doctest: +SKIP
+        """
+        return self.key_of(key) in self.finished()
 
     def frame(self) -> pd.DataFrame:
         if not self.path.exists():

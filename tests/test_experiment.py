@@ -121,3 +121,27 @@ def test_paper_rebuilds_the_tables_from_the_folder(experiment, tmp_path):
     code = main(["paper", "--run", str(out), "--out", str(tmp_path)])
     assert code == 0
     assert (tmp_path / "table1.md").read_text() == (out / "table1.md").read_text()
+
+
+def test_a_resumed_experiment_runs_nothing_twice(experiment, tmp_path, monkeypatch):
+    """Seedless baselines (prompting, PCA, ...) are stored with an empty seed cell; a resume must
+    read them back as finished, not run and append them again."""
+    import shutil
+
+    import analysis.experiment as experiment_module
+
+    out, items = experiment
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    before = pd.read_csv(copy / "runs.csv")
+    assert before["seed"].isna().any()  # the baselines have no seed
+    ran: list[str] = []
+    monkeypatch.setattr(experiment_module, "run_job", lambda model, job, *args: ran.append(job.key))
+    settings = json.loads((out / "config.json").read_text())
+    model = tiny_model("llama")
+    pairs = probes.honesty_pairs(n=8, tokenizer=model.tokenizer)
+    overrides = {k: v for k, v in settings.items() if k in ExperimentSettings.__dataclass_fields__}
+    run_experiment(model, pairs, items, ExperimentSettings(**overrides), out=copy, resume=True, progress=False)
+    assert ran == []
+    after = pd.read_csv(copy / "runs.csv")
+    assert len(after) == len(before) and not after.duplicated(["study", "method", "seed"]).any()
