@@ -79,7 +79,9 @@ def read_runs(run: Path) -> pd.DataFrame:
     if not (run / "runs.csv").exists():
         raise FileNotFoundError(f"{run} holds no runs.csv: is it a folder written by steerscope train / paper?")
     rows = pd.read_csv(run / "runs.csv")
-    return rows[rows["error"].isna()] if "error" in rows else rows
+    rows = rows[rows["error"].isna()] if "error" in rows else rows
+    # one row per (study, method, seed): folders resumed before 9557670 repeat their seedless baselines
+    return rows.drop_duplicates(["study", "method", "seed"], keep="last")
 
 
 def key_of(study: str, method: str, seed: Any) -> str:

@@ -145,3 +145,13 @@ def test_a_resumed_experiment_runs_nothing_twice(experiment, tmp_path, monkeypat
     assert ran == []
     after = pd.read_csv(copy / "runs.csv")
     assert len(after) == len(before) and not after.duplicated(["study", "method", "seed"]).any()
+
+
+def test_a_repeated_row_in_an_older_folder_counts_once(experiment, tmp_path):
+    out, _ = experiment
+    runs = pd.read_csv(out / "runs.csv")
+    repeated = pd.concat([runs, runs[runs["method"] == "prompting"]], ignore_index=True)  # as older resumes wrote it
+    repeated.to_csv(tmp_path / "runs.csv", index=False)
+    rows = analysis.paper.read_runs(tmp_path)
+    assert len(rows) == len(runs)
+    assert analysis.paper.table1(rows).set_index("method").loc["prompting", "seeds"] == 1
