@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def table2(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     table = pd.concat([reference, ablations], ignore_index=True)
     table["drop_vs_full"] = 1 - table["effect"] / full["effect"]
     significant = full.get("p_value_max", 1.0) < 0.05 and full["effect"] > 0
-    note = "drop_vs_full = 1 − effect / effect of the full InnerPiSSA." + (
+    note = f"drop_vs_full = 1 − effect / effect of the full InnerPiSSA ({full_method()})." + (
         ""
         if significant
         else f" The full method's effect ({full['effect']:.3g}, p up to {full.get('p_value_max', float('nan')):.2g}) "
@@ -118,6 +119,17 @@ def table2(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         "as evidence for or against a component."
     )
     return table, note
+
+
+def full_method() -> str:
+    """The full method's settings, read from the adapter's defaults (an ablation changes one of them)."""
+    from steering.adapter import AdapterConfig
+
+    defaults = {f.name: f.default for f in fields(AdapterConfig)}
+    return (
+        f"{'with' if defaults['rotate_v'] else 'no'} V rotation, {'with' if defaults['rotate_u'] else 'no'} U rotation, "
+        f"S scaling '{defaults['scale_mode']}', '{defaults['basis']}' bases"
+    )
 
 
 def seed_mean_profiles(run: Path, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:

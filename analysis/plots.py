@@ -146,8 +146,13 @@ def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95, re
     fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
     fig.update_xaxes(title_text="steering coefficient c (units of the typical pair difference)")
     fig.update_yaxes(title_text=f"change of the {readout_label} from c = 0 (nats)", secondary_y=False)
-    fig.update_yaxes(title_text="ΔNLL on neutral text (dotted; nats/token)", secondary_y=True, showgrid=False)
-    return style(fig, f"Dose-response: paired change from c = 0, {confidence:.0%} CI over items", height=450, width=820)
+    # its own round ticks from 0 (an overlaying axis syncs to the left axis's ticks by default)
+    fig.update_yaxes(
+        title_text="ΔNLL on neutral text (dotted; nats/token)", secondary_y=True, showgrid=False, tickmode="auto", rangemode="tozero"
+    )
+    fig = style(fig, f"Dose-response: paired change from c = 0, {confidence:.0%} CI over items", height=500, width=820)
+    # the legend goes under the plot, clear of the right axis's title
+    return fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="center", x=0.5), margin=dict(b=110))
 
 
 def separation_by_layer(table: pd.DataFrame, metric: str = "auroc") -> go.Figure:

@@ -155,3 +155,22 @@ def test_a_repeated_row_in_an_older_folder_counts_once(experiment, tmp_path):
     rows = analysis.paper.read_runs(tmp_path)
     assert len(rows) == len(runs)
     assert analysis.paper.table1(rows).set_index("method").loc["prompting", "seeds"] == 1
+
+
+def test_every_ablation_changes_the_full_method():
+    """An ablation equal to the full method would show a 'drop' made of noise alone."""
+    from dataclasses import fields
+
+    from analysis.experiment import ABLATIONS
+    from steering.adapter import AdapterConfig
+    from steering.train import ReprPOConfig
+
+    adapter_defaults = {f.name: f.default for f in fields(AdapterConfig)}
+    training_defaults = {f.name: f.default for f in fields(ReprPOConfig)}
+    for name, (options, overrides) in ABLATIONS.items():
+        assert set(options) <= set(adapter_defaults) and set(overrides) <= set(training_defaults), name
+        changed = [k for k, v in options.items() if adapter_defaults[k] != v] + [
+            k for k, v in overrides.items() if training_defaults[k] != v
+        ]
+        assert changed, f"{name} is the full method"
+    assert f"S scaling '{adapter_defaults['scale_mode']}'" in analysis.paper.full_method()  # Table 2's note names the full settings
