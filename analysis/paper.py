@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +95,9 @@ def table1(rows: pd.DataFrame) -> pd.DataFrame:
     return aggregate(rows[rows["study"] == "main"])
 
 
-def table2(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Ablations with their drop vs the full method, and a note on how to read it."""
+def table2(rows: pd.DataFrame, full_settings: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Ablations with their drop vs the full method, and a note on how to read it (naming
+    ``full_settings``, the full method's settings, when given)."""
     main = aggregate(rows[rows["study"] == "main"]).set_index("method")
     ablations = aggregate(rows[rows["study"] == "ablation"])
     if "InnerPiSSA" not in main.index or ablations.empty:
@@ -111,24 +111,32 @@ def table2(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     table = pd.concat([reference, ablations], ignore_index=True)
     table["drop_vs_full"] = 1 - table["effect"] / full["effect"]
     significant = full.get("p_value_max", 1.0) < 0.05 and full["effect"] > 0
-    note = f"drop_vs_full = 1 − effect / effect of the full InnerPiSSA ({full_method()})." + (
-        ""
-        if significant
-        else f" The full method's effect ({full['effect']:.3g}, p up to {full.get('p_value_max', float('nan')):.2g}) "
-        "is not significantly positive in every seed, so these drops compare noise with noise and should not be read "
-        "as evidence for or against a component."
+    note = (
+        "drop_vs_full = 1 − effect / effect of the full InnerPiSSA"
+        + (f" ({full_settings})." if full_settings else ".")
+        + (
+            ""
+            if significant
+            else f" The full method's effect ({full['effect']:.3g}, p up to {full.get('p_value_max', float('nan')):.2g}) "
+            "is not significantly positive in every seed, so these drops compare noise with noise and should not be read "
+            "as evidence for or against a component."
+        )
     )
     return table, note
 
 
-def full_method() -> str:
-    """The full method's settings, read from the adapter's defaults (an ablation changes one of them)."""
-    from steering.adapter import AdapterConfig
+def full_settings(run: Path, seeds: Sequence[int]) -> str | None:
+    """The full InnerPiSSA's settings as the run saved them with its first seed's adapter (each
+    ablation changes one of them), or None when that adapter is not in the folder."""
+    from steering.adapter_files import read_adapter_config
 
-    defaults = {f.name: f.default for f in fields(AdapterConfig)}
+    folder = run / "adapters" / key_of("main", "InnerPiSSA", seeds[0]) if seeds else None
+    if folder is None or not (folder / "adapter.json").exists():
+        return None
+    config = read_adapter_config(folder)
     return (
-        f"{'with' if defaults['rotate_v'] else 'no'} V rotation, {'with' if defaults['rotate_u'] else 'no'} U rotation, "
-        f"S scaling '{defaults['scale_mode']}', '{defaults['basis']}' bases"
+        f"{'with' if config.rotate_v else 'no'} V rotation, {'with' if config.rotate_u else 'no'} U rotation, "
+        f"S scaling '{config.scale_mode}', '{config.basis}' bases"
     )
 
 
@@ -212,7 +220,7 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
         TABLE1_COLUMNS,
         f"Steering {target} on held-out value-labelled dilemmas (test items; mean and SD over seeds)",
     )
-    t2, note = table2(rows)
+    t2, note = table2(rows, full_settings(run, config.get("seeds") or []))
     written += write_table(out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note)
     profiles = seed_mean_profiles(run, rows)
     figures: dict[Path, go.Figure] = {}

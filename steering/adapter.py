@@ -174,10 +174,8 @@ class InnerPiSSA(AdapterHandle):
     """Handle to an attached adapter: coefficient, parameters, merge, save, detach (see `AdapterHandle`)."""
 
     def __init__(self, model: Any, config: AdapterConfig, layers: dict[str, InnerPiSSALayer], targets: list[Target]):
-        sign = config.sign  # AdapterHandle.__init__ resets the sign through the property
         self.config = config
-        super().__init__(model, "InnerPiSSA")
-        self.sign = sign
+        super().__init__(model, "InnerPiSSA", sign=config.sign)
         self.layers = nn.ModuleDict({name.replace(".", "_"): layer for name, layer in layers.items()})
         self.targets = targets
         self.merged: dict[str, Tensor] = {}

@@ -241,15 +241,8 @@ def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff, positions: Positi
     prompt, step t the t-th generated token. Returns the edit's mediators, for
     `probes.tracing.remove_edits`.
     """
-    which = (
-        "all"
-        if positions == "all"
-        else "slice"
-        if isinstance(positions, slice)
-        else "from"
-        if isinstance(positions, int)
-        else str(positions)
-    )
+    # plain values for the traced block: "all", "prompt", "generated", "slice" or "from" (the k-th last prompt token on)
+    which = "slice" if isinstance(positions, slice) else "from" if isinstance(positions, int) else str(positions)
     k = positions if isinstance(positions, int) else 0
     lo, hi, stride = (positions.start, positions.stop, positions.step) if isinstance(positions, slice) else (None, None, None)
     envoy = model.get(edit.path)

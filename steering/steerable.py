@@ -157,7 +157,7 @@ class Steering:
         if model is not None:
             from probes import sublayers as sl
 
-            record["model"] = getattr(sl.unwrap(model).config, "_name_or_path", None)
+            record["model"] = getattr(sl.config_of(model), "name_or_path", None)
             record["modules"] = [sl.resolve(model, d.layer, d.kind).path for d in self.directions]
         write_json(path / "steerable.json", record)
         return path
@@ -170,6 +170,9 @@ class Steering:
         condition = None
         if "condition_threshold" in record:
             condition = Condition(directions.pop(), float(record["condition_threshold"]))
+        positions = record.get("positions", "all")
+        if isinstance(positions, dict):
+            positions = slice(*positions["slice"])
         return cls(
             directions,
             record.get("name", ""),
@@ -177,7 +180,7 @@ class Steering:
             modes=record.get("modes"),
             targets=record.get("targets"),
             condition=condition,
-            positions=slice(*positions["slice"]) if isinstance(positions := record.get("positions", "all"), dict) else positions,
+            positions=positions,
         )
 
 
@@ -221,11 +224,11 @@ class AdapterHandle:
 
     per_row = True
 
-    def __init__(self, model: Any, name: str):
+    def __init__(self, model: Any, name: str, sign: float = 1.0):
         self.model = model
         self.name = name
         self.c: Coeff = 0.0
-        self.sign = 1.0
+        self.sign = sign
 
     # -- coefficient ---------------------------------------------------------
     def set_coeff(self, c: Coeff) -> None:

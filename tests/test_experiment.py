@@ -173,4 +173,11 @@ def test_every_ablation_changes_the_full_method():
             k for k, v in overrides.items() if training_defaults[k] != v
         ]
         assert changed, f"{name} is the full method"
-    assert f"S scaling '{adapter_defaults['scale_mode']}'" in analysis.paper.full_method()  # Table 2's note names the full settings
+
+
+def test_table2_names_the_settings_the_full_method_ran_with(experiment):
+    out, _ = experiment
+    saved = json.loads((out / "adapters" / "main__innerpissa__s0" / "adapter.json").read_text())
+    note = (out / "table2.md").read_text().strip().splitlines()[-1]
+    assert f"S scaling '{saved['scale_mode']}'" in note and f"'{saved['basis']}' bases" in note
+    assert ("with V rotation" if saved["rotate_v"] else "no V rotation") in note
