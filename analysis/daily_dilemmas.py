@@ -26,6 +26,10 @@ Example:
 from __future__ import annotations
 
 import ast
+import difflib
+import io
+import json
+import tokenize
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +37,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from .items import YES_NO_INSTRUCTION, YES_NO_PREFILL, ReadoutItem, read_jsonl
+from .items import YES_NO_INSTRUCTION, YES_NO_PREFILL, ReadoutItem, read_jsonl, value_name
 
 ValuesFrom = Literal["names", "you"]
 
@@ -45,27 +49,86 @@ def read_table(path: Path) -> pd.DataFrame:
     if suffix in (".jsonl", ".ndjson"):
         return pd.DataFrame(read_jsonl(path))
     if suffix == ".json":
-        return pd.read_json(path)
+        return read_json_rows(path)
     if suffix == ".parquet":
+        check_parquet_engine(path)
         return pd.read_parquet(path)
     raise ValueError(f"{path}: read CSV, JSON, JSONL or Parquet copies of DailyDilemmas, not {suffix or 'this file'}.")
 
 
+def read_json_rows(path: Path) -> pd.DataFrame:
+    """A ``.json`` file holding one JSON document (rows or columns) or JSON Lines (one row a line)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        return pd.read_json(io.StringIO(text))
+    except ValueError:
+        pass
+    try:
+        return pd.DataFrame([json.loads(line) for line in text.splitlines() if line.strip()])
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is neither a JSON array of rows nor JSON Lines (one JSON object a line; line {error.lineno}: {error.msg}). "
+            "Check the file is complete, or pass the CSV or Parquet copy."
+        ) from None
+
+
+def check_parquet_engine(path: Path) -> None:
+    for engine in ("pyarrow", "fastparquet"):
+        try:
+            __import__(engine)
+            return
+        except ImportError:
+            continue
+    raise ImportError(
+        f"Reading {path} needs a Parquet engine, and neither pyarrow nor fastparquet is installed: "
+        "pip install pyarrow (or pass a CSV or JSONL copy of the file)."
+    )
+
+
 def as_list(cell: Any, column: str, where: str) -> list[str]:
-    """A list-valued cell (a Python literal in CSV files, a list in JSON/Parquet)."""
+    """A list-valued cell: a list in JSON/Parquet; in CSV files a Python literal (``['honesty', 'loyalty']``)
+    or a numpy array as ``to_csv`` prints it (``['honesty' 'loyalty']``, maybe over several lines)."""
     if cell is None or (isinstance(cell, float) and pd.isna(cell)):
         return []
-    try:
-        listed = ast.literal_eval(cell) if isinstance(cell, str) else list(cell)
-        if isinstance(listed, str) or not isinstance(listed, (list, tuple)):
-            raise ValueError
-    except (ValueError, SyntaxError, TypeError):
-        raise ValueError(f"{where}: {column} cell {cell!r} is not a list of values such as \"['honesty', 'loyalty']\".") from None
+    listed = list_text(cell) if isinstance(cell, str) else (list(cell) if not isinstance(cell, (bytes, dict)) else None)
+    if listed is None:
+        raise ValueError(f"{where}: {column} cell {cell!r} is not a list of values such as \"['honesty', 'loyalty']\".")
     return [str(v) for v in listed if v is not None and not (isinstance(v, float) and pd.isna(v))]
 
 
+def list_text(text: str) -> list[Any] | None:
+    """The strings of a bracketed list written by Python (comma-separated) or numpy (space-separated);
+    None for anything else, including the two mixed (where Python would silently join adjacent strings)."""
+    skip = {tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text.strip()).readline) if t.type not in skip]
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return None
+    if len(tokens) < 2 or tokens[0].string != "[" or tokens[-1].string != "]":
+        return None
+    values: list[Any] = []
+    commas = adjacent = False
+    previous = "["
+    for token in tokens[1:-1]:
+        if token.type == tokenize.STRING or (token.type == tokenize.NAME and token.string in ("None", "nan")):
+            if previous == "value":
+                adjacent = True
+            value = ast.literal_eval(token.string) if token.type == tokenize.STRING else None
+            if value is not None and not isinstance(value, str):
+                return None
+            values.append(value)
+            previous = "value"
+        elif token.string == "," and previous == "value":
+            commas, previous = True, ","
+        else:
+            return None
+    if commas and adjacent:
+        return None
+    return values
+
+
 def normalise(value: str) -> str:
-    return " ".join(value.strip().lower().split())
+    return value_name(value)
 
 
 def action_values(row: Any, schema: str, values_from: ValuesFrom, where: str) -> set[str]:
@@ -152,13 +215,29 @@ def load_daily_dilemmas(path: str | Path, value: str = "honesty", values_from: V
         )
     if not items:
         raise ValueError(f"{path} holds no complete dilemma (one to_do and one not_to_do row each).")
+    check_value(items, target, str(path))
     return items
 
 
+def check_value(items: Sequence[ReadoutItem], value: str, where: str) -> None:
+    """Refuse a value no item is labelled with (every sign would be 0), naming the values that exist."""
+    counts = value_counts(items)
+    if value_name(value) in counts.index:
+        return
+    close = difflib.get_close_matches(value_name(value), list(counts.index), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listed = ", ".join(f"{v} ({n})" for v, n in counts.head(15).items()) or "none"
+    raise ValueError(
+        f"No item of {where} is labelled with the value {value!r}{hint}, so every sign would be 0. "
+        f"Choose one of its values (items): {listed}{' ...' if len(counts) > 15 else ''}."
+    )
+
+
 def for_value(items: Sequence[ReadoutItem], value: str) -> list[ReadoutItem]:
-    """The items labelled for ``value``, each with ``sign`` set to that label."""
+    """The items labelled for ``value``, each with ``sign`` set to that label (refuses a value no item carries)."""
     from dataclasses import replace
 
+    check_value(items, value, "these items")
     target = normalise(value)
     return [replace(item, sign=float(item.value_labels[target])) for item in items if target in item.value_labels]
 

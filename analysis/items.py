@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -58,14 +59,28 @@ class ReadoutItem:
                 problems.append(f"{side} must be a non-empty list of words, e.g. ['yes']")
         if self.sign not in (-1.0, 0.0, 1.0):
             problems.append(f"sign must be +1, -1 or 0, got {self.sign!r}")
-        if any(not isinstance(v, str) or label not in (-1, 1) for v, label in self.labels):
+        if any(not isinstance(v, str) or not v.strip() or label not in (-1, 1) for v, label in self.labels):
             problems.append(f"labels must be (value, +1 or -1) pairs, got {self.labels!r}")
+        else:  # one spelling per value, whatever its Unicode form or case
+            named: dict[str, int] = {}
+            for value, label in self.labels:
+                name = value_name(value)
+                if named.setdefault(name, label) != label:
+                    problems.append(f"value {name!r} is labelled both +1 and -1")
+            object.__setattr__(self, "labels", tuple(named.items()))
         if problems:
             raise ValueError(f"item {self.id!r}: " + "; ".join(problems) + ".")
 
     @property
     def value_labels(self) -> dict[str, int]:
         return dict(self.labels)
+
+
+def value_name(value: str) -> str:
+    """The one spelling of a value's name: Unicode NFKC, case-folded, single spaces
+    (``"Fide\u0301lite\u0301"``, ``"FIDÉLITÉ"`` and ``"fidélité"`` are one value)."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold())
+    return " ".join(folded.split())
 
 
 def dilemma(

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .items import ReadoutItem
+from .items import ReadoutItem, value_name
 from .metrics import dose_metrics
 from .plots import style
 
@@ -40,7 +40,7 @@ def value_profile(dose: pd.DataFrame, items: Sequence[ReadoutItem], target: str)
         part = dose[dose["item"].isin(sign)].copy()
         part["readout"] = part["logratio"] * part["item"].map(sign)
         metrics = dose_metrics(part)
-        rows.append({"value": value, "target": value == target.strip().lower()} | {k: metrics[k] for k in PROFILE_COLUMNS[2:]})
+        rows.append({"value": value, "target": value == value_name(target)} | {k: metrics[k] for k in PROFILE_COLUMNS[2:]})
     return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
 
 

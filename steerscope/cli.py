@@ -277,10 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, RuntimeError) as error:
-        # bad input, a missing model or a clash with an earlier run: say what and how to fix it, no traceback
-        # (STEERSCOPE_DEBUG=1 shows it)
-        if os.environ.get("STEERSCOPE_DEBUG") or (isinstance(error, RuntimeError) and "another steerscope run" not in str(error)):
+    except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, RuntimeError, ImportError) as error:
+        # bad input, a missing model or optional package, or a clash with an earlier run: say what and how to
+        # fix it, no traceback (STEERSCOPE_DEBUG=1 shows it)
+        unexpected = (isinstance(error, RuntimeError) and "another steerscope run" not in str(error)) or (
+            isinstance(error, ImportError) and "pip install" not in str(error)
+        )
+        if os.environ.get("STEERSCOPE_DEBUG") or unexpected:
             raise
         parser.exit(2, f"steerscope {args.command}: error: {error}\n")
 
