@@ -31,8 +31,10 @@ from torch import Tensor
 
 import probes
 from probes import sublayers as sl
+from probes.batching import check_lengths
 from probes.hooks import edit_outputs
 from probes.pairs import render
+from probes.remote import require_weights
 from steering.directions import Direction
 from steering.intervene import check_fits
 
@@ -46,6 +48,19 @@ def reference_moments(reference: Any, direction: Direction) -> tuple[float, floa
     states: Float[Tensor, "pair side token d"] = reference[direction.layer, direction.kind]
     projections = states.float().reshape(-1, states.shape[-1]) @ direction.vector.float()
     return float(projections.mean()), float(projections.std())
+
+
+def check_prompts(model: Any, texts: Sequence[str], chat: bool, generate: int) -> None:
+    """Refuse prompts that are not text, that have no tokens, or that (with the tokens to generate) run past
+    the positions a model with learned position embeddings has."""
+    ids = []
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"prompt {index} is a {type(text).__name__}, not a text.")
+        ids.append(model.tokenizer(text, add_special_tokens=not chat)["input_ids"])
+        if not ids[-1]:
+            raise ValueError(f"prompt {index} is empty (no tokens): monitor reads the states of a prompt's tokens, so give it text.")
+    check_lengths(model, ids, texts, extra=max(generate - 1, 0))  # the last generated token is never fed back
 
 
 def monitor(
@@ -78,7 +93,10 @@ def monitor(
         raise TypeError("prompts must be a list of texts, not one string: monitor(model, directions, [prompt]).")
     if generate < 0:
         raise ValueError(f"generate={generate}: the number of new tokens must be ≥ 0.")
+    require_weights(model, "monitor (it reads every token's state through forward hooks in this process)")
     sublayers = [check_fits(model, direction) for direction in directions]
+    texts = [render(prompt, "", model.tokenizer, chat=True) if chat else prompt for prompt in prompts]
+    check_prompts(model, texts, chat, generate)
     moments = [reference_moments(reference, d) if reference is not None else (float("nan"), float("nan")) for d in directions]
     paths = sorted({sublayer.path for sublayer in sublayers})
     readings: dict[str, list[Tensor]] = {}
@@ -93,8 +111,7 @@ def monitor(
     torch_model = probes.torch_module(model)
     device = next(torch_model.parameters()).device
     rows = []
-    for index, prompt in enumerate(prompts):
-        text = render(prompt, "", model.tokenizer, chat=True) if chat else prompt
+    for index, text in enumerate(texts):
         inputs = model.tokenizer(text, return_tensors="pt", add_special_tokens=not chat).to(device)
         readings = {path: [] for path in paths}
         with torch.no_grad(), edit_outputs(model, {path: record(path) for path in paths}):

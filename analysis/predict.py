@@ -115,7 +115,7 @@ def first_order_effects(
             for handle in handles:
                 handle.remove()
         by_site = {key: grad[:, 0].float().cpu() for key, grad in zip(sites, grads)}
-        for direction in directions:
+        for position, direction in enumerate(directions):
             key = site_key(model, direction)
             grad = by_site[key]
             if direction.space == "uspace" and direction.coords is not None:
@@ -128,6 +128,7 @@ def first_order_effects(
                     {
                         "item": items[row].id,
                         "direction": direction.name,
+                        "direction_index": position,
                         "layer": direction.layer,
                         "kind": direction.kind,
                         "method": direction.method,
@@ -149,7 +150,7 @@ def finite_difference_effects(
     """(R(+h) − R(−h)) / 2h for each item and direction, from two steered scoring passes (works remotely)."""
     items = check_items(items)
     rows = []
-    for direction in directions:
+    for position, direction in enumerate(directions):
         scores = {}
         for c in (step, -step):
             with steer(model, direction, c):
@@ -159,6 +160,7 @@ def finite_difference_effects(
             {
                 "item": item.id,
                 "direction": direction.name,
+                "direction_index": position,
                 "layer": direction.layer,
                 "kind": direction.kind,
                 "method": direction.method,
@@ -170,13 +172,19 @@ def finite_difference_effects(
 
 
 def summarise_effects(table: pd.DataFrame) -> pd.DataFrame:
-    """Per direction: mean effect over items, its standard error and t statistic."""
-    grouped = table.groupby(["layer", "kind", "method"])["effect"]
-    summary = grouped.agg(predicted_effect="mean", predicted_sem="sem", n_items="count").reset_index()
+    """Per direction, in the order they were given: ``layer``, ``kind``, ``method``, the mean effect over items,
+    its standard error and t statistic. Directions that share (layer, kind, method), such as several random
+    nulls, each keep their own row (grouped by ``direction_index``)."""
+    if "direction_index" not in table.columns:  # a table from before direction_index: one direction per place
+        table = table.assign(direction_index=table.groupby(["layer", "kind", "method"], sort=False).ngroup())
+    grouped = table.groupby("direction_index", sort=True)
+    summary = grouped[["layer", "kind", "method"]].first()
+    summary = summary.join(grouped["effect"].agg(predicted_effect="mean", predicted_sem="sem", n_items="count")).reset_index(drop=True)
     summary["predicted_t"] = summary["predicted_effect"] / summary["predicted_sem"].where(summary["predicted_sem"] > 0)
     return summary
 
 
+RESIDUAL_KINDS = ("resid", "attn", "mlp", "o", "down")  # kinds whose states are residual-stream vectors (q, k, v, gate, up are not)
 FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_norm")
 
 
@@ -197,14 +205,16 @@ def lens_direction(model: Any, vector: Float[Tensor, " d"]) -> Tensor | None:
 
 def lens_predictions(model: Any, directions: Sequence[Direction], items: Sequence[ReadoutItem], top_tokens: int = 5) -> pd.DataFrame:
     """Per direction: ``lens_margin`` (mean over items of the signed positive-minus-negative answer logit that
-    ``s·v`` writes directly, logit lens) and ``lens_promotes`` (the tokens it raises most); see `predict_steerability`."""
+    ``s·v`` writes directly, logit lens) and ``lens_promotes`` (the tokens it raises most); see `predict_steerability`.
+    NaN (and no tokens) for kinds off the residual stream (``q``, ``k``, ``v``, ``gate``, ``up``), whatever their width."""
     items = check_items(items)
     answers = [
         (item.sign, sc.word_token_ids(model.tokenizer, item.positive), sc.word_token_ids(model.tokenizer, item.negative)) for item in items
     ]
     rows = []
     for direction in directions:
-        logits = lens_direction(model, direction.vector.float() * direction.scale)
+        in_stream = direction.kind in RESIDUAL_KINDS  # a q or v vector may have the model's width, but is not read out
+        logits = lens_direction(model, direction.vector.float() * direction.scale) if in_stream else None
         margin, promotes = float("nan"), ""
         if logits is not None:
             margin = sum(
@@ -242,7 +252,9 @@ def predict_steerability(
     """
     directions = list(directions)
     effects = summarise_effects(first_order_effects(model, directions, items, batch_size=batch_size))
-    table = effects.merge(lens_predictions(model, directions, items, top_tokens), on=["layer", "kind", "method"], how="right")
+    lens = lens_predictions(model, directions, items, top_tokens)  # one row per direction, in order, like effects
+    table = pd.concat([effects, lens[["lens_margin", "lens_promotes"]]], axis=1)
+    table.insert(0, "direction", [direction.name for direction in directions])
     if separation is not None and {"auroc", "auroc_null"} <= set(separation.columns):
         activation = separation[separation["space"] == "activation"] if "space" in separation.columns else separation
         margins = activation.assign(separation_margin=activation["auroc"] - activation["auroc_null"])[
