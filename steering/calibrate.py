@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -27,7 +27,10 @@ from probes.batching import encode, pad_batch
 from probes.remote import require_weights
 
 from .directions import Direction
-from .intervene import steer
+from .intervene import check_fits, steer
+
+GRID_START = 2.0**-6  # the first dose tried
+MIN_COEFF = 2.0**-40  # the smallest searched when even GRID_START overshoots
 
 NEUTRAL_PROMPTS = (
     "The weather today is",
@@ -85,6 +88,24 @@ def kl_quantiles(
     return [float(torch.quantile(kl[i][mask], quantile)) for i in range(len(coeffs))]
 
 
+def check_options(target_kl: float, prompts: Sequence[str], max_new_tokens: int, quantile: float, max_coeff: float, steps: int) -> None:
+    """Refuse options `calibrate` cannot work with, before it generates anything."""
+    if not isinstance(target_kl, (int, float)) or not math.isfinite(target_kl) or target_kl <= 0:
+        raise ValueError(f"target_kl={target_kl!r}: give a finite KL divergence > 0 (in nats, e.g. 1.0).")
+    if not isinstance(max_coeff, (int, float)) or not math.isfinite(max_coeff) or max_coeff < GRID_START:
+        raise ValueError(
+            f"max_coeff={max_coeff!r}: give a finite coefficient ≥ {GRID_START:g}, the first dose tried "
+            "(smaller doses are searched on their own when it already overshoots)."
+        )
+    if not isinstance(quantile, (int, float)) or not 0 < quantile <= 1:
+        raise ValueError(f"quantile={quantile!r}: give a number in (0, 1], e.g. 0.95 for the 95th percentile of the per-token KL.")
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError("prompts: give a non-empty list of non-empty texts to generate the unsteered continuations from.")
+    for name, value, least in (("max_new_tokens", max_new_tokens, 1), ("steps", steps, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name}={value!r}: give a whole number ≥ {least}.")
+
+
 def calibrate(
     model: Any,
     direction: Direction | Sequence[Direction],
@@ -98,31 +119,59 @@ def calibrate(
 ) -> float:
     """The c > 0 at which the ``quantile`` per-token KL to the unsteered model reaches ``target_kl``.
 
-    Raises ``ValueError`` when even ``max_coeff`` stays below the target.
+    Doses 1/64, 1/32, … up to ``max_coeff`` are tried first; when even 1/64 overshoots, smaller ones
+    (down to ``MIN_COEFF``), then bisection in log c between the last dose below and the first above.
+    Raises ``ValueError`` when even ``max_coeff`` stays below the target, or ``MIN_COEFF`` above it.
     """
     require_weights(model, "steering.calibrate (it generates and teacher-forces in this process)")
-    if target_kl <= 0:
-        raise ValueError(f"target_kl={target_kl}: must be > 0.")
+    check_options(target_kl, prompts, max_new_tokens, quantile, max_coeff, steps)
+    if isinstance(direction, Direction):
+        check_fits(model, direction)
+    elif not direction:
+        raise ValueError("calibrate was given no directions: pass a steering.Direction or a non-empty list of them.")
+    else:
+        for each in direction:
+            check_fits(model, each)
     full, target_mask = greedy_continuations(model, prompts, max_new_tokens)
-    grid = [2.0**k for k in range(-6, int(math.log2(max_coeff)) + 1)]
-    kls: list[float] = []
-    for start in range(0, len(grid), 4):  # a few doses per batched forward; stop once past the target
-        kls += kl_quantiles(model, direction, grid[start : start + 4], full, target_mask, quantile)
-        if kls[-1] >= target_kl:
-            break
-    above = [i for i, kl in enumerate(kls) if kl >= target_kl]
-    if not above:
-        raise ValueError(
-            f"Even c = {grid[-1]:g} keeps the p{quantile * 100:.0f} KL at {kls[-1]:.3g} < {target_kl}: this direction barely acts here."
-        )
-    first = above[0]
-    if first == 0:
-        return grid[0]
-    low, high = math.log(grid[first - 1]), math.log(grid[first])
+
+    def kls(coeffs: Sequence[float]) -> list[float]:
+        return kl_quantiles(model, direction, coeffs, full, target_mask, quantile)
+
+    below, above = bracket(kls, target_kl, max_coeff, quantile)
+    low, high = math.log(below), math.log(above)
     for _ in range(steps):
         middle = (low + high) / 2
-        if kl_quantiles(model, direction, [math.exp(middle)], full, target_mask, quantile)[0] >= target_kl:
+        if kls([math.exp(middle)])[0] >= target_kl:
             high = middle
         else:
             low = middle
     return math.exp(high)
+
+
+def bracket(kls: Callable[[Sequence[float]], list[float]], target_kl: float, max_coeff: float, quantile: float) -> tuple[float, float]:
+    """Neighbouring powers of two ``(below, at_or_above)`` whose KL quantiles (``kls``) straddle the target."""
+    grid = [GRID_START * 2.0**k for k in range(int(math.log2(max_coeff / GRID_START)) + 1)]
+    found: list[float] = []
+    for start in range(0, len(grid), 4):  # a few doses per batched forward; stop once past the target
+        found += kls(grid[start : start + 4])
+        if found[-1] >= target_kl:
+            break
+    above = [i for i, kl in enumerate(found) if kl >= target_kl]
+    if not above:
+        raise ValueError(
+            f"Even c = {grid[len(found) - 1]:g} keeps the p{quantile * 100:.0f} KL at {found[-1]:.3g} < {target_kl}: "
+            "this direction barely acts here (raise max_coeff, or lower target_kl)."
+        )
+    if above[0] > 0:
+        return grid[above[0] - 1], grid[above[0]]
+    # even the first dose overshoots: halve until below the target
+    smaller = [GRID_START / 2.0**k for k in range(1, int(math.log2(GRID_START / MIN_COEFF)) + 1)]
+    for start in range(0, len(smaller), 4):
+        doses = smaller[start : start + 4]
+        for dose, kl, bigger in zip(doses, kls(doses), [GRID_START, *doses]):
+            if kl < target_kl:
+                return dose, bigger
+    raise ValueError(
+        f"Even c = {MIN_COEFF:g} moves the p{quantile * 100:.0f} KL to ≥ {target_kl}: this direction's scale is huge "
+        "for this target (check the direction's scale, or raise target_kl)."
+    )

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,21 +69,45 @@ class Direction:
 
     def __mul__(self, factor: float) -> Direction:
         """``k·d``: the same direction with a step ``k`` times as large (a negative ``k`` flips it)."""
+        k = real_factor(factor)
+        if k is None:
+            return NotImplemented
+        if not math.isfinite(k):
+            raise ValueError(f"{self.name} × {factor!r}: the factor must be a finite number.")
         if self.space != "activation":
             raise ValueError(f"Scaling needs an activation-space direction; {self.name} is {self.space}.")
-        return self.from_step(self.step * float(factor), f"{float(factor):g}·{self.method}")
+        return self.from_step(self.step * k, f"{k:g}·{self.method}")
 
     __rmul__ = __mul__
+
+    def __truediv__(self, divisor: float) -> Direction:
+        """``d / k``: the step ``k`` times smaller."""
+        k = real_factor(divisor)
+        if k is None:
+            return NotImplemented
+        if k == 0 or not math.isfinite(k):
+            raise ValueError(f"{self.name} / {divisor!r}: divide by a finite number other than zero.")
+        return self * (1.0 / k)
 
     def __neg__(self) -> Direction:
         return self * -1.0
 
     def __add__(self, other: Direction) -> Direction:
         """The direction whose step is the sum of both steps (same layer and kind)."""
+        if not isinstance(other, Direction):
+            return NotImplemented
         self.same_place(other, "Adding directions")
         return self.from_step(self.step + other.step, f"({self.method} + {other.method})")
 
+    def __radd__(self, other: object) -> Direction:
+        """``0 + d`` is ``d``, so ``sum([d1, d2])`` adds the steps."""
+        if isinstance(other, (int, float)) and not isinstance(other, bool) and other == 0:
+            return self
+        return NotImplemented
+
     def __sub__(self, other: Direction) -> Direction:
+        if not isinstance(other, Direction):
+            return NotImplemented
         return self + (-other)
 
     def orthogonalized(self, other: Direction) -> Direction:
@@ -97,15 +122,28 @@ class Direction:
         return f"Direction({self.name}, d={self.vector.shape[0]}, scale={self.scale:.3g}, space={self.space}{vote_text})"
 
 
+def real_factor(value: object) -> float | None:
+    """``value`` as a float when it is a real number (or a one-element tensor), else None."""
+    if isinstance(value, bool) or (not isinstance(value, (int, float, Tensor)) and not hasattr(value, "__float__")):
+        return None
+    if isinstance(value, Tensor) and value.numel() != 1:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def save_directions(directions: list[Direction], path: str | Path) -> Path:
     """Write directions (vectors, U-space coords, scales and metadata) to one safetensors file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors, records = {}, []
     for index, direction in enumerate(directions):
-        tensors[f"{index}.vector"] = direction.vector.contiguous()
+        # own copies: one direction listed twice (or a plan's condition on its own direction) shares memory
+        tensors[f"{index}.vector"] = direction.vector.detach().cpu().clone().contiguous()
         if direction.coords is not None:
-            tensors[f"{index}.coords"] = direction.coords.contiguous()
+            tensors[f"{index}.coords"] = direction.coords.detach().cpu().clone().contiguous()
         records.append(
             {
                 "layer": direction.layer,

@@ -51,7 +51,7 @@ from probes.remote import Remote, resolve_remote
 from probes.tracing import Iterations
 
 from .directions import Direction
-from .modes import Condition, apply_mode, check_mode, mode_coefficients
+from .modes import Condition, apply_mode, check_mode, check_target, mode_coefficients
 from .positions import Positions, PositionTracker, check_positions
 
 Coeff = float | Sequence[float] | Float[Tensor, " batch"] | Float[Tensor, ""]  # one c, or one per batch row
@@ -321,9 +321,15 @@ def steer(
     c = 0 is exactly the unsteered model in every mode (the edits add zero).
     """
     directions = [directions] if isinstance(directions, Direction) else list(directions)
+    if not directions:
+        raise ValueError("steer was given no directions: pass a steering.Direction or a non-empty list of them.")
     check_coefficients(coeff)
+    check_target(check_mode(mode), target)
+    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise ValueError(f"scale={scale!r}: give a finite number (the size of a c = 1 step), or None for each direction's own.")
     edits = [steering_edit(model, direction, scale, mode=mode, target=target, condition=condition) for direction in directions]
-    tracker = None if check_positions(positions) == "all" else PositionTracker(positions)
+    positions = check_positions(positions)
+    tracker = None if positions == "all" else PositionTracker(positions)
     if resolve_remote(model, remote):
         added: list = []
         try:

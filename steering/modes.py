@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,9 +67,26 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def check_target(mode: str, target: object) -> float | None:
+    """``target`` as a float (a one-element tensor or numpy number is read as its value), refusing NaN,
+    infinities and a target for a mode other than ``clamp`` (which would ignore it)."""
+    if target is None:
+        return None
+    if mode != "clamp":
+        raise ValueError(f"target={target!r} is only used by mode='clamp'; drop it for mode={mode!r}, or use mode='clamp'.")
+    try:
+        value = float(target)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"target={target!r}: give the clamp target as one number (the projection to set).") from None
+    if not math.isfinite(value):
+        raise ValueError(f"target={target!r} is not finite: a clamp target is the real projection every state is set to.")
+    return value
+
+
 def mode_coefficients(mode: str, scale: float, target: float | None) -> tuple[float, float]:
     """``(α, β)`` of ``h + c·(α + β·p)·û`` for ``mode`` (see the module docstring)."""
     check_mode(mode)
+    target = check_target(mode, target)
     if mode == "add":
         return scale, 0.0
     if mode == "ablate":
@@ -82,6 +100,20 @@ class Condition:
 
     direction: Direction
     threshold: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.direction, Direction):
+            raise TypeError(f"A Condition reads a steering.Direction, not a {type(self.direction).__name__}.")
+        try:
+            threshold = float(self.threshold)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"Condition threshold={self.threshold!r}: give one number.") from None
+        if math.isnan(threshold):
+            raise ValueError(
+                f"Condition threshold={self.threshold!r}: NaN compares false everywhere, so the gate would silently "
+                "never fire; use calibrate_condition, a number, or inf for 'never'."
+            )
+        object.__setattr__(self, "threshold", threshold)
 
 
 def calibrate_condition(acts, direction: Direction, token: int = -1) -> Condition:
@@ -133,9 +165,17 @@ def orthogonalize_weights(model, direction: Direction, coeff: float = 1.0) -> No
         >>> orthogonalize_weights(model, steering.compute("mean_diff", acts, 14, "o"))
     """
     from probes import sublayers as sl
+    from probes.remote import has_weights
 
     from .intervene import check_fits, in_output
 
+    if not has_weights(model):
+        raise NotImplementedError(
+            f"orthogonalize_weights({direction.name}) rewrites the weights in this process, but this model was loaded "
+            "for remote execution (its weights live on NDIF), so nothing would change there. Ablate remotely with "
+            f"steer(model, direction, {coeff:g}, mode='ablate'), or load the model locally "
+            "(probes.load_model(name, device_map='auto', dtype='bfloat16')) to bake it into the weights."
+        )
     sublayer = check_fits(model, direction)
     module = sl.get_module(model, sublayer.path)
     if direction.space != "activation" or not isinstance(module, torch.nn.Linear):

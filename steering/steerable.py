@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -36,7 +38,8 @@ from probes.files import read_json, write_json
 from .directions import Direction, load_directions, save_directions
 from .frozen import release
 from .intervene import Coeff, check_coefficients, steer
-from .modes import Condition, check_mode
+from .modes import Condition, check_mode, check_target
+from .plan_files import check_model, model_record
 from .positions import Positions, check_positions
 
 
@@ -78,17 +81,20 @@ class Steering:
     positions: Positions = "all"
 
     def __post_init__(self) -> None:
-        check_positions(self.positions)
+        self.positions = check_positions(plain_positions(self.positions))
         self.directions = [self.directions] if isinstance(self.directions, Direction) else list(self.directions)
         if not self.directions or not all(isinstance(d, Direction) for d in self.directions):
             raise ValueError("Steering needs at least one steering.Direction.")
         n = len(self.directions)
-        self.weights = [1.0] * n if self.weights is None else [float(w) for w in self.weights]
+        self.weights = [1.0] * n if self.weights is None else [plan_weight(w) for w in self.weights]
         self.modes = ["add"] * n if self.modes is None else [check_mode(m) for m in self.modes]
         self.targets = [None] * n if self.targets is None else list(self.targets)
         for field_name in ("weights", "modes", "targets"):
             if len(getattr(self, field_name)) != n:
                 raise ValueError(f"Steering has {n} directions but {len(getattr(self, field_name))} {field_name}: give one per direction.")
+        self.targets = [check_target(mode, target) for mode, target in zip(self.modes, self.targets)]
+        if self.condition is not None and not isinstance(self.condition, Condition):
+            raise TypeError(f"condition must be a steering.Condition (see calibrate_condition), not a {type(self.condition).__name__}.")
         if not self.name:
             parts = [
                 f"{'' if w == 1 else f'{w:g}·'}{d.name}{'' if m == 'add' else f' [{m}]'}"
@@ -155,21 +161,22 @@ class Steering:
             else:
                 record["positions"] = self.positions
         if model is not None:
-            from probes import sublayers as sl
-
-            record["model"] = getattr(sl.config_of(model), "name_or_path", None)
-            record["modules"] = [sl.resolve(model, d.layer, d.kind).path for d in self.directions]
+            record |= model_record(model, self.directions)
         write_json(path / "steerable.json", record)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Steering:
+    def load(cls, path: str | Path, model: Any = None) -> Steering:
+        """Read a plan `save` wrote; with ``model``, refuse it unless it was saved for this model's modules and
+        weights (`steering.plan_files`)."""
         path = Path(path)
         record = read_json(path / "steerable.json", "a saved steering plan")
         directions = load_directions(path / "directions.safetensors")
         condition = None
         if "condition_threshold" in record:
             condition = Condition(directions.pop(), float(record["condition_threshold"]))
+        if model is not None:
+            check_model(record, model, directions, path)
         positions = record.get("positions", "all")
         if isinstance(positions, dict):
             positions = slice(*positions["slice"])
@@ -280,6 +287,27 @@ class AdapterHandle:
         raise NotImplementedError
 
 
+def plan_weight(weight: Any) -> float:
+    try:
+        value = float(weight)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"Steering weights={weight!r}: give one number per direction.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"Steering weights: {weight!r} is not finite; each direction's weight multiplies c, so give a real number.")
+    return value
+
+
+def plain_positions(positions: Any) -> Any:
+    """``positions`` with numpy integers (an int, or a slice's bounds) as Python ints, so plans save them as numbers."""
+
+    def plain(value: Any) -> Any:
+        return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+
+    if isinstance(positions, slice):
+        return slice(plain(positions.start), plain(positions.stop), plain(positions.step))
+    return plain(positions)
+
+
 def as_steerable(intervention: Any) -> Steerable | None:
     """``intervention`` as a `Steerable` (Directions are wrapped in `Steering`; None stays None)."""
     if intervention is None or isinstance(intervention, Steerable):
@@ -332,7 +360,7 @@ def load_steerable(path: str | Path, model: Any) -> Steerable:
     record = read_json(path / "steerable.json", "a saved steering intervention")
     kind = record.get("type")
     if kind == "steering":
-        return Steering.load(path)
+        return Steering.load(path, model)
     if kind == "prompting":
         return Prompting(record["positive"], record["negative"], record.get("name", "prompting"))
     if kind == "lora":

@@ -1,0 +1,260 @@
+"""Issue 23 ("Nothing silently wrong"): steering plans, calibration, predictors and the monitor under
+hostile-but-fair use. Each test failed before its fix; expectations are computed independently
+(finite differences, a hand-written KL, the logit lens by hand, files read back as JSON)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import analysis
+import probes
+import steering
+from analysis.predict import finite_difference_effects, predict_steerability
+from probes import sublayers as sl
+from steering import Direction, Steering, applied, load_directions, save_directions, steer
+from steering.modes import in_mode
+from steering.steerable import load_steerable
+from tests.tiny import tiny_model
+
+BATCH = {"input_ids": torch.tensor([[1, 70, 71, 72, 73], [1, 80, 81, 82, 83]]), "attention_mask": torch.ones(2, 5, dtype=torch.long)}
+
+
+def direction(layer=1, kind="resid", seed=0, scale=1.5, width=32, method="random"):
+    vector = F.normalize(torch.randn(width, generator=torch.Generator().manual_seed(seed)), dim=0)
+    return Direction(vector, scale, layer, kind, method)
+
+
+def logits(model, batch=BATCH):
+    with torch.no_grad():
+        return sl.unwrap(model)(**batch).logits
+
+
+def on_meta(model):
+    """``model`` as a remote model looks here: its weights on the meta device."""
+    sl.unwrap(model).to("meta")
+    return model
+
+
+# -- 1. one prediction per direction -------------------------------------------------------------
+
+
+def test_predict_steerability_gives_each_direction_its_own_prediction():
+    model = tiny_model("llama")
+    items = analysis.dilemmas()[:4]
+    nulls = [direction(1, seed=1, scale=2.0), direction(1, seed=2, scale=2.0)]  # same (layer, kind, method)
+    table = predict_steerability(model, nulls, items)
+    assert len(table) == 2 and list(table["n_items"]) == [4, 4]
+    for row, null in zip(table.itertuples(), nulls):
+        alone = finite_difference_effects(model, [null], items, step=1e-2)["effect"].mean()
+        assert row.predicted_effect == pytest.approx(alone, rel=2e-2, abs=2e-4)
+        assert row.direction == null.name
+    assert table["predicted_effect"].iloc[0] != pytest.approx(table["predicted_effect"].iloc[1])
+
+
+# -- 11. the logit lens only where a direction lives in the residual stream -------------------------
+
+
+def test_lens_margin_is_nan_off_the_residual_stream_even_at_its_width():
+    model = tiny_model("llama")  # q, k (GQA: 16) and resid are 32 wide here
+    items = analysis.dilemmas()[:3]
+    q, resid = direction(1, "q", seed=3), direction(1, "resid", seed=3)
+    table = predict_steerability(model, [q, resid], items)
+    assert math.isnan(table["lens_margin"].iloc[0]) and table["lens_promotes"].iloc[0] == ""
+    torch_model = sl.unwrap(model)
+    v = resid.vector * resid.scale * torch_model.model.norm.weight.detach()  # final RMSNorm gain, then unembedding
+    lens = (torch_model.lm_head.weight.detach() @ v).float()
+    expected = []
+    for item in items:
+        positive = analysis.score.word_token_ids(model.tokenizer, item.positive)
+        negative = analysis.score.word_token_ids(model.tokenizer, item.negative)
+        expected.append(item.sign * float(torch.logsumexp(lens[positive], -1) - torch.logsumexp(lens[negative], -1)))
+    assert table["lens_margin"].iloc[1] == pytest.approx(np.mean(expected), rel=1e-4, abs=1e-6)
+
+
+# -- 6. calibrate ---------------------------------------------------------------------------------
+
+
+def p95_kl(model, d, c, prompts, max_new_tokens):
+    """Per-token KL(unsteered ‖ steered) on each prompt's own greedy continuation, one prompt at a time."""
+    torch_model = sl.unwrap(model)
+    values = []
+    for prompt in prompts:
+        ids = model.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            full = torch_model.generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
+            base = F.log_softmax(torch_model(input_ids=full).logits.float(), -1)[0]
+            with steer(model, d, c):
+                steered = F.log_softmax(torch_model(input_ids=full).logits.float(), -1)[0]
+        kl = (base.exp() * (base - steered)).sum(-1)
+        values.append(kl[ids.shape[1] - 1 : full.shape[1] - 1])
+    return float(torch.quantile(torch.cat(values), 0.95))
+
+
+def test_calibrate_finds_a_dose_below_its_grid_when_the_first_step_overshoots():
+    model = tiny_model("llama")
+    strong = direction(1, scale=1e4)
+    prompts = ("The weather today is", "My favourite way to spend a Sunday is")
+    c = steering.calibrate(model, strong, target_kl=0.05, prompts=prompts, max_new_tokens=4)
+    assert c < 1 / 64
+    assert 0.05 * 0.95 <= p95_kl(model, strong, c, prompts, 4) <= 0.05 * 1.3
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"target_kl": float("nan")}, "target_kl=nan"),
+        ({"target_kl": float("inf")}, "target_kl=inf"),
+        ({"max_coeff": 0.001}, "max_coeff=0.001"),
+        ({"max_coeff": -1.0}, "max_coeff=-1"),
+        ({"quantile": 1.5}, "quantile=1.5"),
+        ({"prompts": []}, "prompts"),
+        ({"max_new_tokens": 0}, "max_new_tokens=0"),
+    ],
+)
+def test_calibrate_refuses_bad_options_before_any_work(monkeypatch, options, message):
+    calibrate_module = importlib.import_module("steering.calibrate")  # steering.calibrate is also the function
+    model = tiny_model("llama")
+
+    def never(*args, **kwargs):
+        raise AssertionError("calibrate started working before validating its options")
+
+    monkeypatch.setattr(calibrate_module, "greedy_continuations", never)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        steering.calibrate(model, direction(1), **options)
+
+
+# -- 7. orthogonalize_weights on a remote model ---------------------------------------------------------
+
+
+def test_orthogonalize_weights_refuses_a_model_whose_weights_are_elsewhere():
+    model = on_meta(tiny_model("llama"))
+    with pytest.raises(NotImplementedError, match=r"mode='ablate'"):
+        steering.orthogonalize_weights(model, direction(1, "o"))
+
+
+# -- 8. shared tensors in one file ------------------------------------------------------------------
+
+
+def test_a_conditional_plan_on_its_own_direction_saves_loads_and_applies_the_same(tmp_path):
+    model = tiny_model("llama")
+    pairs = probes.honesty_pairs(n=8, tokenizer=model.tokenizer, chat=True)
+    acts = probes.collect(model, pairs, layers=[1], sublayers="resid", progress=False)
+    d = steering.compute("mean_diff", acts, 1, "resid")
+    plan = in_mode(d, "conditional", acts)
+    plan.save(tmp_path / "plan", model=model)
+    loaded = load_steerable(tmp_path / "plan", model)
+    assert loaded.condition is not None and loaded.condition.threshold == plan.condition.threshold
+    with applied(model, plan, 3.0):
+        expected = logits(model)
+    with applied(model, loaded, 3.0):
+        assert torch.equal(logits(model), expected)
+    assert not torch.equal(expected, logits(model))
+
+
+def test_one_direction_twice_saves_and_loads(tmp_path):
+    d = direction(1, seed=5)
+    save_directions([d, d], tmp_path / "twice.safetensors")
+    loaded = load_directions(tmp_path / "twice.safetensors")
+    assert len(loaded) == 2 and all(torch.equal(x.vector, d.vector) and x.scale == d.scale for x in loaded)
+
+
+# -- 10. a plan remembers its model -------------------------------------------------------------------
+
+
+def test_a_plan_saved_on_one_model_is_refused_by_another_of_the_same_width(tmp_path):
+    plan = Steering([direction(1, seed=1)], weights=[2.0])
+    plan.save(tmp_path / "plan", model=tiny_model("llama", seed=0))
+    with pytest.raises(ValueError, match="saved for other weights"):
+        load_steerable(tmp_path / "plan", tiny_model("llama", seed=1))
+    with pytest.raises(ValueError, match="model.layers.1"):
+        Steering.load(tmp_path / "plan", model=tiny_model("gpt_neox"))  # 32 wide, other module paths
+    assert isinstance(load_steerable(tmp_path / "plan", tiny_model("llama", seed=0)), Steering)
+
+
+# -- 12, 13. clamp targets -------------------------------------------------------------------------
+
+
+def test_a_tensor_target_is_saved_as_a_number_and_the_plan_applies(tmp_path):
+    model = tiny_model("llama")
+    d = direction(1, seed=2)
+    plan = Steering([d], modes=["clamp"], targets=[torch.tensor(1.5)])
+    plan.save(tmp_path / "plan", model=model)
+    assert json.loads((tmp_path / "plan" / "steerable.json").read_text())["targets"] == [1.5]
+    with steer(model, d, 1.0, mode="clamp", target=1.5):
+        expected = logits(model)
+    with applied(model, load_steerable(tmp_path / "plan", model), 1.0):
+        assert torch.equal(logits(model), expected)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_clamp_target_is_refused(bad):
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="target"), steer(model, direction(1), 1.0, mode="clamp", target=bad):
+        pass
+    with pytest.raises(ValueError, match="target"):
+        Steering([direction(1)], modes=["clamp"], targets=[bad])
+
+
+def test_a_target_for_a_mode_that_has_none_is_refused():
+    with pytest.raises(ValueError, match="clamp"):
+        Steering([direction(1)], modes=["add"], targets=[1.0])
+    with pytest.raises(ValueError, match="clamp"), steer(tiny_model("llama"), direction(1), 1.0, mode="ablate", target=1.0):
+        pass
+
+
+def test_non_finite_plan_weights_and_condition_thresholds_are_refused():
+    with pytest.raises(ValueError, match="weights"):
+        Steering([direction(1)], weights=[float("nan")])
+    with pytest.raises(ValueError, match="threshold"):
+        steering.Condition(direction(1), float("nan"))
+
+
+# -- messages that name the problem and the fix ------------------------------------------------------
+
+
+def test_steering_with_no_directions_is_refused():
+    with pytest.raises(ValueError, match="no directions"), steer(tiny_model("llama"), [], 1.0):
+        pass
+
+
+def test_direction_arithmetic_sum_division_and_non_finite_factors():
+    a, b, c = direction(1, seed=1), direction(1, seed=2), direction(1, seed=3)
+    torch.testing.assert_close(sum([a, b, c]).step, a.step + b.step + c.step)
+    torch.testing.assert_close((a / 2).step, a.step * 0.5)
+    torch.testing.assert_close((a / -4.0).step, a.step * -0.25)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            a * bad
+        with pytest.raises(ValueError, match="finite"):
+            a / bad
+    with pytest.raises(ValueError, match="zero"):
+        a / 0
+    with pytest.raises(TypeError):
+        a * "two"
+
+
+def test_monitor_refuses_an_empty_prompt_before_running():
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        analysis.monitor(model, [direction(1)], ["Hello", ""])
+
+
+def test_monitor_refuses_texts_past_learned_positions():
+    model = tiny_model("gpt2")  # 256 learned positions
+    with pytest.raises(ValueError, match="256 positions"):
+        analysis.monitor(model, [direction(1)], ["x" * 300])
+    with pytest.raises(ValueError, match="256 positions"):
+        analysis.monitor(model, [direction(1)], ["x" * 250], generate=20)
+
+
+def test_monitor_refuses_a_remote_model_naming_the_local_alternative():
+    model = on_meta(tiny_model("llama"))
+    with pytest.raises(NotImplementedError, match="load the model locally"):
+        analysis.monitor(model, [direction(1)], ["Hello"])
