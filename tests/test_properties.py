@@ -4,7 +4,8 @@
 - c = 0 is exactly the base model, whatever the direction;
 - `steer` always restores the model, even when its block raises;
 - per-row coefficients equal one coefficient at a time;
-- a sweep killed after a random number of rows and resumed equals an uninterrupted one.
+- a sweep killed after a random number of rows and resumed equals an uninterrupted one;
+- a steering plan saved, loaded and applied equals the plan applied (modes, weights, targets, positions, conditions).
 
 Examples per property are set in `PROFILE` below (CI runs them as written).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -148,3 +150,60 @@ def test_a_sweep_killed_at_a_random_row_and_resumed_equals_an_uninterrupted_one(
         sweep_module.dose_response = original
     resumed = small_sweep(out, resume=True).results
     pd.testing.assert_frame_equal(metrics(resumed), metrics(complete))
+
+
+places = st.tuples(st.integers(0, 2), st.sampled_from(["resid", "o", "down", "mlp"]))  # all 32 wide on the tiny llama
+bounds = st.none() | st.integers(0, 8)
+plan_positions = (
+    st.sampled_from(["all", "prompt", "generated"])
+    | st.integers(1, 6)
+    | st.integers(1, 6).map(np.int64)
+    | st.builds(slice, bounds, bounds, st.none() | st.integers(1, 3))
+)
+
+
+def unit_direction(seed: int, layer: int, kind: str, scale: float) -> Direction:
+    vector = torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(seed)), dim=0)
+    return Direction(vector=vector, scale=scale, layer=layer, kind=kind, method=f"r{seed}")
+
+
+@st.composite
+def plans(draw) -> steering.Steering:
+    n = draw(st.integers(1, 3))
+    conditional = draw(st.booleans())
+    shared = draw(places)
+    directions = []
+    for _ in range(n):
+        layer, kind = shared if conditional else draw(places)
+        directions.append(unit_direction(draw(st.integers(0, 10_000)), layer, kind, draw(st.floats(0.1, 5.0))))
+    modes = draw(st.lists(st.sampled_from(steering.MODES), min_size=n, max_size=n))
+    targets = [draw(st.none() | st.floats(-3, 3) | st.floats(-3, 3).map(torch.tensor)) if mode == "clamp" else None for mode in modes]
+    condition = None
+    if conditional:  # on one of the plan's own directions (what in_mode(d, "conditional") builds) or another one
+        gate = draw(
+            st.sampled_from(directions)
+            | st.builds(unit_direction, st.integers(0, 10_000), st.just(shared[0]), st.just(shared[1]), st.just(1.0))
+        )
+        condition = steering.Condition(gate, draw(st.floats(-1.0, 1.0)))
+    return steering.Steering(
+        directions,
+        weights=draw(st.lists(st.floats(-3, 3), min_size=n, max_size=n)),
+        modes=modes,
+        targets=targets,
+        condition=condition,
+        positions=draw(plan_positions),
+    )
+
+
+@settings(max_examples=10, **PROFILE)
+@given(plan=plans(), coeff=st.floats(-3, 3))
+def test_a_plan_saved_loaded_and_applied_equals_the_plan_applied(tmp_path_factory, plan, coeff):
+    m = model()
+    folder = plan.save(tmp_path_factory.mktemp("plan"), model=m)
+    loaded = steering.load_steerable(folder, m)
+    assert isinstance(loaded, steering.Steering)
+    assert (loaded.weights, loaded.modes, loaded.targets, loaded.positions) == (plan.weights, plan.modes, plan.targets, plan.positions)
+    with steering.applied(m, plan, coeff):
+        expected = logits(m)
+    with steering.applied(m, loaded, coeff):
+        assert torch.equal(logits(m), expected)
