@@ -76,14 +76,16 @@ def greedy_generations(
     max_new_tokens: int = 40,
     prompts: Sequence[str] = GENERATION_PROMPTS,
 ) -> dict[float, list[str]]:
-    """Greedy completions of chat prompts at each coefficient (prompting puts its persona first)."""
+    """Greedy completions of chat prompts at each coefficient (prompting puts its persona first); the
+    prompts are left-padded, as scoring pads them, so each equals its prompt generated alone."""
     tokenizer = model.tokenizer
     steerable = as_steerable(intervention)
     out: dict[float, list[str]] = {}
     for c in coeffs:
         prefix = steerable.prompt_prefix(c) if steerable is not None else None
         texts = [sc.render_prompt(tokenizer, prompt, persona=prefix) for prompt in prompts]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        # left padding whatever the tokenizer's side: with right padding the shorter prompts would continue after pads
+        batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         with applied(model, steerable, c), torch.no_grad():
             ids = sl.unwrap(model).generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         out[c] = [text.strip() for text in tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)]

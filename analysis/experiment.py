@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -48,7 +47,7 @@ from .compare import DISHONEST_PERSONA, HONEST_PERSONA, SUMMARY, MethodRun, eval
 from .daily_dilemmas import for_value
 from .items import ReadoutItem, check_items, split_items
 from .predict import first_order_effects
-from .run_folder import ResultTable, RunFolder
+from .run_folder import ResultTable, RunFolder, job_key
 
 RUN_COLUMNS = [
     "study",
@@ -112,8 +111,8 @@ class Job:
 
     @property
     def key(self) -> str:
-        slug = re.sub(r"[^a-z0-9]+", "-", self.method.lower()).strip("-")
-        return f"{self.study}__{slug}__s{'-' if self.seed is None else self.seed}"
+        """The name of this run's files; injective in (study, method, seed) (see `run_folder.job_key`)."""
+        return job_key(self.study, self.method, self.seed)
 
 
 def default_adapter_layers(total: int) -> list[int]:

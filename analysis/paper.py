@@ -34,7 +34,9 @@ from probes.files import write_atomic
 from . import plots
 from .compare import SUMMARY, pareto_figure
 from .metrics import readout_column
+from .paper_page import write_paper_page
 from .report import latex_table, markdown_table
+from .run_folder import job_key, legacy_job_key
 from .values import transfer_figure, transfer_table
 
 TABLE1_COLUMNS = [
@@ -84,11 +86,12 @@ def read_runs(run: Path) -> pd.DataFrame:
     return rows.drop_duplicates(["study", "method", "seed"], keep="last")
 
 
-def key_of(study: str, method: str, seed: Any) -> str:
-    import re
-
-    slug = re.sub(r"[^a-z0-9]+", "-", str(method).lower()).strip("-")
-    return f"{study}__{slug}__s{'-' if pd.isna(seed) else int(seed)}"
+def run_file(run: Path, kind: str, study: str, method: str, seed: Any, suffix: str = ".csv") -> Path:
+    """The file of one run in ``run/kind`` (``doses``, ``profiles``, ``histories``, ``adapters``): named by its
+    injective `job_key`, or by the older key in folders written before (when only that file exists)."""
+    path = run / kind / f"{job_key(study, method, seed)}{suffix}"
+    legacy = run / kind / f"{legacy_job_key(study, method, seed)}{suffix}"
+    return legacy if not path.exists() and legacy.exists() else path
 
 
 def table1(rows: pd.DataFrame) -> pd.DataFrame:
@@ -130,7 +133,7 @@ def full_settings(run: Path, seeds: Sequence[int]) -> str | None:
     ablation changes one of them), or None when that adapter is not in the folder."""
     from steering.adapter_files import read_adapter_config
 
-    folder = run / "adapters" / key_of("main", "InnerPiSSA", seeds[0]) if seeds else None
+    folder = run_file(run, "adapters", "main", "InnerPiSSA", seeds[0], "") if seeds else None
     if folder is None or not (folder / "adapter.json").exists():
         return None
     config = read_adapter_config(folder)
@@ -144,11 +147,8 @@ def seed_mean_profiles(run: Path, rows: pd.DataFrame) -> dict[str, pd.DataFrame]
     """Per main method: its value profile with each value's effect averaged over seeds."""
     profiles: dict[str, pd.DataFrame] = {}
     for method, group in rows[rows["study"] == "main"].groupby("method", sort=False):
-        frames = [
-            pd.read_csv(run / "profiles" / f"{key_of('main', method, seed)}.csv")
-            for seed in group["seed"]
-            if (run / "profiles" / f"{key_of('main', method, seed)}.csv").exists()
-        ]
+        paths = [run_file(run, "profiles", "main", method, seed) for seed in group["seed"]]
+        frames = [pd.read_csv(path) for path in paths if path.exists()]
         if frames:
             merged = pd.concat(frames)
             profiles[method] = merged.groupby(["value", "target"], as_index=False).agg(
@@ -162,7 +162,7 @@ def figure1(run: Path, rows: pd.DataFrame, target: str) -> go.Figure | None:
     curves = {}
     labels = target_labels(run, target)
     for method, group in rows[rows["study"] == "main"].groupby("method", sort=False):
-        path = run / "doses" / f"{key_of('main', method, group['seed'].iloc[0])}.csv"
+        path = run_file(run, "doses", "main", method, group["seed"].iloc[0])
         if path.exists() and method != "prompting":
             dose = pd.read_csv(path)
             dose = dose[dose["item"].isin(labels)].copy()
@@ -239,7 +239,7 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
     for name, figure in (("figure1_dose", figure1(run, rows, target)), ("figure2_depth", figure2(rows))):
         if figure is not None:
             figures[out / name] = figure
-    history = run / "histories" / f"{key_of('main', 'InnerPiSSA', config['seeds'][0])}.csv" if config.get("seeds") else None
+    history = run_file(run, "histories", "main", "InnerPiSSA", config["seeds"][0]) if config.get("seeds") else None
     if history is not None and history.exists():
         figures[out / "training_curves"] = plots.training_curves(pd.read_csv(history))
-    return written + plots.save_figures(figures, formats)
+    return written + plots.save_figures(figures, formats) + [write_paper_page(run, out, figures)]  # paper.html

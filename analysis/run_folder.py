@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -129,6 +130,28 @@ class RunFolder:
                 "options": options,
             }
         write_json(path, manifest)
+
+
+def slug(name: str) -> str:
+    """A file-name part for ``name``: lowercase letters, digits and hyphens, injective (names that are
+    not already such a slug get 8 hex digits of their hash, so ``coherence ×100`` and ``coherence ÷100``,
+    or ``LoRA`` and ``lora``, stay apart, also on case-insensitive disks)."""
+    readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if readable == name and readable and not re.search(r"(^|-)[0-9a-f]{8}$", readable):  # cannot look hashed
+        return readable
+    return "-".join(filter(None, [readable, hashlib.sha256(name.encode()).hexdigest()[:8]]))
+
+
+def job_key(study: str, method: str, seed: Any) -> str:
+    """The file name of one run of an experiment (its dose table, profile, history, adapter, samples):
+    injective in (study, method, seed); a missing seed (None, NaN, empty) is ``s-``."""
+    return f"{slug(str(study))}__{slug(str(method))}__s{'-' if is_missing(seed) else int(float(seed))}"
+
+
+def legacy_job_key(study: str, method: str, seed: Any) -> str:
+    """The key folders written before job keys were injective use (read-only fallback)."""
+    readable = re.sub(r"[^a-z0-9]+", "-", str(method).lower()).strip("-")
+    return f"{study}__{readable}__s{'-' if is_missing(seed) else int(float(seed))}"
 
 
 def environment() -> dict[str, Any]:

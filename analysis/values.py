@@ -58,10 +58,13 @@ def target_row(profile: pd.DataFrame) -> pd.Series:
 
 
 def transfer_table(profiles: Mapping[str, pd.DataFrame], min_items: int = 4, top: int | None = 12) -> pd.DataFrame:
-    """Values × methods of the effect, the target value first, then the values most moved by any method."""
+    """Values × methods of the effect, the target value first, then the values most moved by any method.
+
+    Every value of any profile is a row (``n_items``: the most items any method had for it), so a value
+    missing from one method's profile is NaN there, not dropped."""
     columns = {name: profile.set_index("value")["effect"] for name, profile in profiles.items()}
-    table = pd.DataFrame(columns)
-    counts = next(iter(profiles.values())).set_index("value")["n_items"]
+    table = pd.DataFrame(columns)  # every value of any method (NaN where a method's profile lacks it)
+    counts = pd.concat([profile.set_index("value")["n_items"] for profile in profiles.values()]).groupby(level=0).max()
     table = table[counts.reindex(table.index).fillna(0) >= min_items]
     targets = [v for profile in profiles.values() for v in profile[profile["target"]]["value"]]
     rest = table.drop(index=[t for t in targets if t in table.index]).abs().max(axis=1).sort_values(ascending=False).index

@@ -11,6 +11,7 @@ import pytest
 import analysis
 import probes
 from analysis.experiment import ExperimentSettings, run_experiment
+from analysis.run_folder import job_key
 from analysis.values import side_effects, value_profile
 from steerscope.cli import main
 from tests.tiny import checksum, tiny_model
@@ -113,7 +114,7 @@ def test_trainable_rows_have_every_seed_and_their_spread(experiment):
     full = table2[table2["method"] == "full InnerPiSSA"]["effect"].iloc[0]
     no_coherence = table2[table2["method"] == "no coherence term"].iloc[0]
     assert no_coherence["drop_vs_full"] == pytest.approx(1 - no_coherence["effect"] / full)
-    assert (out / "adapters" / "main__innerpissa__s0" / "adapter.safetensors").exists()
+    assert (out / "adapters" / job_key("main", "InnerPiSSA", 0) / "adapter.safetensors").exists()
 
 
 def test_paper_rebuilds_the_tables_from_the_folder(experiment, tmp_path):
@@ -177,7 +178,7 @@ def test_every_ablation_changes_the_full_method():
 
 def test_table2_names_the_settings_the_full_method_ran_with(experiment):
     out, _ = experiment
-    saved = json.loads((out / "adapters" / "main__innerpissa__s0" / "adapter.json").read_text())
+    saved = json.loads((out / "adapters" / job_key("main", "InnerPiSSA", 0) / "adapter.json").read_text())
     note = (out / "table2.md").read_text().strip().splitlines()[-1]
     assert f"S scaling '{saved['scale_mode']}'" in note and f"'{saved['basis']}' bases" in note
     assert ("with V rotation" if saved["rotate_v"] else "no V rotation") in note
