@@ -26,6 +26,7 @@ from probes.files import read_json, write_atomic, write_json
 from probes.remote import require_weights
 
 from .frozen import freeze, release
+from .recorded_model import check_weights, weights_record
 from .steerable import AdapterHandle
 
 
@@ -71,7 +72,8 @@ class LoraHandle(AdapterHandle):
         write_atomic(path / "lora.safetensors", lambda temporary: save_file(tensors, str(temporary)))
         write_json(
             path / "steerable.json",
-            {"type": "lora", "layers": self.layers, "kinds": self.kinds, "rank": self.rank, "alpha": self.alpha, "sign": self.sign},
+            {"type": "lora", "layers": self.layers, "kinds": self.kinds, "rank": self.rank, "alpha": self.alpha, "sign": self.sign}
+            | weights_record(self.model, self.paths),
         )
         return path
 
@@ -113,9 +115,11 @@ def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, a
 
 
 def load_lora(path: str | Path, model: Any) -> LoraHandle:
-    """Attach a saved LoRA adapter to ``model`` (a failed load leaves the model as it was)."""
+    """Attach a saved LoRA adapter to ``model`` (a failed load leaves the model as it was), after checking it
+    was saved for this model's weights (`steering.recorded_model`)."""
     path = Path(path)
     record = read_json(path / "steerable.json", "a saved LoRA adapter")
+    check_weights(record, model, path, "LoRA adapter")
     handle = attach_lora(model, record["layers"], record["kinds"], record["rank"], record["alpha"])
     try:
         tensors = load_file(str(path / "lora.safetensors"))

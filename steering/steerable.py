@@ -39,8 +39,8 @@ from .directions import Direction, load_directions, save_directions
 from .frozen import release
 from .intervene import Coeff, check_coefficients, steer
 from .modes import Condition, check_mode, check_target
-from .plan_files import check_model, model_record
 from .positions import Positions, check_positions
+from .recorded_model import check_plan, plan_record
 
 
 @runtime_checkable
@@ -161,14 +161,14 @@ class Steering:
             else:
                 record["positions"] = self.positions
         if model is not None:
-            record |= model_record(model, self.directions)
+            record |= plan_record(model, self.directions)
         write_json(path / "steerable.json", record)
         return path
 
     @classmethod
     def load(cls, path: str | Path, model: Any = None) -> Steering:
         """Read a plan `save` wrote; with ``model``, refuse it unless it was saved for this model's modules and
-        weights (`steering.plan_files`)."""
+        weights (`steering.recorded_model`)."""
         path = Path(path)
         record = read_json(path / "steerable.json", "a saved steering plan")
         directions = load_directions(path / "directions.safetensors")
@@ -176,7 +176,7 @@ class Steering:
         if "condition_threshold" in record:
             condition = Condition(directions.pop(), float(record["condition_threshold"]))
         if model is not None:
-            check_model(record, model, directions, path)
+            check_plan(record, model, directions, path)
         positions = record.get("positions", "all")
         if isinstance(positions, dict):
             positions = slice(*positions["slice"])

@@ -178,6 +178,25 @@ def test_a_plan_saved_on_one_model_is_refused_by_another_of_the_same_width(tmp_p
     assert isinstance(load_steerable(tmp_path / "plan", tiny_model("llama", seed=0)), Steering)
 
 
+def test_a_lora_adapter_saved_on_one_model_is_refused_by_another_of_the_same_shapes(tmp_path):
+    model = tiny_model("llama", seed=0)
+    lora = steering.attach_lora(model, [1], ("o",), rank=2)
+    with torch.no_grad():
+        for parameter in lora.trainable_parameters():
+            parameter.normal_(0, 0.1)
+    lora.save(tmp_path / "lora")
+    with lora.coeff(1.0):
+        expected = logits(model)
+    lora.detach()
+    other = tiny_model("llama", seed=1)
+    with pytest.raises(ValueError, match="saved for other weights"):
+        load_steerable(tmp_path / "lora", other)
+    assert all(not hasattr(m, "base_layer") for m in sl.unwrap(other).modules())  # refused before attaching
+    again = load_steerable(tmp_path / "lora", model)
+    with again.coeff(1.0):
+        assert torch.equal(logits(model), expected)
+
+
 # -- 12, 13. clamp targets -------------------------------------------------------------------------
 
 
