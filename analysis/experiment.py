@@ -225,6 +225,7 @@ def run_experiment(
     folder = RunFolder(out)
     with folder.locked():
         folder.record_options(options, resume, results="runs.csv", defaults=asdict(ExperimentSettings()))
+        folder.record_items(items, resume)
         folder.write_manifest(model, options, pairs, items, seeds={"split": settings.split_seed, "training": list(settings.seeds)})
         write_json(folder.file("split.json"), split.record())
         write_json(folder.file("labels.json"), {item.id: item.value_labels for item in items})

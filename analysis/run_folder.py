@@ -6,8 +6,9 @@ it. `RunFolder` makes that safe:
 
 - one run at a time: a second run into the same folder is refused while the
   first holds the lock (an OS file lock, released even when the process is killed);
-- no mixing: the options are recorded in ``config.json``; resuming with other
-  options is refused with the list of what differs;
+- no mixing: the options are recorded in ``config.json`` and the items' content in
+  ``items.json``; resuming with other options, or with items whose labels, signs or
+  prompts changed under the same ids, is refused with the list of what differs;
 - nothing half-written: `ResultTable` rewrites ``results.csv`` atomically after
   every row, keeps one row per configuration (a configuration that failed and
   later succeeded keeps only its success) and, reading an older file, drops an
@@ -42,6 +43,7 @@ from probes.files import read_json, write_atomic, write_json
 
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
+ITEMS = "items.json"
 LOCK = ".lock"
 
 
@@ -100,6 +102,37 @@ class RunFolder:
                 )
         write_json(self.file(CONFIG), options)
 
+    def record_items(self, items: Sequence[Any], resume: bool) -> None:
+        """Write ``items.json`` (every item's content by id); when resuming, first refuse items whose content
+        changed under the same id (other labels, signs, prompts ...: the finished rows were computed on the
+        recorded ones), listing which items changed and how. (Other ids are refused by `record_options`.)"""
+        records = {item.id: item_record(item) for item in items}
+        if resume:
+            changed = self.changed_items(records, items)
+            if changed:
+                raise ValueError(
+                    f"Cannot resume {self.path} with other items under the same ids: {changed} Its finished rows were "
+                    "computed on the recorded items; load the items as that run did (same file, value and values_from), "
+                    "or write into another folder."
+                )
+        write_json(self.file(ITEMS), records)
+
+    def changed_items(self, records: dict[str, dict[str, Any]], items: Sequence[Any]) -> str:
+        """What differs between the recorded items and ``records`` (empty when nothing does)."""
+        if self.file(ITEMS).exists():
+            recorded = read_json(self.file(ITEMS), "the run's items")
+            diffs = [(key, item_diff(recorded[key], record)) for key, record in records.items() if key in recorded]
+            diffs = [(key, diff) for key, diff in diffs if diff]
+            if not diffs:
+                return ""
+            listed = "; ".join(f"{key}: {diff}" for key, diff in diffs[:5])
+            return f"{len(diffs)} of {len(records)} items changed ({listed}{'; ...' if len(diffs) > 5 else ''})."
+        if self.file(MANIFEST).exists():  # a folder from before items.json: its manifest's hash of the items
+            recorded_hash = read_json(self.file(MANIFEST), "the run's manifest").get("items_hash")
+            if recorded_hash is not None and recorded_hash != items_hash(items):
+                return "the items' prompts, prefills, answer words or signs differ from the recorded run's (manifest.json items_hash)."
+        return ""
+
     def write_manifest(
         self, model: Any, options: dict[str, Any], pairs: Sequence[Any], items: Sequence[Any], seeds: dict[str, Any]
     ) -> None:
@@ -125,7 +158,7 @@ class RunFolder:
                 "weights": model_fingerprint(model),
                 "config_hash": digest(options),
                 "pairs_hash": digest([[p.positive, p.negative] for p in pairs]),
-                "items_hash": digest([[i.id, i.prompt, i.prefill, i.positive, i.negative, i.sign] for i in items]),
+                "items_hash": items_hash(items),
                 "seeds": seeds,
                 "options": options,
             }
@@ -152,6 +185,52 @@ def legacy_job_key(study: str, method: str, seed: Any) -> str:
     """The key folders written before job keys were injective use (read-only fallback)."""
     readable = re.sub(r"[^a-z0-9]+", "-", str(method).lower()).strip("-")
     return f"{study}__{readable}__s{'-' if is_missing(seed) else int(float(seed))}"
+
+
+def items_hash(items: Sequence[Any]) -> str:
+    return digest([[i.id, i.prompt, i.prefill, i.positive, i.negative, i.sign] for i in items])
+
+
+def item_record(item: Any) -> dict[str, Any]:
+    """An item's content as ``items.json`` holds it (everything but its id)."""
+    return json.loads(
+        json.dumps(
+            {
+                "prompt": item.prompt,
+                "prefill": item.prefill,
+                "positive": list(item.positive),
+                "negative": list(item.negative),
+                "sign": float(item.sign),
+                "labels": dict(item.labels),
+                "kind": item.kind,
+                "group": item.group,
+            }
+        )
+    )
+
+
+def item_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """How one item changed, field by field ("" when it did not)."""
+    parts = []
+    for name in dict.fromkeys([*old, *new]):
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if name == "labels" and isinstance(before, dict) and isinstance(after, dict):
+            moved = [
+                f"{v} {before.get(v, 'none')} then, {after.get(v, 'none')} now"
+                for v in sorted(set(before) | set(after))
+                if before.get(v) != after.get(v)
+            ]
+            parts.append("labels " + ", ".join(moved))
+        else:
+            parts.append(f"{name} {shorten(before)} then, {shorten(after)} now")
+    return "; ".join(parts)
+
+
+def shorten(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def environment() -> dict[str, Any]:

@@ -187,6 +187,7 @@ def sweep_steerability(
     folder = RunFolder(out if out is not None else tempfile.mkdtemp(prefix="steerscope-sweep-"))
     with folder.locked():
         folder.record_options(options, resume, defaults=asdict(SweepSettings()))
+        folder.record_items(items, resume)
         folder.write_manifest(
             model, options, pairs, items, seeds={"split": settings.seed, "null_model": settings.seed, "null_direction": settings.seed}
         )
