@@ -91,8 +91,10 @@ def monitor(
         raise ValueError("monitor needs at least one direction.")
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of texts, not one string: monitor(model, directions, [prompt]).")
-    if generate < 0:
-        raise ValueError(f"generate={generate}: the number of new tokens must be ≥ 0.")
+    if not prompts:
+        raise ValueError("monitor needs at least one prompt: monitor(model, directions, ['Should I tell my boss?']).")
+    if isinstance(generate, bool) or not isinstance(generate, int) or generate < 0:
+        raise ValueError(f"generate={generate!r}: the number of new tokens to generate must be a whole number ≥ 0.")
     require_weights(model, "monitor (it reads every token's state through forward hooks in this process)")
     sublayers = [check_fits(model, direction) for direction in directions]
     texts = [render(prompt, "", model.tokenizer, chat=True) if chat else prompt for prompt in prompts]

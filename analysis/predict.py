@@ -74,6 +74,13 @@ class ShiftSite:
         return (edited, *output[1:]) if isinstance(output, tuple) else edited
 
 
+def check_directions(directions: Sequence[Direction]) -> list[Direction]:
+    directions = [directions] if isinstance(directions, Direction) else list(directions)
+    if not directions:
+        raise ValueError("There are no directions to predict for: pass a list of steering.Direction.")
+    return directions
+
+
 def site_key(model: Any, direction: Direction) -> tuple[str, str | None]:
     if direction.space == "uspace":  # applied in weight space, in its kind's basis
         return sl.weight_path_of(sl.resolve(model, direction.layer, direction.kind)), direction.kind
@@ -89,7 +96,7 @@ def first_order_effects(
     """
     require_weights(model, "first_order_effects (it back-propagates through the model here; use finite_difference_effects remotely)")
     items = check_items(items)
-    directions = list(directions)
+    directions = check_directions(directions)
     for direction in directions:
         check_fits(model, direction)
     sites: dict[tuple[str, str | None], ShiftSite] = {}
@@ -149,6 +156,7 @@ def finite_difference_effects(
 ) -> pd.DataFrame:
     """(R(+h) − R(−h)) / 2h for each item and direction, from two steered scoring passes (works remotely)."""
     items = check_items(items)
+    directions = check_directions(directions)
     rows = []
     for position, direction in enumerate(directions):
         scores = {}
@@ -250,7 +258,7 @@ def predict_steerability(
         >>> table = predict_steerability(model, directions, split.validation, separation=sep)
         >>> table.sort_values("predicted_effect", ascending=False).head()
     """
-    directions = list(directions)
+    directions = check_directions(directions)
     effects = summarise_effects(first_order_effects(model, directions, items, batch_size=batch_size))
     lens = lens_predictions(model, directions, items, top_tokens)  # one row per direction, in order, like effects
     table = pd.concat([effects, lens[["lens_margin", "lens_promotes"]]], axis=1)

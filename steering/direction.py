@@ -140,6 +140,8 @@ def save_directions(directions: list[Direction], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors, records = {}, []
     for index, direction in enumerate(directions):
+        if not isinstance(direction, Direction):
+            raise TypeError(f"save_directions writes steering.Direction objects; item {index} is a {type(direction).__name__}.")
         # own copies: one direction listed twice (or a plan's condition on its own direction) shares memory
         tensors[f"{index}.vector"] = direction.vector.detach().cpu().clone().contiguous()
         if direction.coords is not None:

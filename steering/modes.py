@@ -169,6 +169,13 @@ def orthogonalize_weights(model, direction: Direction, coeff: float = 1.0) -> No
 
     from .intervene import check_fits, in_output
 
+    given = coeff
+    try:
+        coeff = float(coeff)
+    except (TypeError, ValueError, RuntimeError):
+        coeff = math.nan
+    if not math.isfinite(coeff):
+        raise ValueError(f"coeff={given!r}: give a finite number (1.0 removes the component along the direction).")
     if not has_weights(model):
         raise NotImplementedError(
             f"orthogonalize_weights({direction.name}) rewrites the weights in this process, but this model was loaded "

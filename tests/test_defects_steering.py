@@ -277,3 +277,30 @@ def test_monitor_refuses_a_remote_model_naming_the_local_alternative():
     model = on_meta(tiny_model("llama"))
     with pytest.raises(NotImplementedError, match="load the model locally"):
         analysis.monitor(model, [direction(1)], ["Hello"])
+
+
+@pytest.mark.parametrize(
+    "prompts, generate, message", [([], 0, "at least one prompt"), (["Hi"], 2.5, "generate=2.5"), (["Hi"], True, "generate=True")]
+)
+def test_monitor_refuses_no_prompts_and_a_fractional_generate(prompts, generate, message):
+    with pytest.raises(ValueError, match=message):
+        analysis.monitor(tiny_model("llama"), [direction(1)], prompts, generate=generate)
+
+
+def test_predictions_for_no_directions_are_refused_by_name():
+    with pytest.raises(ValueError, match="no directions"):
+        predict_steerability(tiny_model("llama"), [], analysis.dilemmas()[:2])
+
+
+@pytest.mark.parametrize("coeff", [float("nan"), float("inf")])
+def test_orthogonalize_weights_refuses_a_non_finite_coefficient_and_leaves_the_weights(coeff):
+    model = tiny_model("llama")
+    before = sl.unwrap(model).model.layers[1].self_attn.o_proj.weight.detach().clone()
+    with pytest.raises(ValueError, match="coeff"):
+        steering.orthogonalize_weights(model, direction(1, "o"), coeff)
+    assert torch.equal(sl.unwrap(model).model.layers[1].self_attn.o_proj.weight, before)
+
+
+def test_saving_something_that_is_not_a_direction_is_named(tmp_path):
+    with pytest.raises(TypeError, match="item 1 is a str"):
+        save_directions([direction(1), "mean_diff"], tmp_path / "x.safetensors")
