@@ -165,12 +165,12 @@ def bracket(kls: Callable[[Sequence[float]], list[float]], target_kl: float, max
     if above[0] > 0:
         return grid[above[0] - 1], grid[above[0]]
     # even the first dose overshoots: halve until below the target
-    smaller = [GRID_START / 2.0**k for k in range(1, int(math.log2(GRID_START / MIN_COEFF)) + 1)]
-    for start in range(0, len(smaller), 4):
+    smaller = [GRID_START / 2.0**k for k in range(int(math.log2(GRID_START / MIN_COEFF)) + 1)]  # GRID_START first
+    for start in range(1, len(smaller), 4):
         doses = smaller[start : start + 4]
-        for dose, kl, bigger in zip(doses, kls(doses), [GRID_START, *doses]):
+        for index, kl in enumerate(kls(doses), start):
             if kl < target_kl:
-                return dose, bigger
+                return smaller[index], smaller[index - 1]
     raise ValueError(
         f"Even c = {MIN_COEFF:g} moves the p{quantile * 100:.0f} KL to ≥ {target_kl}: this direction's scale is huge "
         "for this target (check the direction's scale, or raise target_kl)."

@@ -106,6 +106,21 @@ def test_calibrate_finds_a_dose_below_its_grid_when_the_first_step_overshoots():
     assert 0.05 * 0.95 <= p95_kl(model, strong, c, prompts, 4) <= 0.05 * 1.3
 
 
+def test_the_calibration_bracket_is_two_neighbouring_powers_of_two_around_the_target():
+    from steering.calibrate import MIN_COEFF, bracket
+
+    def linear(coeffs):  # KL = 1e4·c reaches 0.05 at c = 5e-6, between 2⁻¹⁸ and 2⁻¹⁷
+        return [1e4 * c for c in coeffs]
+
+    assert bracket(linear, 0.05, 1e4, 0.95) == (2.0**-18, 2.0**-17)
+    assert bracket(linear, 300.0, 1e4, 0.95) == (2.0**-6, 2.0**-5)  # c = 0.03, reached going up
+    assert bracket(linear, 5e4, 1e4, 0.95) == (4.0, 8.0)  # c = 5
+    with pytest.raises(ValueError, match=f"Even c = {MIN_COEFF:g}"):
+        bracket(lambda coeffs: [1.0] * len(coeffs), 0.05, 1e4, 0.95)
+    with pytest.raises(ValueError, match="Even c = 8192"):
+        bracket(lambda coeffs: [0.0] * len(coeffs), 0.05, 1e4, 0.95)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
