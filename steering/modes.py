@@ -124,6 +124,12 @@ def calibrate_condition(acts, direction: Direction, token: int = -1) -> Conditio
         >>> cond = calibrate_condition(acts, steering.compute("mean_diff", acts, 12, "resid"))
     """
     states: Float[Tensor, "pair side token d"] = acts[direction.layer, direction.kind]
+    captured = states.shape[2]
+    if isinstance(token, bool) or not isinstance(token, int) or not -captured <= token < captured:
+        raise ValueError(
+            f"token={token!r}: {captured} token position(s) were captured per text, so use 0..{captured - 1} "
+            f"(or -{captured}..-1 from the end), or capture more with collect(..., tokens=N)."
+        )
     projections = states[:, :, token].float() @ torch.nn.functional.normalize(direction.vector.float(), dim=-1)  # as the gate reads it
     positive, negative = float(projections[:, 0].mean()), float(projections[:, 1].mean())
     if positive <= negative:

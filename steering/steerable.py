@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -185,7 +186,7 @@ class Steering:
             record.get("name", ""),
             weights=record.get("weights"),
             modes=record.get("modes"),
-            targets=record.get("targets"),
+            targets=[saved_target(t) for t in record["targets"]] if record.get("targets") is not None else None,
             condition=condition,
             positions=positions,
         )
@@ -294,6 +295,15 @@ def plan_weight(weight: Any) -> float:
         raise ValueError(f"Steering weights={weight!r}: give one number per direction.") from None
     if not math.isfinite(value):
         raise ValueError(f"Steering weights: {weight!r} is not finite; each direction's weight multiplies c, so give a real number.")
+    return value
+
+
+def saved_target(value: Any) -> Any:
+    """A target as read from ``steerable.json``; plans saved before targets were numbers hold a tensor's text."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"tensor\(([^,()]+)\)", value.strip())
+        if match:
+            return float(match.group(1))
     return value
 
 

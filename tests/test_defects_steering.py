@@ -173,6 +173,14 @@ def test_a_conditional_plan_on_its_own_direction_saves_loads_and_applies_the_sam
     assert not torch.equal(expected, logits(model))
 
 
+def test_a_condition_at_a_token_that_was_not_captured_is_named():
+    model = tiny_model("llama")
+    pairs = probes.honesty_pairs(n=4, tokenizer=model.tokenizer, chat=True)
+    acts = probes.collect(model, pairs, layers=[1], sublayers="resid", progress=False)
+    with pytest.raises(ValueError, match="1 token position"):
+        steering.calibrate_condition(acts, steering.compute("mean_diff", acts, 1, "resid"), token=3)
+
+
 def test_one_direction_twice_saves_and_loads(tmp_path):
     d = direction(1, seed=5)
     save_directions([d, d], tmp_path / "twice.safetensors")
@@ -224,6 +232,18 @@ def test_a_tensor_target_is_saved_as_a_number_and_the_plan_applies(tmp_path):
     with steer(model, d, 1.0, mode="clamp", target=1.5):
         expected = logits(model)
     with applied(model, load_steerable(tmp_path / "plan", model), 1.0):
+        assert torch.equal(logits(model), expected)
+
+
+def test_a_plan_saved_with_a_tensor_target_before_the_fix_still_loads(tmp_path):
+    model = tiny_model("llama")
+    d = direction(1, seed=2)
+    folder = Steering([d], modes=["clamp"], targets=[1.5]).save(tmp_path / "plan")
+    record = json.loads((folder / "steerable.json").read_text())
+    (folder / "steerable.json").write_text(json.dumps(record | {"targets": ["tensor(1.5000)"]}))  # as older versions wrote it
+    with steer(model, d, 1.0, mode="clamp", target=1.5):
+        expected = logits(model)
+    with applied(model, load_steerable(folder, model), 1.0):
         assert torch.equal(logits(model), expected)
 
 
