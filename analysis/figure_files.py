@@ -4,7 +4,7 @@ Static export goes through kaleido, which drives a headless Chromium. Where no
 Chromium is installed (``apt-get install chromium``, or set ``BROWSER_PATH``),
 figures are written as HTML only and a single warning per process says so;
 nothing fails. HTML files load plotly.js from a ``plotly.min.js`` written once
-beside them, so they open offline.
+beside them, so they open offline, and leave a band above the title for plotly's mode bar.
 
 Example:
     >>> from analysis import plots
@@ -27,6 +27,30 @@ import plotly.graph_objects as go
 STATIC_FORMATS = ("png", "svg", "pdf", "jpeg", "webp")
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 warned_no_static_export = False
+MODEBAR_HEIGHT = 32  # px: the band at the top of a figure where plotly draws its mode bar
+HTML_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+
+
+def write_plotlyjs(path: Path) -> Path:
+    """The plotly.js of the installed plotly at ``path``, unless that file already holds it."""
+    from plotly.offline import get_plotlyjs
+
+    script = get_plotlyjs()
+    if not path.exists() or path.stat().st_size != len(script.encode()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(script)
+    return path
+
+
+def with_modebar_room(fig: go.Figure) -> go.Figure:
+    """A copy for a browser: everything moved down by the mode bar's band, so the bar covers no title."""
+    shown = go.Figure(fig)
+    top = shown.layout.margin.t if shown.layout.margin.t is not None else 80
+    shown.update_layout(margin_t=top + MODEBAR_HEIGHT, height=(shown.layout.height or 450) + MODEBAR_HEIGHT)
+    if shown.layout.title.text:
+        pad = (shown.layout.title.pad.t or 0) if shown.layout.title.yref == "container" else 0
+        shown.update_layout(title=dict(y=1, yref="container", yanchor="top", pad=dict(t=pad + MODEBAR_HEIGHT)))
+    return shown
 
 
 def static_export_available() -> bool:
@@ -70,7 +94,7 @@ def save_figures(
         base.parent.mkdir(parents=True, exist_ok=True)
         if "html" in formats:
             # "directory": one plotly.min.js beside the HTML files, so they open offline.
-            fig.write_html(base.with_suffix(".html"), include_plotlyjs="directory")
+            with_modebar_room(fig).write_html(base.with_suffix(".html"), include_plotlyjs="directory", config=HTML_CONFIG)
             written.append(base.with_suffix(".html"))
         for fmt in (f for f in formats if f != "html"):
             static_figs.append(fig)

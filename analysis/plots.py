@@ -35,19 +35,43 @@ METRIC_TITLES = {
     "cohens_d": "Cohen's d",
     "pc1_share": "PC1 share of pair differences",
 }
+# colour-bar titles stand beside the bar (side="right"), so they are short
+COLORBAR_TITLES = {"item_slope": "nats per unit c", "normalized_gain": "gain (%)", "score": "score", "predicted_effect": "dR/dc"}
+
+
+TITLE_SIZE = 16
+LINE_HEIGHT = int(1.3 * TITLE_SIZE)
+# from the top of the image; plotly places a multi-line title's first line ~14 px above its anchor, so the pad holds it inside
+TITLE_PLACE = dict(y=1, yref="container", yanchor="top", pad=dict(t=16))
+CHAR_WIDTH = 0.56  # of the font size: a wide average for Helvetica/Arial, so an estimate errs towards wrapping
+
+
+def wrap_title(title: str, width: float, size: int = TITLE_SIZE) -> list[str]:
+    """``title`` broken at spaces into lines that fit ``width`` pixels (minus a margin each side)."""
+    per_line = max(12, int((width - 60) / (CHAR_WIDTH * size)))
+    lines: list[str] = []
+    for word in title.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= per_line:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
 
 
 def style(fig: go.Figure, title: str | None = None, height: int | None = None, width: int | None = None) -> go.Figure:
+    """The house style; a title longer than the figure is wrapped onto lines (and the top margin grows to hold
+    them), so no export cuts it off."""
+    lines = wrap_title(title, width or fig.layout.width or 700) if title else []
     fig.update_layout(
         template="simple_white",
         font=FONT,
         colorway=PALETTE,
-        title=title,
+        title=dict(text="<br>".join(lines), x=0.02, xanchor="left", **TITLE_PLACE, font=dict(size=TITLE_SIZE)) if lines else None,
         legend=dict(bgcolor="rgba(255,255,255,0.8)"),
-        margin=dict(l=70, r=30, t=60 if title else 30, b=60),
+        margin=dict(l=70, r=30, t=30 + LINE_HEIGHT * len(lines) if lines else 30, b=60),
     )
     if height:
-        fig.update_layout(height=height)
+        fig.update_layout(height=height + LINE_HEIGHT * max(0, len(lines) - 1))
     if width:
         fig.update_layout(width=width)
     return fig
@@ -83,13 +107,13 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alph
                 y=list(grid.index),
                 text=text,
                 texttemplate="%{text}" if text is not None else None,
-                textfont=dict(size=11, color="#444"),
+                textfont=dict(size=11),  # plotly picks a colour that reads on each cell
                 colorscale="RdBu" if diverging else "Viridis",
                 zmid=0 if diverging else None,
                 zmin=-bound if diverging else 0,
                 zmax=bound,
                 showscale=column == len(methods),
-                colorbar=dict(title=METRIC_TITLES.get(metric, metric)),
+                colorbar=dict(title=dict(text=COLORBAR_TITLES.get(metric, metric), side="right")),
                 hovertemplate="layer %{x}, %{y}: %{z:.3g}<extra>" + method + "</extra>",
             ),
             row=1,
@@ -97,8 +121,9 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alph
         )
         fig.update_xaxes(title_text="layer", type="category", row=1, col=column)
     fig.update_yaxes(title_text="sublayer", row=1, col=1)
-    note = f" (n.s.: item-level p ≥ {alpha:g})" if "p_value" in results else ""
-    return style(fig, f"Steerability: {METRIC_TITLES.get(metric, metric)}{note}", height=420, width=max(520, 380 * len(methods)))
+    name = METRIC_TITLES.get(metric, metric)
+    note = f"; n.s.: item-level p\u00a0≥\u00a0{alpha:g}" if "p_value" in results else ""  # kept on one line when wrapped
+    return style(fig, f"{name[0].upper()}{name[1:]}{note}", height=420, width=max(520, 380 * len(methods)))
 
 
 def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95, readout_label: str = "readout") -> go.Figure:
@@ -291,7 +316,7 @@ def predictor_scatter(results: pd.DataFrame, validation: pd.DataFrame, measured:
     """One panel per predictor (rows of `analysis.predict.validate_predictors`): the predictor against the
     measured effect, one point per configuration (hover: layer, kind, method), Spearman ρ and its CI in the title."""
     shown = validation.dropna(subset=["spearman"])
-    titles = [f"{r.predictor}: ρ = {r.spearman:.2f} [{r.ci_lo:.2f}, {r.ci_hi:.2f}], n = {r.n_configs}" for r in shown.itertuples()]
+    titles = [f"{r.predictor}<br>ρ = {r.spearman:.2f} [{r.ci_lo:.2f}, {r.ci_hi:.2f}], n = {r.n_configs}" for r in shown.itertuples()]
     fig = make_subplots(rows=1, cols=max(1, len(shown)), subplot_titles=titles, horizontal_spacing=0.06)
     for column, predictor in enumerate(shown["predictor"], 1):
         rows = results.dropna(subset=[predictor, measured])
@@ -310,4 +335,5 @@ def predictor_scatter(results: pd.DataFrame, validation: pd.DataFrame, measured:
         )
         fig.update_xaxes(title_text=predictor, row=1, col=column)
     fig.update_yaxes(title_text=f"measured {measured} (test items)", row=1, col=1)
-    return style(fig, "Do the predictors rank configurations like the dose-response does?", height=380, width=max(520, 340 * len(shown)))
+    fig = style(fig, "Do the predictors rank configurations like the dose-response does?", height=400, width=max(520, 340 * len(shown)))
+    return fig.update_layout(margin_t=fig.layout.margin.t + 20)  # two-line panel titles

@@ -7,7 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,16 +113,68 @@ def predictor_validation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     return rows, validate_predictors(rows)
 
 
+COMPACT_LABELS = {
+    "configuration": "configuration",
+    "item_slope": "slope",
+    "ci": "95 % CI",
+    "p_value": "p",
+    "p_holm": "p (Holm)",
+    "null_item_slope": "null slope",
+    "vs_null_p": "vs null p",
+    "delta_nll": "ΔNLL",
+    "predicted_effect": "predicted",
+}
+COLUMN_NOTES = {
+    "configuration": "layer, sublayer kind and direction method (+ mode)",
+    "item_slope": "mean over test items of each item's slope of the signed readout on c (nats per unit c)",
+    "ci": "95 % t-interval of the mean item slope",
+    "p_value": "one-sample t-test of the item slopes against 0",
+    "p_holm": "p adjusted (Holm) for the number of configurations compared",
+    "null_item_slope": "the same slope for a random direction of the same norm at the same (layer, kind)",
+    "vs_null_p": "paired t-test over items of the item slopes against the random direction's",
+    "delta_nll": "worst NLL increase on neutral text at c = ±1 (nats/token)",
+    "predicted_effect": "first-order effect dR/dc at c = 0 on validation items (what chose the configuration)",
+}
+
+
+def inferred(result: Any) -> pd.DataFrame:
+    """The ranked rows with Holm-adjusted p-values and the paired comparison with their null."""
+    from .sweep_answer import with_inference
+
+    return with_inference(ranked(result.results), getattr(result, "doses", {}) or {})
+
+
+def compact_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The key columns a reader compares, one configuration per row."""
+    out = pd.DataFrame({"configuration": [f"L{int(r.layer)} {r.kind} {r.method}" for r in rows.itertuples()]})
+    for column in COMPACT_LABELS:
+        if column == "ci" and {"item_slope_lo", "item_slope_hi"} <= set(rows.columns):
+            out["ci"] = [
+                f"[{format_cell(float(lo))}, {format_cell(float(hi))}]" for lo, hi in zip(rows["item_slope_lo"], rows["item_slope_hi"])
+            ]
+        elif column in rows and column != "configuration":
+            out[column] = rows[column].to_numpy()
+    return out
+
+
 def summary_markdown(result: Any, top: int = 20) -> str:
-    table = ranked(result.results)
+    from .sweep_answer import answer_lines
+
+    table = inferred(result)
     failed = result.results[result.results["error"].notna()] if "error" in result.results else result.results.iloc[:0]
     best_sep = result.separation.sort_values("auroc", ascending=False).groupby("kind", sort=False).head(1)
-    significant = table[(table.get("p_value", pd.Series(dtype=float)) < 0.05) & (table.get("item_slope", 0) > 0)] if len(table) else table
+    validation = predictor_validation(result.results)
+    compact = compact_table(table.head(top))
     parts = [
         "# Steerability sweep",
         "",
-        f"{len(table)} configurations scored ({len(failed)} failed), ranked by item_slope on test items; "
-        f"{len(significant)} move the readout towards the concept with item-level p < 0.05.",
+        *(f"- {line}" for line in answer_lines(result, table, validation[1] if validation else None, MIN_CONFIGS_TO_VALIDATE)),
+        "",
+        f"{len(table)} configurations scored ({len(failed)} failed), ranked by item_slope on test items.",
+        "",
+        markdown_table(compact.rename(columns=COMPACT_LABELS)),
+        "",
+        "## Every column",
         "",
         SELECTION_RULE,
         "",
@@ -135,7 +186,6 @@ def summary_markdown(result: Any, top: int = 20) -> str:
         "",
         markdown_table(best_sep, ["kind", "layer", "auroc", "auroc_null", "auroc_margin", "probe_acc", "probe_acc_null", "cohens_d"]),
     ]
-    validation = predictor_validation(result.results)
     if validation is not None:
         parts += [
             "",
@@ -151,6 +201,15 @@ def summary_markdown(result: Any, top: int = 20) -> str:
     return "\n".join(parts) + "\n"
 
 
+def dose_names(table: pd.DataFrame, top: int = 5) -> list[str]:
+    """The dose curves the report draws: the ``top`` configurations, then the random direction at the best place."""
+    if not len(table):
+        return []
+    names = [f"L{int(r.layer):02d}_{r.kind}_{r.method}" for r in table.head(top).itertuples()]
+    best = table.iloc[0]
+    return [*names, f"L{int(best.layer):02d}_{best.kind}_null"]
+
+
 def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
     """The report's figures by file stem."""
     table = ranked(result.results)
@@ -158,11 +217,10 @@ def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
     if len(table):
         figures["steerability_score"] = plots.steerability_heatmap(table, "item_slope" if "item_slope" in table else "score")
         figures["steerability_gain"] = plots.steerability_heatmap(table, "normalized_gain")
-        names = [f"L{int(r.layer):02d}_{r.kind}_{r.method}" for r in table.head(top).itertuples()]
-        best = table.iloc[0]
-        names.append(f"L{int(best.layer):02d}_{best.kind}_null")  # the random direction at the best place, for scale
         curves = {
-            name.replace("_", " ", 2).replace(" null", " random (null)"): result.doses[name] for name in names if name in result.doses
+            name.replace("_", " ", 2).replace(" null", " random (null)"): result.doses[name]
+            for name in dose_names(table, top)
+            if name in result.doses
         }
         if curves:
             figures["dose_response_top"] = plots.dose_curves(curves)
@@ -177,27 +235,48 @@ def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
 
 def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -> Path:
     """Write ``summary.md``, ``summary.tex``, ``report.html`` and ``figures/`` into ``result.out``."""
+    from .report_page import Page
+    from .sweep_answer import answer_lines, figure_captions
+
     out = Path(result.out)
-    summary = summary_markdown(result)
-    (out / "summary.md").write_text(summary)
+    (out / "summary.md").write_text(summary_markdown(result))
     (out / "summary.tex").write_text(
         latex_table(ranked(result.results).head(20), SUMMARY_COLUMNS, "Steerability sweep on test items, ranked by the mean item slope.")
     )
     figures = sweep_figures(result)
     plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)
-    blocks = [
-        figure.to_html(full_html=False, include_plotlyjs=index == 0, default_height=figure.layout.height)
-        for index, figure in enumerate(figures.values())
-    ]
-    table_html = (
-        ranked(result.results)
-        .head(30)[[c for c in SUMMARY_COLUMNS if c in result.results]]
-        .to_html(index=False, float_format=lambda v: format_cell(float(v)), border=0)
+    table = inferred(result)
+    validation = predictor_validation(result.results)
+    page = Page("Steerability sweep", run_description(out, len(table)))
+    page.add_answer(answer_lines(result, table, validation[1] if validation else None, MIN_CONFIGS_TO_VALIDATE))
+    page.add_heading("Ranked configurations")
+    page.add_table(
+        f"The {min(10, len(table))} with the largest mean item slope (of {len(table)})",
+        compact_table(table.head(10)),
+        caption=SELECTION_RULE,
+        full=table.drop(columns=[c for c in ("error",) if c in table]),
+        csv="results.csv",
+        labels=COMPACT_LABELS,
+        notes=COLUMN_NOTES,
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>steerscope sweep</title>
-<style>body{{font-family:Helvetica,Arial,sans-serif;max-width:1300px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}</style></head>
-<body><h1>Steerability sweep</h1><p>{html.escape(summary.splitlines()[2])}</p>{table_html}
-{"".join(f"<div>{b}</div>" for b in blocks)}</body></html>"""
-    (out / "report.html").write_text(page)
-    return out / "report.html"
+    page.add_heading("Figures")
+    captions = figure_captions(result, table, validation[1] if validation else None, [n for n in dose_names(table) if n in result.doses])
+    for stem, figure in figures.items():
+        files = [f"figures/{stem}.{ext}" for ext in ("png", "svg", "pdf", "html") if (out / "figures" / f"{stem}.{ext}").exists()]
+        page.add_figure(figure, captions.get(stem, ""), files)
+    page.add_heading("How the numbers are defined")
+    page.add_note(METRICS_NOTE)
+    return page.write(out / "report.html", out / "figures" / "plotly.min.js")
+
+
+def run_description(out: Path, n_rows: int) -> str:
+    """Model, concept and size of the run, from its ``config.json``."""
+    import json
+
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return f"{n_rows} configurations"
+    model = Path(str(config.get("model") or "model")).name
+    concept = config.get("concept")
+    return f"{model}" + (f", concept {concept}" if concept else "") + f"; {n_rows} configurations scored on test items; folder {out.name}"
