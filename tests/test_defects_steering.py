@@ -201,6 +201,18 @@ def test_a_plan_saved_on_one_model_is_refused_by_another_of_the_same_width(tmp_p
     assert isinstance(load_steerable(tmp_path / "plan", tiny_model("llama", seed=0)), Steering)
 
 
+def test_a_plan_loaded_for_a_remote_model_is_checked_by_name(tmp_path):
+    saved_on = tiny_model("llama")
+    sl.config_of(saved_on).name_or_path = "org/model-a"
+    folder = Steering([direction(1)], modes=["ablate"]).save(tmp_path / "plan", model=saved_on)
+    remote = on_meta(tiny_model("llama"))
+    sl.config_of(remote).name_or_path = "org/model-b"
+    with pytest.raises(ValueError, match="'org/model-a'; this model is 'org/model-b'"):
+        load_steerable(folder, remote)
+    sl.config_of(remote).name_or_path = "org/model-a"
+    assert load_steerable(folder, remote).modes == ["ablate"]
+
+
 def test_a_lora_adapter_saved_on_one_model_is_refused_by_another_of_the_same_shapes(tmp_path):
     model = tiny_model("llama", seed=0)
     lora = steering.attach_lora(model, [1], ("o",), rank=2)
