@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,11 @@ class LoraHandle(AdapterHandle):
 def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, alpha: float | None = None, seed: int = 0) -> LoraHandle:
     """Inject PEFT LoRA layers at the (layer, kind) projections; only they train."""
     require_weights(model, "A PEFT LoRA adapter")
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
+        raise ValueError(f"rank={rank!r}: give a whole number ≥ 1 (the LoRA update's rank, e.g. 16).")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0):
+        raise ValueError(f"alpha={alpha!r}: give a finite number > 0 (the update is scaled by alpha / rank), or None for alpha = rank.")
+    rank = int(rank)
     from peft import LoraConfig, inject_adapter_in_model
 
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
@@ -98,7 +105,7 @@ def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, a
         inject_adapter_in_model(
             LoraConfig(
                 r=rank,
-                lora_alpha=alpha,  # type: ignore[arg-type]
+                lora_alpha=alpha,
                 lora_dropout=0.0,
                 target_modules=paths,
             ),

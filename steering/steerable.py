@@ -204,6 +204,14 @@ class Prompting:
     name: str = "prompting"
     per_row: bool = True
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.positive, str) or not isinstance(self.negative, str):
+            raise TypeError(
+                f"Prompting takes two texts (positive, negative); got {type(self.positive).__name__}, {type(self.negative).__name__}."
+            )
+        if not self.positive and not self.negative:
+            raise ValueError("Prompting with two empty prompts changes nothing at any c: give a positive and/or a negative persona text.")
+
     def applied(self, model: Any, coeff: Coeff) -> AbstractContextManager[Any]:
         check_coefficients(coeff)
         return nullcontext()

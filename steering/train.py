@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import random
 import time
 from collections.abc import Sequence
@@ -47,9 +48,24 @@ from tqdm.auto import tqdm
 import probes
 from probes import hooks
 from probes import sublayers as sl
-from probes.batching import check_batch_size, check_lengths, pad_batch, tokenize
+from probes.batching import check_lengths, pad_batch, tokenize
 
 from .directions import StateSet, first_component, sign_vote, unit
+
+WHOLE_NUMBERS = {  # option: what it counts
+    "steps": "training steps",
+    "warmup_steps": "warm-up steps",
+    "batch_pairs": "pairs per step",
+    "grad_accum": "steps to accumulate gradients over",
+    "tokens": "last tokens read per text",
+    "max_length": "tokens per text (or None)",
+    "direction_rank": "singular vectors spanning the direction",
+    "direction_topk": "principal components to choose from (or None)",
+    "patience": "steps without improvement (or None)",
+    "check_pairs": "pairs for the sign check",
+    "seed": "the random seed",
+}
+OPTIONAL = ("max_length", "direction_topk", "patience")
 
 
 @dataclass
@@ -81,8 +97,27 @@ class ReprPOConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_pairs", "grad_accum", "tokens", "check_pairs"):
-            check_batch_size(getattr(self, name), name)
+        for name, meaning in WHOLE_NUMBERS.items():
+            value, least = getattr(self, name), 0 if name in ("warmup_steps", "seed") else 1
+            if value is None and name in OPTIONAL:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise ValueError(f"{name}={value!r}: give a whole number of {meaning}, at least {least}.")
+        for name in (
+            "lr",
+            "weight_decay",
+            "beta",
+            "coherence_weight",
+            "coherence_margin",
+            "monotonic_weight",
+            "monotonic_margin",
+            "clip_grad",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}={value!r}: give a finite number ≥ 0.")
+        if self.lr == 0:
+            raise ValueError("lr=0.0: a learning rate of 0 trains nothing; give a positive one (e.g. 3e-3).")
         if self.projection not in ("raw", "logsigmoid", "softplus"):
             raise ValueError(f"projection={self.projection!r}: use 'raw', 'logsigmoid' or 'softplus'.")
         if self.direction_space not in ("activation", "uspace"):

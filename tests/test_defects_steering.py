@@ -351,3 +351,37 @@ def test_orthogonalize_weights_refuses_a_non_finite_coefficient_and_leaves_the_w
 def test_saving_something_that_is_not_a_direction_is_named(tmp_path):
     with pytest.raises(TypeError, match="item 1 is a str"):
         save_directions([direction(1), "mean_diff"], tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"steps": 0}, "steps=0: give a whole number of training steps"),
+        ({"batch_pairs": 0}, "batch_pairs=0: give a whole number of pairs per step"),
+        ({"tokens": 2.5}, "tokens=2.5"),
+        ({"lr": float("nan")}, "lr=nan"),
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"coherence_weight": float("inf")}, "coherence_weight=inf"),
+        ({"warmup_steps": -1}, "warmup_steps=-1"),
+        ({"patience": 0}, "patience=0"),
+    ],
+)
+def test_training_options_are_named_with_their_own_meaning(option, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")) as caught:
+        steering.ReprPOConfig(**option)
+    assert "texts per forward pass" not in str(caught.value)
+
+
+@pytest.mark.parametrize("rank, message", [(0, "rank=0"), (1.5, "rank=1.5"), (True, "rank=True")])
+def test_a_lora_rank_that_is_not_a_whole_number_is_named(rank, message):
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match=message):
+        steering.attach_lora(model, [1], ("o",), rank=rank)
+    assert all(not hasattr(m, "base_layer") for m in sl.unwrap(model).modules())
+
+
+def test_prompting_with_two_empty_prompts_is_refused():
+    with pytest.raises(ValueError, match="Prompting"):
+        steering.Prompting("", "")
+    with pytest.raises(TypeError, match="texts"):
+        steering.Prompting(None, "Lie.")
