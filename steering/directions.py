@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,15 +75,32 @@ def state_set(acts: Any, layer: int, kind: str, token: int | slice | None = None
         if hs.shape[2] == 0:
             raise ValueError(f"token={token} selects none of the {captured} captured token position(s).")
     elif token is not None:
-        if isinstance(token, bool) or not isinstance(token, int) or not -captured <= token < captured:
+        if isinstance(token, bool) or not isinstance(token, numbers.Integral) or not -captured <= token < captured:
             raise ValueError(
                 f"token={token!r}: {captured} token position(s) were captured per text, so use 0..{captured - 1} "
                 f"(or -{captured}..-1 from the end), or capture more with collect(..., tokens=N)."
             )
-        hs = hs[:, :, token % captured : token % captured + 1]
+        token = int(token) % captured
+        hs = hs[:, :, token : token + 1]
     hs = rearrange(hs, "pair side token d -> side (pair token) d")
     layer = acts.normalize_key((layer, kind))[0]
     return StateSet(hs[0], hs[1], layer, kind)
+
+
+def check_options(method: str, fn: Any, options: dict[str, Any]) -> None:
+    """Name an option ``method``'s function does not take (rather than Python's bare TypeError)."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())[1:]  # after the states
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    known = [p.name for p in parameters if p.name not in NEEDS and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"{method} takes no option {unknown[0]!r}" + (f"; its options are {', '.join(known)}." if known else " (it has no options).")
+        )
 
 
 def sign_vote(vector: Vector, states: StateSet) -> float:
@@ -116,6 +135,7 @@ def compute(
             + ", ".join(f"{m}={m}" for m in sorted(spec.needs))
             + ")."
         )
+    check_options(method, spec.fn, options)
     states = state_set(acts, layer, kind, token)
     if states.positive.shape[0] < 2 and method not in ("mean_diff", "random"):
         raise ValueError(f"{method} needs at least 2 pairs; got {states.positive.shape[0]}.")

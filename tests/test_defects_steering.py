@@ -385,3 +385,15 @@ def test_prompting_with_two_empty_prompts_is_refused():
         steering.Prompting("", "")
     with pytest.raises(TypeError, match="texts"):
         steering.Prompting(None, "Lie.")
+
+
+def test_compute_takes_a_numpy_token_and_names_an_option_the_method_lacks():
+    model = tiny_model("llama")
+    pairs = probes.honesty_pairs(n=4, tokenizer=model.tokenizer, chat=True)
+    acts = probes.collect(model, pairs, layers=[1], sublayers="resid", tokens=2, progress=False)
+    by_numpy = steering.compute("mean_diff", acts, 1, "resid", token=np.int64(-1))
+    states = acts[1, "resid"][:, :, -1].double()
+    expected = F.normalize((states[:, 0] - states[:, 1]).mean(0), dim=0).float()
+    torch.testing.assert_close(by_numpy.vector, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"mean_diff takes no option 'seed'"):
+        steering.compute("mean_diff", acts, 1, "resid", seed=3)
