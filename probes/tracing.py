@@ -23,26 +23,28 @@ import warnings
 from importlib.metadata import version
 from typing import Any
 
-SUPPORTED = ("0.8", "0.9")  # at least the first, below the second
+SUPPORTED = ("0.8", "0.9")  # nnsight: at least the first, below the second
+SUPPORTED_TRANSFORMERS = ("4.46", "6")  # the same for transformers (pyproject.toml states both)
 
 
 def parse(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("+")[0].split(".")[:2] if part.isdigit())
 
 
-def check_version(installed: str | None = None) -> str:
-    """The installed nnsight version, or an ImportError that says which range steerscope supports."""
-    installed = installed or version("nnsight")
-    low, high = SUPPORTED
+def check_version(installed: str | None = None, package: str = "nnsight", supported: tuple[str, str] = SUPPORTED) -> str:
+    """The installed version of ``package``, or an ImportError that says which range steerscope supports."""
+    installed = installed or version(package)
+    low, high = supported
     if not parse(low) <= parse(installed) < parse(high):
         raise ImportError(
-            f"steerscope supports nnsight >={low},<{high}; nnsight {installed} is installed. "
-            f"Install a supported one: pip install 'nnsight>={low},<{high}'."
+            f"steerscope supports {package} >={low},<{high}; {package} {installed} is installed. "
+            f"Install a supported one: pip install '{package}>={low},<{high}' (or the tested versions: bash scripts/setup.sh)."
         )
     return installed
 
 
 check_version()
+check_version(package="transformers", supported=SUPPORTED_TRANSFORMERS)
 
 from nnsight.intervention.iterator import Iterations  # noqa: E402  (after the version check above)
 
