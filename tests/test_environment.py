@@ -52,7 +52,9 @@ def test_the_import_check_states_the_range_pyproject_declares(package, supported
     assert tracing.check_version(low + ".3", package=package, supported=supported) == low + ".3"
 
 
-@pytest.mark.skipif(bool(os.environ.get("STEERSCOPE_UNLOCKED")), reason="scripts/check_latest.sh runs the newest allowed versions on purpose")
+@pytest.mark.skipif(
+    bool(os.environ.get("STEERSCOPE_UNLOCKED")), reason="scripts/check_latest.sh runs the newest allowed versions on purpose"
+)
 def test_the_suite_runs_in_the_locked_environment():
     """CI builds its environment from requirements.lock: anything else installed there would hide a missing step."""
     differ = {}
