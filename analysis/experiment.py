@@ -15,8 +15,10 @@ Studies (each trainable method with every seed in ``seeds``):
 Every choice uses validation items only (the layer of the PCA, S-space and random
 baselines: the largest first-order effect on the target among the adapter's layers;
 recorded in ``choices.json``); every reported number uses test items (``split.json``).
-Each finished run is a row of ``runs.csv`` with its dose table, value profile and
-training history, so a killed run resumes where it stopped.
+Each finished run is a row of ``runs.csv`` with its dose table, value profile,
+training history and greedy samples (``generations/``, gathered into ``generations.md``
+after every run), so a killed run resumes where it stopped and loses none of them.
+Every option is checked before any work starts (`analysis.experiment_checks`).
 
 Example:
     >>> settings = ExperimentSettings(seeds=(0, 1, 2), ablations=True, depths=True)
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -39,12 +42,13 @@ from tqdm.auto import tqdm
 import probes
 import steering
 from probes import sublayers as sl
-from probes.files import write_atomic, write_json
+from probes.files import read_json, write_atomic, write_json
 from steering import directions as dirs
 from steering.lora import attach_lora
 
 from .compare import DISHONEST_PERSONA, HONEST_PERSONA, SUMMARY, MethodRun, evaluate, generations_markdown
 from .daily_dilemmas import for_value
+from .experiment_checks import checked_settings
 from .items import ReadoutItem, check_items, split_items
 from .predict import first_order_effects
 from .run_folder import ResultTable, RunFolder, job_key
@@ -216,6 +220,7 @@ def run_experiment(
     pairs, items = probes.as_pairs(pairs), check_items(items)
     layers = sl.resolve_layers(model, settings.layers) if settings.layers is not None else default_adapter_layers(sl.n_layers(model))
     split = split_items(items, settings.test_fraction, settings.split_seed)
+    settings = checked_settings(settings, model, layers, split)  # before any work: the baselines take minutes
     options = asdict(settings) | {
         "layers": layers,
         "model": getattr(sl.config_of(model), "name_or_path", None),
@@ -232,7 +237,6 @@ def run_experiment(
         choice = choose_layer(model, pairs, split.validation, layers, settings.target)
         write_json(folder.file("choices.json"), choice)
         table = ResultTable(folder.file("runs.csv"), RUN_COLUMNS, key=("study", "method", "seed"))
-        generated: list[MethodRun] = []
         jobs = plan(model, pairs, settings, layers, choice)
         for job in tqdm(jobs, desc="experiment", unit="run", disable=not progress):
             if table.is_finished(study=job.study, method=job.method, seed=job.seed):
@@ -245,16 +249,41 @@ def run_experiment(
                     "parameters": run.parameters,
                     "train_s": round(run.train_seconds, 1),
                 }
-                generated += [run] if run.generations else []
+                if not run.metrics.get("n_items"):
+                    warn_no_valid_items(job, settings, progress)
             except Exception as error:  # one failing run must not lose the others
                 row["error"] = f"{type(error).__name__}: {error}"
                 if progress:
                     tqdm.write(f"{job.key} failed: {row['error']}\n{traceback.format_exc(limit=3)}")
             row["seconds"] = round(time.time() - started, 1)
             table.record(row)
-        if generated:
-            write_atomic(folder.file("generations.md"), generations_markdown(generated))
+            write_generations(folder, jobs)
     return folder.path
+
+
+def warn_no_valid_items(job: Job, settings: ExperimentSettings, progress: bool) -> None:
+    message = (
+        f"{job.study} / {job.method}" + (f" (seed {job.seed})" if job.seed is not None else "") + f": no test item labelled "
+        f"{settings.target!r} kept P(yes)+P(no) ≥ min_pmass={settings.min_pmass} at every coefficient, so its effect is "
+        "missing. Lower min_pmass (--min-pmass), or check that the model answers the items with their answer words."
+    )
+    warnings.warn(message, stacklevel=3)
+    if progress:
+        tqdm.write(message)
+
+
+def write_generations(folder: RunFolder, jobs: list[Job]) -> None:
+    """``generations.md`` from every run's saved samples (``generations/<key>.json``), in job order; rewritten
+    atomically after each run, so a killed and resumed experiment keeps the samples of its finished runs."""
+    runs = []
+    for job in jobs:
+        path = folder.file("generations") / f"{job.key}.json"
+        if path.exists():
+            saved = read_json(path, "a run's greedy samples")
+            generations = {float(c): texts for c, texts in saved["generations"].items()}
+            runs.append(MethodRun(saved["method"], pd.DataFrame(), pd.DataFrame(), {}, saved["seed"], generations=generations))
+    if runs:
+        write_atomic(folder.file("generations.md"), generations_markdown(runs))
 
 
 def run_job(model: Any, job: Job, test: list[ReadoutItem], settings: ExperimentSettings, folder: RunFolder) -> MethodRun:
@@ -281,6 +310,9 @@ def run_job(model: Any, job: Job, test: list[ReadoutItem], settings: ExperimentS
         write_atomic(folder.file("profiles") / f"{job.key}.csv", run.profile.to_csv(index=False))
         if history is not None:
             write_atomic(folder.file("histories") / f"{job.key}.csv", history.to_csv(index=False))
+        if run.generations:
+            saved = {"method": job.method, "seed": job.seed, "generations": {str(c): t for c, t in run.generations.items()}}
+            write_json(folder.file("generations") / f"{job.key}.json", saved)
         if main and job.seed == settings.seeds[0] and hasattr(intervention, "save"):
             intervention.save(folder.file("adapters") / job.key)
         return run

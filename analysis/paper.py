@@ -73,10 +73,41 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
         row["parameters"] = int(group["parameters"].iloc[0]) if "parameters" in group and group["parameters"].notna().any() else 0
         row["train_s"] = float(group["train_s"].mean()) if "train_s" in group else 0.0
         out.append(row)
-    return pd.DataFrame(out)
+    summary = [c for key in SUMMARY for c in ((key, "p_value_max") if key == "p_value" else (key, f"{key}_sd"))]
+    return pd.DataFrame(out).reindex(columns=["method", "seeds", *summary, "parameters", "train_s"])  # NaN where missing
+
+
+def missing_runs(run: Path) -> list[str]:
+    """What the tables lack, in words: the runs that failed (with their error) and the runs without an
+    effect (no test item valid at every coefficient). Empty when nothing is missing."""
+    rows = pd.read_csv(run / "runs.csv") if (run / "runs.csv").exists() else pd.DataFrame()
+    if rows.empty:
+        return ["No run finished: runs.csv holds no row yet."]
+    rows = rows.drop_duplicates(["study", "method", "seed"], keep="last")
+    errors = rows["error"].notna() if "error" in rows else pd.Series(False, index=rows.index)
+    named = lambda row: f"{row['study']} / {row['method']}" + ("" if pd.isna(row["seed"]) else f" (seed {int(row['seed'])})")  # noqa: E731
+    lines = []
+    if errors.any():
+        failed = rows[errors]
+        listed = "; ".join(f"{named(row)}: {row['error']}" for _, row in failed.head(6).iterrows())
+        start = "No run finished: " if errors.all() else ""
+        lines.append(
+            f"{start}{len(failed)} run(s) failed ({listed}{'; ...' if len(failed) > 6 else ''}); rerun with --resume to retry them."
+        )
+    no_effect = rows[~errors & (rows["effect"].isna() if "effect" in rows else True)]
+    if len(no_effect):
+        config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+        listed = "; ".join(named(row) for _, row in no_effect.head(6).iterrows())
+        lines.append(
+            f"{len(no_effect)} run(s) have no effect: no valid test item (min_pmass={config.get('min_pmass')}) "
+            f"at every coefficient ({listed}{'; ...' if len(no_effect) > 6 else ''}). Lower --min-pmass, or check "
+            "that the model answers the items with their answer words."
+        )
+    return lines
 
 
 def read_runs(run: Path) -> pd.DataFrame:
+    """The rows of ``runs.csv`` that finished without an error, one per (study, method, seed)."""
     if not (run / "runs.csv").exists():
         raise FileNotFoundError(f"{run} holds no runs.csv: is it a folder written by steerscope train / paper?")
     rows = pd.read_csv(run / "runs.csv")
@@ -105,6 +136,8 @@ def table2(rows: pd.DataFrame, full_settings: str | None = None) -> tuple[pd.Dat
     if "InnerPiSSA" not in main.index or ablations.empty:
         return pd.DataFrame(columns=TABLE2_COLUMNS), "No ablations in this run (steerscope paper, or train --ablations)."
     full = main.loc["InnerPiSSA"]
+    if pd.isna(full["effect"]):
+        return pd.DataFrame(columns=TABLE2_COLUMNS), "The full InnerPiSSA has no effect (no valid test item), so no drop can be computed."
     pca = [m for m in main.index if m.startswith("PCA")]
     reference = pd.DataFrame(
         [full.to_dict() | {"method": "full InnerPiSSA"}]
@@ -207,7 +240,8 @@ def write_table(base: Path, table: pd.DataFrame, columns: Sequence[str] | None, 
 
 
 def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequence[str] = ("html", "png", "svg")) -> list[Path]:
-    """Write every table and figure of an experiment folder into ``out`` (default: the folder itself)."""
+    """Write every table and figure of an experiment folder into ``out`` (default: the folder itself), with
+    what exists: ``table1.md`` ends with what is missing (`missing_runs`: failed runs, runs without an effect)."""
     run = Path(run)
     out = Path(out) if out is not None else run
     rows = read_runs(run)
@@ -218,13 +252,14 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
         table1(rows),
         TABLE1_COLUMNS,
         f"Steering {target} on held-out value-labelled dilemmas (test items; mean and SD over seeds)",
+        "\n\n".join(missing_runs(run)),
     )
     t2, note = table2(rows, full_settings(run, config.get("seeds") or []))
     written += write_table(out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note)
     profiles = seed_mean_profiles(run, rows)
     figures: dict[Path, go.Figure] = {}
-    if profiles:
-        transfer = transfer_table(profiles)
+    transfer = transfer_table(profiles) if profiles else pd.DataFrame()
+    if len(transfer):
         written += write_table(
             out / "transfer",
             transfer.reset_index().rename(columns={"index": "value"}),
@@ -232,7 +267,7 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
             f"Transfer: effect of {target} steering on every value (nats per unit c)",
         )
         figures[out / "transfer"] = transfer_figure(transfer)
-    main = table1(rows)
+    main = table1(rows).dropna(subset=["effect"])
     if len(main):
         figures[out / "pareto"] = pareto_figure(main)
     for name, figure in (("figure1_dose", figure1(run, rows, target)), ("figure2_depth", figure2(rows))):

@@ -54,6 +54,7 @@ from steering import directions as dirs
 
 from .agreement import compare_directions
 from .dose import check_coeffs, dose_response, unsteered_baseline
+from .experiment_checks import whole_number
 from .items import ReadoutItem, Split, check_items, split_items
 from .metrics import METRIC_KEYS, dose_metrics
 from .predict import finite_difference_effects, first_order_effects, lens_predictions, summarise_effects
@@ -116,9 +117,15 @@ class SweepSettings:
             probes.sublayers.resolve(model, 0, kind)
         layers = self.layers if isinstance(self.layers, str) else probes.sublayers.resolve_layers(model, self.layers)
         check_batch_size(self.batch_size)
-        for name in ("top_k", "stride"):
-            check_batch_size(getattr(self, name), name)
-        return replace(self, layers=layers, kinds=kinds, methods=methods, modes=modes, coeffs=check_coeffs(self.coeffs))
+        top_k = whole_number(self.top_k, "top_k", "how many (layer, kind) to dose", 1, 4)
+        stride = whole_number(self.stride, "stride", "the layer stride of the profile", 1, 6)
+        if not isinstance(self.min_pmass, (int, float)) or not 0 <= self.min_pmass <= 1:
+            raise ValueError(
+                f"min_pmass={self.min_pmass!r}: the least P(positive)+P(negative) for an item to count, from 0 to 1 (e.g. 0.1)."
+            )
+        return replace(
+            self, layers=layers, kinds=kinds, methods=methods, modes=modes, coeffs=check_coeffs(self.coeffs), top_k=top_k, stride=stride
+        )
 
 
 @dataclass

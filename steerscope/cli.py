@@ -34,6 +34,46 @@ def parse_layers(text: str):
     return layers
 
 
+def parse_ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give comma-separated whole numbers, e.g. {option} 0,1,2.") from None
+
+
+def at_least(least: int, meaning: str):
+    """An argparse type: a whole number ≥ ``least`` (so 0 steps or a 0 stride is refused before any work)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: {meaning}, a whole number of at least {least}")
+        return value
+
+    return parse
+
+
+def fraction(inclusive: bool, meaning: str):
+    """An argparse type: a number in [0, 1] (``inclusive``) or strictly between 0 and 1."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (0 <= value <= 1 if inclusive else 0 < value < 1):
+            raise argparse.ArgumentTypeError(f"{text!r}: {meaning}, a number {'from 0 to 1' if inclusive else 'strictly between 0 and 1'}")
+        return value
+
+    return parse
+
+
+MIN_PMASS = fraction(True, "the least P(positive)+P(negative) answer words for an item to count")
+
+
 def parse_floats(text: str, option: str) -> list[float]:
     try:
         return [float(c) for c in text.split(",")]
@@ -139,7 +179,7 @@ def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
     from analysis.experiment import ExperimentSettings, run_experiment
 
     started = time.time()
-    seeds = [int(s) for s in parse_floats(args.seeds, "--seeds")]
+    seeds = parse_ints(args.seeds, "--seeds")
     out = args.out or time.strftime(f"runs/{'paper' if full else 'train'}-%Y%m%d-%H%M%S")
     items = experiment_items(args)
     model = load_from_args(args)
@@ -157,6 +197,7 @@ def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
         ablations=full or args.ablations,
         depths=full or args.depths,
         split_seed=args.seed,
+        min_pmass=args.min_pmass,
     )
     run_experiment(model, pairs, items, settings, out=out, resume=args.resume)
     analysis.paper.write_paper(out)
@@ -165,7 +206,17 @@ def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
         f"Wrote {out}/table1.md, table2.md, transfer.md, figure1_dose, figure2_depth, pareto and generations.md "
         f"in {time.time() - started:.0f} s."
     )
-    return 0
+    return report_missing(Path(out))
+
+
+def report_missing(run: Path) -> int:
+    """Say on stderr what the tables lack; 1 when no run finished."""
+    import analysis
+
+    missing = analysis.paper.missing_runs(run)
+    for line in missing:
+        print(line, file=sys.stderr)
+    return 1 if missing and missing[0].startswith("No run finished") else 0
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -178,7 +229,7 @@ def run_paper(args: argparse.Namespace) -> int:
 
         written = analysis.paper.write_paper(args.run, args.out or args.run)
         print("\n".join(str(path) for path in written))
-        return 0
+        return report_missing(Path(args.run))
     return run_experiment_command(args, full=True)
 
 
@@ -193,11 +244,12 @@ def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
     )
     parser.add_argument("--layers", default=None, help="adapted layers: '8:22:2', '10,12' (default: every other middle layer)")
     parser.add_argument("--kinds", default="o,down", help="adapted sublayer kinds")
-    parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--rank", type=at_least(1, "the adapters' rank"), default=16)
+    parser.add_argument("--steps", type=at_least(1, "training steps"), default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--batch-pairs", type=int, default=4)
-    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--batch-pairs", type=at_least(1, "pairs per training step"), default=4)
+    parser.add_argument("--pairs", type=at_least(2, "contrastive pairs for training and the baselines"), default=64)
+    parser.add_argument("--min-pmass", type=MIN_PMASS, default=0.1, help="items with P(yes)+P(no) below this are invalid")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of every trainable method (at least 3 for spread)")
     parser.add_argument("--no-lora", action="store_true", help="skip the LoRA baseline")
     if not full:
@@ -225,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--methods", default="mean_diff,pca_diff", help="comma-separated direction methods (see steering.METHODS)")
     sweep.add_argument("--modes", default="add", help="how directions are applied: add,ablate,clamp,conditional (see steering.modes)")
     sweep.add_argument("--coeffs", default="-1,0,1", help="comma-separated steering coefficients; write --coeffs=-2,-1,0,1,2")
-    sweep.add_argument("--min-pmass", type=float, default=0.1, help="items with P(yes)+P(no) below this are invalid")
+    sweep.add_argument("--min-pmass", type=MIN_PMASS, default=0.1, help="items with P(yes)+P(no) below this are invalid")
     sweep.add_argument("--out", default=None, help="output folder (default: runs/sweep-<date-time>, so reruns never collide)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     sweep.add_argument("--full", action="store_true", help="dose-response for every layer x kind (slow; same as --select all)")
@@ -241,13 +293,21 @@ def main(argv: list[str] | None = None) -> int:
         choices=("honesty", "sentiment"),
         help="the concept: its contrastive pairs make the directions, its readout items judge them",
     )
-    sweep.add_argument("--pairs", type=int, default=64, help="contrastive pairs for the directions")
-    sweep.add_argument("--items", type=int, default=None, help="use only the first N evaluation items (default: all)")
-    sweep.add_argument("--test-fraction", type=float, default=0.5, help="share of items held out as test items")
+    sweep.add_argument("--pairs", type=at_least(2, "contrastive pairs"), default=64, help="contrastive pairs for the directions")
+    sweep.add_argument(
+        "--items", type=at_least(2, "evaluation items"), default=None, help="use only the first N evaluation items (default: all)"
+    )
+    sweep.add_argument(
+        "--test-fraction", type=fraction(False, "the share of items held out"), default=0.5, help="share of items held out as test items"
+    )
     sweep.add_argument("--no-null", action="store_true", help="skip the random-init model and random-direction nulls")
-    sweep.add_argument("--top-k", type=int, default=4, help="most separable (layer, kind) to dose")
-    sweep.add_argument("--stride", type=int, default=6, help="layer stride of the first kind's profile")
-    sweep.add_argument("--batch-size", type=int, default=16)
+    sweep.add_argument(
+        "--top-k", type=at_least(1, "how many (layer, kind) to dose"), default=4, help="most separable (layer, kind) to dose"
+    )
+    sweep.add_argument(
+        "--stride", type=at_least(1, "the layer stride of the profile"), default=6, help="layer stride of the first kind's profile"
+    )
+    sweep.add_argument("--batch-size", type=at_least(1, "texts per forward pass"), default=16)
     sweep.add_argument("--seed", type=int, default=0)
     sweep.set_defaults(handler=run_sweep)
     train = commands.add_parser("train", help="InnerPiSSA vs prompting, PCA, S-space, random and LoRA on held-out dilemmas (Table 1)")
@@ -269,10 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     figures.set_defaults(handler=run_figures)
     demo = commands.add_parser("demo", help="collect honesty pairs and print a per-layer separation table")
     add_model_options(demo, remote=True)
-    demo.add_argument("--pairs", type=int, default=64)
+    demo.add_argument("--pairs", type=at_least(2, "contrastive pairs"), default=64)
     demo.add_argument("--layers", default="all", help="'all', '3,5,7' or 'start:stop[:step]'")
     demo.add_argument("--kinds", default="resid", help="comma-separated sublayer kinds, e.g. resid,o,down")
-    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--batch-size", type=at_least(1, "texts per forward pass"), default=32)
     demo.set_defaults(handler=run_demo)
     args = parser.parse_args(argv)
     try:
