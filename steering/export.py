@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,21 +28,40 @@ __all__ = ["export_gguf", "import_gguf", "load_directions", "save_directions"]
 
 
 def export_gguf(
-    directions: Sequence[Direction], path: str | Path, *, coeff: float = 1.0, model_hint: str = "llama", layer_count: int | None = None
+    directions: Direction | Sequence[Direction],
+    path: str | Path,
+    *,
+    coeff: float = 1.0,
+    model_hint: str = "llama",
+    layer_count: int | None = None,
 ) -> Path:
-    """Write residual-stream directions as a llama.cpp control vector (one per layer)."""
+    """Write residual-stream directions as a llama.cpp control vector (one per layer; directions at one layer add)."""
     import gguf
 
+    directions = [directions] if isinstance(directions, Direction) else list(directions)
+    if not isinstance(coeff, (int, float)) or isinstance(coeff, bool) or not math.isfinite(coeff):
+        raise ValueError(f"coeff={coeff!r}: give a finite number (the written vector is coeff · scale · v).")
     by_layer: dict[int, torch.Tensor] = {}
     for direction in directions:
+        if not isinstance(direction, Direction):
+            raise TypeError(f"export_gguf writes steering.Direction objects, not a {type(direction).__name__}.")
         if direction.kind != "resid" or direction.space != "activation":
             raise ValueError(f"{direction.name}: GGUF control vectors hold residual-stream (kind 'resid') activation directions only.")
         if direction.layer < 1:
             raise ValueError(f"{direction.name}: llama.cpp never steers block 0; choose a layer ≥ 1.")
         vector = coeff * direction.scale * direction.vector.float()
+        if not torch.isfinite(vector).all():
+            raise ValueError(f"{direction.name}: its vector or scale is not finite.")
+        width = next(iter(by_layer.values())).shape[0] if by_layer else vector.shape[0]
+        if vector.shape[0] != width:
+            raise ValueError(f"{direction.name} has {vector.shape[0]} features, the others {width}: one control vector is for one model.")
         by_layer[direction.layer] = by_layer.get(direction.layer, torch.zeros_like(vector)) + vector
     if not by_layer:
         raise ValueError("No directions to export.")
+    if layer_count is not None and (isinstance(layer_count, bool) or not isinstance(layer_count, int) or layer_count < max(by_layer)):
+        raise ValueError(
+            f"layer_count={layer_count!r}: give the model's number of layers, at least the highest exported layer ({max(by_layer)})."
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), "controlvector")

@@ -397,3 +397,25 @@ def test_compute_takes_a_numpy_token_and_names_an_option_the_method_lacks():
     torch.testing.assert_close(by_numpy.vector, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"mean_diff takes no option 'seed'"):
         steering.compute("mean_diff", acts, 1, "resid", seed=3)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda d, path: steering.export_gguf([d], path, coeff=float("nan")), "coeff=nan"),
+        (lambda d, path: steering.export_gguf([d], path, layer_count=1), "layer_count=1"),
+        (lambda d, path: steering.export_gguf([d, direction(2, width=48)], path), "48 features"),
+        (lambda d, path: steering.export_gguf([Direction(d.vector, float("inf"), 2, "resid", "x")], path), "not finite"),
+    ],
+)
+def test_export_gguf_refuses_what_would_write_a_broken_control_vector(tmp_path, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(direction(2), tmp_path / "v.gguf")
+    assert not (tmp_path / "v.gguf").exists()
+
+
+def test_export_gguf_takes_one_direction_and_round_trips(tmp_path):
+    d = direction(2, scale=1.5)
+    (loaded,) = steering.import_gguf(steering.export_gguf(d, tmp_path / "v.gguf", coeff=2.0))
+    assert loaded.layer == 2 and loaded.scale == pytest.approx(3.0)
+    torch.testing.assert_close(loaded.vector, d.vector)
