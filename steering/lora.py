@@ -96,6 +96,12 @@ def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, a
     paths = [path for path in found if path is not None]
     if len(paths) != len(found):
         raise ValueError("LoRA adapts weights: use projection kinds such as 'o', 'down', 'up'.")
+    taken = [path for path in paths if hasattr(sl.get_module(model, path), "base_layer")]
+    if taken:
+        raise ValueError(
+            f"{', '.join(taken)} already carries a LoRA adapter (a second one would take over its weights): "
+            "detach that adapter first, or choose other layers or kinds."
+        )
     torch.manual_seed(seed)
     torch_model = sl.unwrap(model)
     owner = object()  # freeze before injecting, so the LoRA parameters are not among the base ones

@@ -245,11 +245,20 @@ class AdapterHandle:
         self.name = name
         self.c: Coeff = 0.0
         self.sign = sign
+        self.detached = False
+
+    def check_attached(self) -> None:
+        if self.detached:
+            raise ValueError(
+                f"{self.name} was detached from its model, so it would steer nothing: attach it again "
+                "(steering.load_steerable(path, model) after adapter.save(path)) before steering with it."
+            )
 
     # -- coefficient ---------------------------------------------------------
     def set_coeff(self, c: Coeff) -> None:
         """Steer at ``c`` (a float, or one value per batch row) until changed; 0 is the base model."""
         check_coefficients(c)
+        self.check_attached()
         self.c = c
         self._apply_coeff()
 
@@ -260,7 +269,8 @@ class AdapterHandle:
         try:
             yield self
         finally:
-            self.set_coeff(previous)
+            if not self.detached:  # detached inside the block: nothing left to restore
+                self.set_coeff(previous)
 
     def applied(self, model: Any, coeff: Coeff) -> AbstractContextManager[Any]:
         if model is not self.model:
@@ -272,6 +282,7 @@ class AdapterHandle:
 
     def flip_sign(self) -> None:
         """Swap the meaning of +c and −c (used after training when +1 separates the wrong way)."""
+        self.check_attached()
         self.sign = -self.sign
         self._apply_coeff()
 
@@ -285,9 +296,12 @@ class AdapterHandle:
     # -- lifecycle -----------------------------------------------------------
     def detach(self) -> None:
         """Remove the adapter; the base parameters' requires_grad flags come back once every adapter on
-        this model is detached, in any order."""
+        this model is detached, in any order. A second detach does nothing."""
+        if self.detached:
+            return
         self._remove()
         release(self.model, self)
+        self.detached = True
 
     def _apply_coeff(self) -> None:
         raise NotImplementedError

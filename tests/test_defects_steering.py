@@ -419,3 +419,29 @@ def test_export_gguf_takes_one_direction_and_round_trips(tmp_path):
     (loaded,) = steering.import_gguf(steering.export_gguf(d, tmp_path / "v.gguf", coeff=2.0))
     assert loaded.layer == 2 and loaded.scale == pytest.approx(3.0)
     torch.testing.assert_close(loaded.vector, d.vector)
+
+
+def test_a_second_lora_on_the_same_projection_is_refused_and_the_first_is_kept():
+    model = tiny_model("llama")
+    first = steering.attach_lora(model, [1], ("o",), rank=2)
+    with torch.no_grad():
+        for parameter in first.trainable_parameters():
+            parameter.normal_(0, 0.1)
+    trained = [p.detach().clone() for p in first.trainable_parameters()]
+    with pytest.raises(ValueError, match="already carries a LoRA adapter"):
+        steering.attach_lora(model, [0, 1], ("o",), rank=2)
+    assert all(torch.equal(p, q) for p, q in zip(first.trainable_parameters(), trained))
+    assert not hasattr(sl.unwrap(model).model.layers[0].self_attn.o_proj, "base_layer")  # nothing half-attached
+    first.detach()
+    assert not hasattr(sl.unwrap(model).model.layers[1].self_attn.o_proj, "base_layer")
+
+
+@pytest.mark.parametrize("attach", [lambda m: steering.attach_lora(m, [1], ("o",), rank=2), lambda m: steering.attach_innerpissa(m, [1], ("o",), rank=2)])
+def test_a_detached_adapter_refuses_to_steer(attach):
+    model = tiny_model("llama")
+    adapter = attach(model)
+    adapter.detach()
+    with pytest.raises(ValueError, match="detached"), applied(model, adapter, 1.0):
+        pass
+    with pytest.raises(ValueError, match="detached"), adapter.coeff(1.0):
+        pass
