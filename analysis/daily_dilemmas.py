@@ -174,6 +174,8 @@ def load_daily_dilemmas(path: str | Path, value: str = "honesty", values_from: V
     ``value`` is the target: each item's ``sign`` is its label for it (0 where unlabelled).
     ``values_from="you"`` (repository CSV only) keeps the values whose party is "You".
     """
+    if values_from not in ("names", "you"):
+        raise ValueError(f"values_from={values_from!r}: 'names' (every value of the action) or 'you' (the acting party's only).")
     path = Path(path)
     frame = read_table(path)
     schema = detect_schema(frame, path, values_from)

@@ -146,3 +146,9 @@ def test_a_target_value_no_item_carries_is_refused_with_the_values_that_exist(tm
         analysis.moral_dilemmas("honestly")
     with pytest.raises(ValueError, match="honestly"):
         for_value(load_daily_dilemmas(tmp_path / "dd.csv"), "honestly")
+
+
+def test_an_unknown_values_from_is_refused(tmp_path):
+    hf_frame(VALUES).to_csv(tmp_path / "dd.csv", index=False)
+    with pytest.raises(ValueError, match=r"values_from='acting': 'names' .* or 'you'"):
+        load_daily_dilemmas(tmp_path / "dd.csv", values_from="acting")  # type: ignore[arg-type]
