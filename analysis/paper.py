@@ -34,6 +34,7 @@ from probes.files import write_atomic
 from . import plots
 from .compare import SUMMARY, pareto_figure
 from .metrics import readout_column
+from .paper_page import write_paper_page
 from .report import latex_table, markdown_table
 from .run_folder import job_key, legacy_job_key
 from .values import transfer_figure, transfer_table
@@ -276,4 +277,4 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
     history = run_file(run, "histories", "main", "InnerPiSSA", config["seeds"][0]) if config.get("seeds") else None
     if history is not None and history.exists():
         figures[out / "training_curves"] = plots.training_curves(pd.read_csv(history))
-    return written + plots.save_figures(figures, formats)
+    return written + plots.save_figures(figures, formats) + [write_paper_page(run, out, figures)]  # paper.html

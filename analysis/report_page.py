@@ -123,15 +123,17 @@ class Page:
             parts.append(f'<p class="note">As CSV: <a href="{html.escape(csv)}">{html.escape(csv)}</a></p>')
         self.parts.append("".join(parts))
 
-    def add_figure(self, fig: go.Figure, caption: str, files: Sequence[str] = ()) -> None:
-        """The figure under its title as a heading, with ``caption`` below and links to ``files`` (its PNG, SVG...)."""
+    def add_figure(self, fig: go.Figure, caption: str, files: Sequence[str] = (), label: str | None = None) -> None:
+        """The figure under its title as a heading ("``label``. title"; default label "Figure n"), with ``caption``
+        below and links to ``files`` (its PNG, SVG...)."""
         self.figures += 1
-        heading = plain_title(fig) or f"Figure {self.figures}"
+        label = label or f"Figure {self.figures}"
+        heading = plain_title(fig) or label
         links = ""
         if files:
             links = " Files: " + ", ".join(f'<a href="{html.escape(f)}">{html.escape(Path(f).suffix[1:].upper())}</a>' for f in files) + "."
         self.parts.append(
-            f"<figure><h3>Figure {self.figures}. {html.escape(heading)}</h3>{page_figure(fig, f'figure-{self.figures}')}"
+            f"<figure><h3>{html.escape(label)}. {html.escape(heading)}</h3>{page_figure(fig, f'figure-{self.figures}')}"
             f"<figcaption>{html.escape(caption)}{links}</figcaption></figure>"
         )
 

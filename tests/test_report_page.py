@@ -115,3 +115,33 @@ def test_long_titles_wrap_to_the_figures_width():
     lines = fig.layout.title.text.split("<br>")
     assert len(lines) >= 2 and all(len(line) * plots.CHAR_WIDTH * plots.TITLE_SIZE <= 400 - 60 for line in lines)
     assert fig.layout.margin.t == 30 + plots.LINE_HEIGHT * len(lines)
+
+
+def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_transfer(tmp_path):
+    from analysis.paper_page import write_paper_page
+
+    (tmp_path / "config.json").write_text('{"target": "honesty", "seeds": [0, 1], "model": "/models/smollm2"}')
+    pd.DataFrame(
+        [
+            {"method": "InnerPiSSA", "seeds": 2, "effect": 0.4, "effect_sd": 0.1, "p_value": 0.001, "p_value_max": 0.01, "delta_nll": 0.02},
+            {"method": "PCA (L5)", "seeds": 1, "effect": 0.1, "effect_sd": np.nan, "p_value": 0.3, "p_value_max": 0.3, "delta_nll": 0.2},
+        ]
+    ).to_csv(tmp_path / "table1.csv", index=False)
+    pd.DataFrame([{"method": "no SVD", "seeds": 2, "effect": 0.2, "drop_vs_full": 0.5, "p_value": 0.04}]).to_csv(
+        tmp_path / "table2.csv", index=False
+    )
+    (tmp_path / "table2.md").write_text(
+        "# Ablations\n\n| method |\n|---|\n| no SVD |\n\ndrop_vs_full = 1 − effect / effect of the full InnerPiSSA.\n"
+    )
+    pd.DataFrame({"value": ["honesty", "care"], "n_items": [10, 4], "InnerPiSSA": [0.4, -0.3], "PCA (L5)": [0.1, 0.0]}).to_csv(
+        tmp_path / "transfer.csv", index=False
+    )
+    figure = plots.style(plots.go.Figure(plots.go.Bar(x=["a"], y=[1])), "Effect vs coherence cost", width=600)
+    text = write_paper_page(tmp_path, tmp_path, {tmp_path / "pareto": figure}).read_text()
+    answer = re.search(r"<h2>Answer</h2><ul>(.*?)</ul>", text).group(1)
+    assert "InnerPiSSA: effect on honesty 0.4 ± 0.1 nats per unit c over 2 seeds, p 0.001 (median; largest 0.01)" in answer
+    assert "1 of 2 methods move honesty towards the positive side at p &lt; 0.05 in every seed (InnerPiSSA)" in answer
+    assert "against the best other method, PCA (L5), 0.1" in answer and "care, -0.3" in answer
+    assert "drop_vs_full = 1 − effect / effect of the full InnerPiSSA." in answer
+    order = [text.index(m) for m in ("<h2>Answer</h2>", "Table 1.", "Table 2.", "Transfer:", "Pareto. Effect vs coherence cost")]
+    assert order == sorted(order) and 'href="table1.csv"' in text and "smollm2" in text

@@ -1,0 +1,172 @@
+"""``paper.html``: the experiment's answer, then Table 1, Table 2 and the transfer table, then the figures,
+each with a caption from the run's numbers. Written by `analysis.paper.write_paper` after its tables
+(read back from their CSVs, so the page shows exactly what the files hold).
+
+Example:
+    >>> write_paper_page(Path("runs/paper"), Path("runs/paper"), {Path("runs/paper/pareto"): fig})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .report_page import Page
+from .sweep_answer import ALPHA, num, p_text
+
+NOTES = {
+    "effect": "(mean at c = +1 − mean at c = −1) / 2 of the target value's signed readout, test items; mean over seeds",
+    "± SD": "standard deviation over seeds",
+    "p (median)": "item-level p of the effect, median over seeds",
+    "p (max)": "the largest item-level p over seeds",
+    "side effects": "mean |effect| on the other values",
+    "ΔNLL": "worst NLL increase on neutral text at c = ±1 (nats/token)",
+    "drop vs full": "1 − effect / effect of the full InnerPiSSA",
+}
+
+# the paper's own names, in its order
+FIGURE_LABELS = {
+    "figure1_dose": "Figure 1",
+    "figure2_depth": "Figure 2",
+    "pareto": "Pareto",
+    "transfer": "Transfer",
+    "training_curves": "Training",
+}
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.exists() and path.stat().st_size > 1 else pd.DataFrame()
+
+
+def table_note(markdown: Path) -> str:
+    """The note under a table in its markdown file (the text after the last table row)."""
+    if not markdown.exists():
+        return ""
+    lines = markdown.read_text().strip().splitlines()
+    tail = [line for line in lines[next((i for i in range(len(lines) - 1, -1, -1) if lines[i].startswith("|")), len(lines)) + 1 :]]
+    return " ".join(line.strip() for line in tail if line.strip())
+
+
+def pm(mean: Any, sd: Any) -> str:
+    return num(mean) + (f" ± {num(sd)}" if sd is not None and np.isfinite(float(sd)) else "")
+
+
+def compact_methods(table: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """method, seeds, effect ± SD, p (median, max), side effects, ΔNLL (+ ``extra`` columns as they are)."""
+    get = lambda column: table[column] if column in table else pd.Series(np.nan, index=table.index)  # noqa: E731
+    out = pd.DataFrame({"method": table["method"], "seeds": get("seeds").astype("Int64")})
+    out["effect ± SD"] = [pm(m, s) for m, s in zip(get("effect"), get("effect_sd"))]
+    for column in extra:
+        out[column.replace("_", " ")] = get(column)
+    out["p (median)"], out["p (max)"] = [p_text(p) for p in get("p_value")], [p_text(p) for p in get("p_value_max")]
+    out["side effects"] = [pm(m, s) for m, s in zip(get("side_effects"), get("side_effects_sd"))]
+    out["ΔNLL"] = [pm(m, s) for m, s in zip(get("delta_nll"), get("delta_nll_sd"))]
+    return out
+
+
+def answer_lines(main: pd.DataFrame, ablation_note: str, transfer: pd.DataFrame, target: str) -> list[str]:
+    if main.empty:
+        return ["No finished main run in runs.csv yet."]
+    ordered = main.sort_values("effect", ascending=False)
+    lines = []
+    for row in ordered.head(3).itertuples():
+        lines.append(
+            f"{row.method}: effect on {target} {pm(row.effect, getattr(row, 'effect_sd', np.nan))} nats per unit c "
+            + (
+                f"over {int(row.seeds)} seeds, p {p_text(row.p_value)} (median; largest {p_text(getattr(row, 'p_value_max', np.nan))}); "
+                if row.seeds > 1
+                else f"(one run), p {p_text(row.p_value)}; "
+            )
+            + f"side effects {num(getattr(row, 'side_effects', np.nan))}, ΔNLL {num(getattr(row, 'delta_nll', np.nan))}."
+        )
+    worst_p = main["p_value_max"] if "p_value_max" in main else main["p_value"]
+    reliable = main[(worst_p < ALPHA) & (main["effect"] > 0)]
+    lines.append(
+        f"{len(reliable)} of {len(main)} methods move {target} towards the positive side at p < {ALPHA:g} in every seed"
+        + (f" ({', '.join(reliable['method'])})." if len(reliable) else "; none shows a reliable effect in this run.")
+    )
+    if "InnerPiSSA" in set(main["method"]):
+        own = main.set_index("method").loc["InnerPiSSA"]
+        others = main[main["method"] != "InnerPiSSA"].sort_values("effect", ascending=False)
+        if len(others):
+            best = others.iloc[0]
+            lines.append(f"InnerPiSSA {num(own['effect'])} against the best other method, {best['method']}, {num(best['effect'])}.")
+    if ablation_note:
+        lines.append("Ablations: " + ablation_note)
+    if not transfer.empty and "InnerPiSSA" in transfer:
+        others = transfer[transfer["value"] != target]
+        if len(others):
+            worst = others.loc[others["InnerPiSSA"].abs().idxmax()]
+            lines.append(f"InnerPiSSA's largest change of another value: {worst['value']}, {num(worst['InnerPiSSA'])} nats per unit c.")
+    return lines
+
+
+def figure_caption(stem: str, figure: go.Figure, main: pd.DataFrame, target: str) -> str:
+    best = main.sort_values("effect", ascending=False).iloc[0] if len(main) else None
+    quoted = f" Largest effect: {best['method']}, {num(best['effect'])}." if best is not None else ""
+    return {
+        "figure1_dose": f"Change of the {target} readout from c = 0 against c, mean and 95 % CI over test items, one line per main "
+        "method (first seed of trainable ones); dotted: ΔNLL on neutral text (right axis). A band that leaves zero steers." + quoted,
+        "figure2_depth": f"InnerPiSSA adapted at one layer at a time ({len(figure.data[0].x) if figure.data else 0} depths): effect on {target} with SD over seeds. "
+        "Where the bar clears its error bar, that depth carries the effect.",
+        "pareto": "Each main method's effect against its cost on neutral text (ΔNLL at c = ±1); up and to the left is better, "
+        "error bars are SD over seeds." + quoted,
+        "transfer": f"Effect of {target} steering on every value (rows) for each method (columns), nats per unit c: the target "
+        "row should move, the others should not.",
+        "training_curves": "ReprPO training of InnerPiSSA (first seed): the loss and its parts per step (left) and the separation "
+        "gain at c = ±1 relative to c = 0 (right).",
+    }.get(stem, "")
+
+
+def write_paper_page(run: Path, out: Path, figures: Mapping[Path, go.Figure]) -> Path:
+    """Write ``out/paper.html`` from the tables already written into ``out`` and ``figures`` (by path stem)."""
+    run, out = Path(run), Path(out)
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    target = config.get("target", "honesty")
+    main, ablations, transfer = (read_csv(out / f"{name}.csv") for name in ("table1", "table2", "transfer"))
+    note = table_note(out / "table2.md")
+    seeds = config.get("seeds") or []
+    model = Path(str(config.get("model") or "")).name or "model"
+    page = Page(f"Steering {target}: InnerPiSSA and its baselines", f"{model}; seeds {seeds}; test items only; folder {out.name}")
+    page.add_answer(answer_lines(main, note, transfer, target))
+    page.add_heading("Tables")
+    if not main.empty:
+        page.add_table(
+            "Table 1. Main methods (mean ± SD over seeds)",
+            compact_methods(main),
+            full=main,
+            csv="table1.csv",
+            notes=NOTES,
+        )
+    if not ablations.empty:
+        page.add_table(
+            "Table 2. Ablations of InnerPiSSA",
+            compact_methods(ablations, ("drop_vs_full",)),
+            caption=note,
+            full=ablations,
+            csv="table2.csv",
+            notes=NOTES,
+        )
+    if not transfer.empty:
+        page.add_table(
+            f"Transfer: the effect of {target} steering on every value (nats per unit c)",
+            transfer,
+            caption=f"Rows are values (n_items: test items labelled with it); the {target} row is the target.",
+            csv="transfer.csv",
+        )
+    if figures:
+        page.add_heading("Figures")
+        shown = sorted(
+            figures.items(), key=lambda item: list(FIGURE_LABELS).index(Path(item[0]).name) if Path(item[0]).name in FIGURE_LABELS else 99
+        )
+        for path, figure in shown:
+            stem = Path(path).name
+            files = [f"{stem}.{ext}" for ext in ("png", "svg", "pdf", "html") if (out / f"{stem}.{ext}").exists()]
+            page.add_figure(figure, figure_caption(stem, figure, main, target), files, FIGURE_LABELS.get(stem, stem))
+    return page.write(out / "paper.html")
