@@ -134,12 +134,14 @@ def write_paper_page(run: Path, out: Path, figures: Mapping[Path, go.Figure]) ->
     seeds = config.get("seeds") or []
     model = Path(str(config.get("model") or "")).name or "model"
     page = Page(f"Steering {target}: InnerPiSSA and its baselines", f"{model}; seeds {seeds}; test items only; folder {out.name}")
-    page.add_answer(answer_lines(main, note, transfer, target))
+    missing = table_note(out / "table1.md")  # failed runs and runs without an effect, when there are any
+    page.add_answer(answer_lines(main, note, transfer, target) + ([f"Missing: {missing}"] if missing else []))
     page.add_heading("Tables")
     if not main.empty:
         page.add_table(
             "Table 1. Main methods (mean ± SD over seeds)",
             compact_methods(main),
+            caption=missing,
             full=main,
             csv="table1.csv",
             notes=NOTES,

@@ -136,6 +136,7 @@ def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_trans
     pd.DataFrame({"value": ["honesty", "care"], "n_items": [10, 4], "InnerPiSSA": [0.4, -0.3], "PCA (L5)": [0.1, 0.0]}).to_csv(
         tmp_path / "transfer.csv", index=False
     )
+    (tmp_path / "table1.md").write_text("# Main\n\n| method |\n|---|\n| PCA (L5) |\n\n1 run(s) failed (main / LoRA (seed 0): OOM).\n")
     figure = plots.style(plots.go.Figure(plots.go.Bar(x=["a"], y=[1])), "Effect vs coherence cost", width=600)
     text = write_paper_page(tmp_path, tmp_path, {tmp_path / "pareto": figure}).read_text()
     answer = re.search(r"<h2>Answer</h2><ul>(.*?)</ul>", text).group(1)
@@ -143,5 +144,6 @@ def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_trans
     assert "1 of 2 methods move honesty towards the positive side at p &lt; 0.05 in every seed (InnerPiSSA)" in answer
     assert "against the best other method, PCA (L5), 0.1" in answer and "care, -0.3" in answer
     assert "drop_vs_full = 1 − effect / effect of the full InnerPiSSA." in answer
+    assert "Missing: 1 run(s) failed (main / LoRA (seed 0): OOM)." in answer
     order = [text.index(m) for m in ("<h2>Answer</h2>", "Table 1.", "Table 2.", "Transfer:", "Pareto. Effect vs coherence cost")]
     assert order == sorted(order) and 'href="table1.csv"' in text and "smollm2" in text
