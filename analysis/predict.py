@@ -297,7 +297,10 @@ def validate_predictors(
     for predictor in predictors:
         if predictor not in results.columns:
             continue
-        both = results[[predictor, measured]].apply(pd.to_numeric, errors="coerce").dropna()
+        rows_here = results
+        if predictor == "lens_margin" and "kind" in results.columns:  # tables written before it was NaN off the stream
+            rows_here = results[results["kind"].isin(RESIDUAL_KINDS)]
+        both = rows_here[[predictor, measured]].apply(pd.to_numeric, errors="coerce").dropna()
         x, y = both[predictor].to_numpy(), both[measured].to_numpy()
         if len(both) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:  # e.g. the logit lens on a balanced Yes/No set is 0 for every direction
             rows.append({"predictor": predictor, "n_configs": len(both), "spearman": np.nan, "ci_lo": np.nan, "ci_hi": np.nan})

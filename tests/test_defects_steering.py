@@ -9,6 +9,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -436,7 +437,9 @@ def test_a_second_lora_on_the_same_projection_is_refused_and_the_first_is_kept()
     assert not hasattr(sl.unwrap(model).model.layers[1].self_attn.o_proj, "base_layer")
 
 
-@pytest.mark.parametrize("attach", [lambda m: steering.attach_lora(m, [1], ("o",), rank=2), lambda m: steering.attach_innerpissa(m, [1], ("o",), rank=2)])
+@pytest.mark.parametrize(
+    "attach", [lambda m: steering.attach_lora(m, [1], ("o",), rank=2), lambda m: steering.attach_innerpissa(m, [1], ("o",), rank=2)]
+)
 def test_a_detached_adapter_refuses_to_steer(attach):
     model = tiny_model("llama")
     adapter = attach(model)
@@ -445,3 +448,24 @@ def test_a_detached_adapter_refuses_to_steer(attach):
         pass
     with pytest.raises(ValueError, match="detached"), adapter.coeff(1.0):
         pass
+
+
+def test_validate_predictors_ranks_the_logit_lens_only_on_the_residual_stream():
+    """Rows written before lens_margin was NaN off the residual stream (a q row with a value) are not ranked."""
+    from scipy.stats import spearmanr
+
+    generator = np.random.default_rng(1)
+    n = 10
+    results = pd.DataFrame(
+        {
+            "layer": list(range(n)) * 2,
+            "kind": ["resid"] * n + ["q"] * n,
+            "method": "mean_diff",
+            "item_slope": generator.normal(size=2 * n),
+            "lens_margin": generator.normal(size=2 * n),
+        }
+    )
+    row = analysis.predict.validate_predictors(results, predictors=["lens_margin"], n_boot=50).iloc[0]
+    resid = results[results["kind"] == "resid"]
+    assert row["n_configs"] == n
+    assert row["spearman"] == pytest.approx(spearmanr(resid["lens_margin"], resid["item_slope"]).statistic)
