@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -157,6 +158,8 @@ def finite_difference_effects(
     """(R(+h) − R(−h)) / 2h for each item and direction, from two steered scoring passes (works remotely)."""
     items = check_items(items)
     directions = check_directions(directions)
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+        raise ValueError(f"step={step!r}: give a small finite coefficient > 0 (the readouts are taken at ±step), e.g. 0.05.")
     rows = []
     for position, direction in enumerate(directions):
         scores = {}
@@ -216,6 +219,8 @@ def lens_predictions(model: Any, directions: Sequence[Direction], items: Sequenc
     ``s·v`` writes directly, logit lens) and ``lens_promotes`` (the tokens it raises most); see `predict_steerability`.
     NaN (and no tokens) for kinds off the residual stream (``q``, ``k``, ``v``, ``gate``, ``up``), whatever their width."""
     items = check_items(items)
+    if isinstance(top_tokens, bool) or not isinstance(top_tokens, int) or top_tokens < 0:
+        raise ValueError(f"top_tokens={top_tokens!r}: give how many promoted tokens to list, a whole number ≥ 0.")
     answers = [
         (item.sign, sc.word_token_ids(model.tokenizer, item.positive), sc.word_token_ids(model.tokenizer, item.negative)) for item in items
     ]
@@ -228,7 +233,8 @@ def lens_predictions(model: Any, directions: Sequence[Direction], items: Sequenc
             margin = sum(
                 sign * float(torch.logsumexp(logits[pos], -1) - torch.logsumexp(logits[neg], -1)) for sign, pos, neg in answers
             ) / len(answers)
-            promotes = " | ".join(model.tokenizer.decode([t]) for t in logits.topk(top_tokens).indices.tolist())
+            top = logits.topk(min(top_tokens, logits.shape[0])).indices.tolist()
+            promotes = " | ".join(model.tokenizer.decode([t]) for t in top)
         rows.append(
             {"layer": direction.layer, "kind": direction.kind, "method": direction.method, "lens_margin": margin, "lens_promotes": promotes}
         )
@@ -259,11 +265,16 @@ def predict_steerability(
         >>> table.sort_values("predicted_effect", ascending=False).head()
     """
     directions = check_directions(directions)
+    if separation is not None and not {"layer", "kind", "auroc", "auroc_null"} <= set(separation.columns):
+        raise ValueError(
+            "separation needs layer, kind, auroc and auroc_null columns (the null model's AUROC): pass "
+            "with_null(separation(acts), separation(null_acts)) from analysis.separation, or leave separation out."
+        )
     effects = summarise_effects(first_order_effects(model, directions, items, batch_size=batch_size))
     lens = lens_predictions(model, directions, items, top_tokens)  # one row per direction, in order, like effects
     table = pd.concat([effects, lens[["lens_margin", "lens_promotes"]]], axis=1)
     table.insert(0, "direction", [direction.name for direction in directions])
-    if separation is not None and {"auroc", "auroc_null"} <= set(separation.columns):
+    if separation is not None:
         activation = separation[separation["space"] == "activation"] if "space" in separation.columns else separation
         margins = activation.assign(separation_margin=activation["auroc"] - activation["auroc_null"])[
             ["layer", "kind", "separation_margin"]
@@ -292,6 +303,10 @@ def validate_predictors(
     """
     from scipy.stats import spearmanr
 
+    if measured not in results.columns:
+        raise ValueError(
+            f"results has no {measured!r} column (the measured effect to rank against); it has {', '.join(map(str, results.columns))}."
+        )
     rows = []
     generator = np.random.default_rng(seed)
     for predictor in predictors:

@@ -469,3 +469,29 @@ def test_validate_predictors_ranks_the_logit_lens_only_on_the_residual_stream():
     resid = results[results["kind"] == "resid"]
     assert row["n_configs"] == n
     assert row["spearman"] == pytest.approx(spearmanr(resid["lens_margin"], resid["item_slope"]).statistic)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, d, items: finite_difference_effects(m, [d], items, step=0), "step=0"),
+        (lambda m, d, items: predict_steerability(m, [d], items, top_tokens=-1), "top_tokens=-1"),
+        (
+            lambda m, d, items: predict_steerability(
+                m, [d], items, separation=pd.DataFrame({"layer": [1], "kind": ["resid"], "auroc": [0.9]})
+            ),
+            "auroc_null",
+        ),
+        (lambda m, d, items: analysis.predict.validate_predictors(pd.DataFrame({"predicted_effect": [1.0, 2.0]})), "item_slope"),
+    ],
+)
+def test_predictor_options_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(tiny_model("llama"), direction(1), analysis.dilemmas()[:2])
+
+
+def test_more_promoted_tokens_than_the_vocabulary_lists_them_all():
+    model = tiny_model("llama")
+    everything = predict_steerability(model, [direction(1)], analysis.dilemmas()[:2], top_tokens=10**6)["lens_promotes"].iloc[0]
+    vocabulary = predict_steerability(model, [direction(1)], analysis.dilemmas()[:2], top_tokens=sl.unwrap(model).config.vocab_size)
+    assert everything == vocabulary["lens_promotes"].iloc[0]
