@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from . import plots
-from .report import SUMMARY_COLUMNS, latex_table, markdown_table, ranked, sweep_figures
+from .report import SUMMARY_COLUMNS, inferred, latex_table, markdown_table, sweep_figures
 from .sweep import load_sweep
 
 FORMATS = ("html", "png", "svg")
@@ -44,9 +44,9 @@ def run_tables(run: Path) -> dict[str, tuple[pd.DataFrame, Sequence[str] | None,
     tables: dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]] = {}
     if (run / "results.csv").exists():
         tables["sweep_summary"] = (
-            ranked(load_sweep(run).results).head(20),
+            inferred(load_sweep(run)).head(20),
             SUMMARY_COLUMNS,
-            "Steerability sweep, ranked by composite score.",
+            "Steerability sweep on test items, ranked by the mean item slope (p_holm: adjusted for the configurations compared).",
         )
     return tables
 

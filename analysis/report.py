@@ -27,6 +27,7 @@ SUMMARY_COLUMNS = [
     "p_value",
     "null_item_slope",
     "null_p_value",
+    "p_holm",  # p_value adjusted (Holm) for every configuration compared; see analysis.sweep_answer
     "effect",
     "delta_nll",
     "normalized_gain",
@@ -241,7 +242,7 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
     out = Path(result.out)
     (out / "summary.md").write_text(summary_markdown(result))
     (out / "summary.tex").write_text(
-        latex_table(ranked(result.results).head(20), SUMMARY_COLUMNS, "Steerability sweep on test items, ranked by the mean item slope.")
+        latex_table(inferred(result).head(20), SUMMARY_COLUMNS, "Steerability sweep on test items, ranked by the mean item slope.")
     )
     figures = sweep_figures(result)
     plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)

@@ -92,7 +92,8 @@ def test_the_summary_opens_with_the_best_configuration_and_counts_after_holm(tmp
     assert "2 of 10 configurations move the readout towards the concept at p < 0.05; 1 after Holm's correction" in summary
     assert "2 beat their random direction" in summary
     assert "| configuration | slope | 95 % CI | p | p (Holm) | null slope | vs null p | ΔNLL | predicted |" in summary
-    assert "predicted_effect ρ = 1.00" in summary  # the predictor ranks them exactly like the slopes
+    assert "predicted_effect ρ = 1.00" in summary
+    assert "| null_item_slope | null_p_value | p_holm |" in summary  # the full table keeps it too  # the predictor ranks them exactly like the slopes
 
 
 def test_the_report_page_leads_with_the_answer_and_loads_plotly_from_one_file(tmp_path):
