@@ -142,8 +142,9 @@ class Steering:
         """Nothing stays attached between `applied` blocks."""
 
     def save(self, path: str | Path, model: Any = None) -> Path:
-        """``directions.safetensors`` + ``steerable.json`` (weights, modes, targets, condition, and each
-        direction's module path and the model's id when ``model`` is given)."""
+        """``directions.safetensors`` + ``steerable.json`` (weights, modes, targets, condition, and with ``model``
+        each direction's module path, the model's id and a sample of its steered blocks' weights, which
+        `load` checks: `steering.recorded_model`)."""
         path = Path(path)
         directions = self.directions + ([self.condition.direction] if self.condition else [])
         save_directions(directions, path / "directions.safetensors")
