@@ -64,3 +64,16 @@ def test_every_job_of_every_study_has_its_own_key(tiny_plan):
     assert len(set(keys)) == len(keys), [k for k in keys if keys.count(k) > 1]
     # a file name on any file system: no separators, nothing a case-insensitive disk would merge
     assert len({k.lower() for k in keys}) == len(keys) and not any("/" in k or "\\" in k for k in keys)
+
+
+def test_the_paper_reads_a_folder_written_with_the_older_keys(tmp_path):
+    from analysis.paper import run_file
+    from analysis.run_folder import job_key
+
+    (tmp_path / "profiles").mkdir()
+    old = tmp_path / "profiles" / "main__innerpissa__s0.csv"  # as folders written before injective keys name it
+    old.write_text("value\n")
+    assert run_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == old
+    new = tmp_path / "profiles" / f"{job_key('main', 'InnerPiSSA', 0)}.csv"
+    new.write_text("value\n")
+    assert new != old and run_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == new
