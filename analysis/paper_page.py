@@ -70,33 +70,45 @@ def compact_methods(table: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.Data
     return out
 
 
+def is_null(method: str) -> bool:
+    """The experiment's null control: a random direction at PCA's norm ("random (L5)")."""
+    return str(method).startswith("random")
+
+
+def method_line(row: Any, target: str) -> str:
+    seeds = int(row.seeds) if np.isfinite(float(row.seeds)) else 1
+    return (
+        f"{row.method}: effect on {target} {pm(row.effect, getattr(row, 'effect_sd', np.nan))} nats per unit c "
+        + (
+            f"over {seeds} seeds, p {p_text(row.p_value)} (median; largest {p_text(getattr(row, 'p_value_max', np.nan))}); "
+            if seeds > 1
+            else f"(one run), p {p_text(row.p_value)}; "
+        )
+        + f"side effects {num(getattr(row, 'side_effects', np.nan))}, ΔNLL {num(getattr(row, 'delta_nll', np.nan))}."
+    )
+
+
 def answer_lines(main: pd.DataFrame, ablation_note: str, transfer: pd.DataFrame, target: str) -> list[str]:
+    """InnerPiSSA first, then the best baselines, then the null control; counts, the comparison, ablations, transfer."""
     if main.empty:
         return ["No finished main run in runs.csv yet."]
-    ordered = main.sort_values("effect", ascending=False)
-    lines = []
-    for row in ordered.head(3).itertuples():
-        lines.append(
-            f"{row.method}: effect on {target} {pm(row.effect, getattr(row, 'effect_sd', np.nan))} nats per unit c "
-            + (
-                f"over {int(row.seeds)} seeds, p {p_text(row.p_value)} (median; largest {p_text(getattr(row, 'p_value_max', np.nan))}); "
-                if row.seeds > 1
-                else f"(one run), p {p_text(row.p_value)}; "
-            )
-            + f"side effects {num(getattr(row, 'side_effects', np.nan))}, ΔNLL {num(getattr(row, 'delta_nll', np.nan))}."
-        )
+    nulls = main[main["method"].map(is_null)]
+    baselines = main[~main["method"].map(is_null) & (main["method"] != "InnerPiSSA")].sort_values("effect", ascending=False)
+    own = main[main["method"] == "InnerPiSSA"]
+    lines = [method_line(row, target) for row in pd.concat([own, baselines.head(3 - len(own))]).itertuples()]
+    lines += [f"Null control, {method_line(row, target)}" for row in nulls.itertuples()]
     worst_p = main["p_value_max"] if "p_value_max" in main else main["p_value"]
     reliable = main[(worst_p < ALPHA) & (main["effect"] > 0)]
     lines.append(
         f"{len(reliable)} of {len(main)} methods move {target} towards the positive side at p < {ALPHA:g} in every seed"
         + (f" ({', '.join(reliable['method'])})." if len(reliable) else "; none shows a reliable effect in this run.")
     )
-    if "InnerPiSSA" in set(main["method"]):
-        own = main.set_index("method").loc["InnerPiSSA"]
-        others = main[main["method"] != "InnerPiSSA"].sort_values("effect", ascending=False)
-        if len(others):
-            best = others.iloc[0]
-            lines.append(f"InnerPiSSA {num(own['effect'])} against the best other method, {best['method']}, {num(best['effect'])}.")
+    if len(own) and len(baselines):
+        best = baselines.iloc[0]
+        against_null = f"; the null control {num(nulls['effect'].iloc[0])}" if len(nulls) else ""
+        lines.append(
+            f"InnerPiSSA {num(own['effect'].iloc[0])} against the best baseline, {best['method']}, {num(best['effect'])}{against_null}."
+        )
     if ablation_note:
         lines.append("Ablations: " + ablation_note)
     if not transfer.empty and "InnerPiSSA" in transfer:

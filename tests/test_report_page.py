@@ -93,7 +93,9 @@ def test_the_summary_opens_with_the_best_configuration_and_counts_after_holm(tmp
     assert "2 beat their random direction" in summary
     assert "| configuration | slope | 95 % CI | p | p (Holm) | null slope | vs null p | ΔNLL | predicted |" in summary
     assert "predicted_effect ρ = 1.00" in summary
-    assert "| null_item_slope | null_p_value | p_holm |" in summary  # the full table keeps it too  # the predictor ranks them exactly like the slopes
+    assert (
+        "| null_item_slope | null_p_value | p_holm |" in summary
+    )  # the full table keeps it too  # the predictor ranks them exactly like the slopes
 
 
 def test_the_report_page_leads_with_the_answer_and_loads_plotly_from_one_file(tmp_path):
@@ -126,6 +128,7 @@ def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_trans
         [
             {"method": "InnerPiSSA", "seeds": 2, "effect": 0.4, "effect_sd": 0.1, "p_value": 0.001, "p_value_max": 0.01, "delta_nll": 0.02},
             {"method": "PCA (L5)", "seeds": 1, "effect": 0.1, "effect_sd": np.nan, "p_value": 0.3, "p_value_max": 0.3, "delta_nll": 0.2},
+            {"method": "random (L5)", "seeds": 1, "effect": 0.3, "effect_sd": np.nan, "p_value": 0.2, "p_value_max": 0.2, "delta_nll": 0.1},
         ]
     ).to_csv(tmp_path / "table1.csv", index=False)
     pd.DataFrame([{"method": "no SVD", "seeds": 2, "effect": 0.2, "drop_vs_full": 0.5, "p_value": 0.04}]).to_csv(
@@ -142,8 +145,9 @@ def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_trans
     text = write_paper_page(tmp_path, tmp_path, {tmp_path / "pareto": figure}).read_text()
     answer = re.search(r"<h2>Answer</h2><ul>(.*?)</ul>", text).group(1)
     assert "InnerPiSSA: effect on honesty 0.4 ± 0.1 nats per unit c over 2 seeds, p 0.001 (median; largest 0.01)" in answer
-    assert "1 of 2 methods move honesty towards the positive side at p &lt; 0.05 in every seed (InnerPiSSA)" in answer
-    assert "against the best other method, PCA (L5), 0.1" in answer and "care, -0.3" in answer
+    assert "1 of 3 methods move honesty towards the positive side at p &lt; 0.05 in every seed (InnerPiSSA)" in answer
+    assert "against the best baseline, PCA (L5), 0.1; the null control 0.3." in answer and "care, -0.3" in answer
+    assert "Null control, random (L5): effect on honesty 0.3 nats per unit c (one run), p 0.2;" in answer
     assert "drop_vs_full = 1 − effect / effect of the full InnerPiSSA." in answer
     assert "Missing: 1 run(s) failed (main / LoRA (seed 0): OOM)." in answer
     order = [text.index(m) for m in ("<h2>Answer</h2>", "Table 1.", "Table 2.", "Transfer:", "Pareto. Effect vs coherence cost")]
