@@ -238,6 +238,7 @@ def run_experiment(
         write_json(folder.file("choices.json"), choice)
         table = ResultTable(folder.file("runs.csv"), RUN_COLUMNS, key=("study", "method", "seed"))
         jobs = plan(model, pairs, settings, layers, choice)
+        write_generations(folder, jobs)  # brings generations.md up to date after a kill right after a row
         for job in tqdm(jobs, desc="experiment", unit="run", disable=not progress):
             if table.is_finished(study=job.study, method=job.method, seed=job.seed):
                 continue
