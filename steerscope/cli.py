@@ -71,6 +71,21 @@ def fraction(inclusive: bool, meaning: str):
     return parse
 
 
+def positive_number(meaning: str):
+    """An argparse type: a finite number > 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r}: {meaning}, a positive number")
+        return value
+
+    return parse
+
+
 MIN_PMASS = fraction(True, "the least P(positive)+P(negative) answer words for an item to count")
 
 
@@ -246,7 +261,7 @@ def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
     parser.add_argument("--kinds", default="o,down", help="adapted sublayer kinds")
     parser.add_argument("--rank", type=at_least(1, "the adapters' rank"), default=16)
     parser.add_argument("--steps", type=at_least(1, "training steps"), default=16)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=positive_number("the learning rate"), default=3e-3)
     parser.add_argument("--batch-pairs", type=at_least(1, "pairs per training step"), default=4)
     parser.add_argument("--pairs", type=at_least(2, "contrastive pairs for training and the baselines"), default=64)
     parser.add_argument("--min-pmass", type=MIN_PMASS, default=0.1, help="items with P(yes)+P(no) below this are invalid")

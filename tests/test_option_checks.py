@@ -33,6 +33,7 @@ def model():
         (["train", "--steps", "0"], "--steps: '0': training steps, a whole number of at least 1"),
         (["paper", "--batch-pairs", "0"], "--batch-pairs: '0': pairs per training step"),
         (["train", "--min-pmass", "1.5"], "--min-pmass: '1.5': the least P(positive)+P(negative)"),
+        (["train", "--lr=-1e-3"], "--lr: '-1e-3': the learning rate, a positive number"),
         (["sweep", "--top-k", "0"], "--top-k: '0': how many (layer, kind) to dose"),
         (["sweep", "--stride", "0"], "--stride: '0': the layer stride of the profile"),
         (["sweep", "--test-fraction", "1"], "--test-fraction: '1': the share of items held out"),
