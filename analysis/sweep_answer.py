@@ -129,12 +129,10 @@ def predictor_line(validation: pd.DataFrame | None, n_rows: int, minimum: int) -
         return "Predictors: no rank correlation could be computed (constant values)."
     parts = [f"{r.predictor} ρ = {r.spearman:.2f} [{r.ci_lo:.2f}, {r.ci_hi:.2f}]" for r in shown.itertuples()]
     n = int(shown["n_configs"].max())
-    best = shown.sort_values("spearman", ascending=False).iloc[0]
-    verdict = (
-        f"{best.predictor} ranks them reliably (its interval excludes 0)"
-        if best.ci_lo > 0
-        else "no predictor's interval excludes 0, so none can yet stand in for dosing"
-    )
+    above, below = shown[shown["ci_lo"] > 0]["predictor"].tolist(), shown[shown["ci_hi"] < 0]["predictor"].tolist()
+    verdicts = [f"{', '.join(above)} rank{'s' if len(above) == 1 else ''} them better than chance (interval above 0)"] if above else []
+    verdicts += [f"{', '.join(below)} rank{'s' if len(below) == 1 else ''} them in reverse (interval below 0)"] if below else []
+    verdict = "; ".join(verdicts) or "no predictor's interval excludes 0, so none can yet stand in for dosing"
     return (
         f"How the cheap predictors (validation items) rank the {n} configurations against the measured slope: "
         + "; ".join(parts)
