@@ -93,6 +93,7 @@ def test_the_summary_opens_with_the_best_configuration_and_counts_after_holm(tmp
     assert "2 beat their random direction" in summary
     assert "| configuration | slope | 95 % CI | p | p (Holm) | null slope | vs null p | ΔNLL | predicted |" in summary
     assert "predicted_effect ρ = 1.00" in summary
+    assert "predicted_effect ranks them better than chance (interval above 0)." in summary  # it ranks them like the slopes
     assert (
         "| null_item_slope | null_p_value | p_holm |" in summary
     )  # the full table keeps it too  # the predictor ranks them exactly like the slopes
