@@ -50,22 +50,39 @@ def start_sweep(model, items, out, resume):
     analysis.sweep_steerability(model, pairs, items, layers=[0, 1], kinds=["resid"], out=out, resume=resume, progress=False)
 
 
-@pytest.mark.parametrize("start", [start_experiment, start_sweep], ids=["experiment", "sweep"])
-def test_items_relabelled_under_the_same_ids_are_refused_with_a_diff(model, tmp_path, stopped, start):
+def test_a_sweep_over_items_relabelled_under_the_same_ids_is_refused_with_a_diff(model, tmp_path, stopped):
     names = load_daily_dilemmas(SAMPLE)  # values_names
     you = load_daily_dilemmas(SAMPLE, values_from="you")  # only the acting party's values: other labels
     assert [i.id for i in names] == [i.id for i in you] and [i.value_labels for i in names] != [i.value_labels for i in you]
     with pytest.raises(Reached):
-        start(model, names, tmp_path, resume=False)
+        start_sweep(model, names, tmp_path, resume=False)
     with pytest.raises(Reached):  # the same items resume
-        start(model, names, tmp_path, resume=True)
+        start_sweep(model, names, tmp_path, resume=True)
     with pytest.raises(ValueError, match=r"Cannot resume .* other items under the same ids") as error:
-        start(model, you, tmp_path, resume=True)
+        start_sweep(model, you, tmp_path, resume=True)
     message = str(error.value)
     changed = [i.id for i, j in zip(names, you) if i.value_labels != j.value_labels]
     assert f"{len(changed)} of {len(names)} items changed" in message and changed[0] in message
     # how it changed: dd-55-to_do loses 'accountability' (the colleague's value, not the actor's)
     assert "dd-55-to_do: labels accountability 1 then, none now" in message
+
+
+def test_an_experiment_over_a_relabelled_copy_of_its_items_is_refused_with_a_diff(model, tmp_path, stopped):
+    rows = [json.loads(line) for line in analysis.items.shipped("moral_dilemmas.jsonl").read_text().splitlines()[:40]]
+    (tmp_path / "first.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    rows[0]["values_aggregated"] = [*rows[0]["values_aggregated"], "thrift"]  # the same dilemmas, one more value
+    (tmp_path / "edited.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    first, edited = load_daily_dilemmas(tmp_path / "first.jsonl"), load_daily_dilemmas(tmp_path / "edited.jsonl")
+    assert [i.id for i in first] == [i.id for i in edited]
+    with pytest.raises(Reached):
+        start_experiment(model, first, tmp_path / "run", resume=False)
+    with pytest.raises(Reached):
+        start_experiment(model, first, tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match=r"Cannot resume .* other items under the same ids") as error:
+        start_experiment(model, edited, tmp_path / "run", resume=True)
+    assert "2 of 40 items changed (dd-0-to_do: labels thrift none then, 1 now; dd-0-not_to_do: labels thrift none then, -1 now)" in str(
+        error.value
+    )
 
 
 def test_a_changed_sign_or_prompt_is_refused_and_named(model, tmp_path, stopped):
