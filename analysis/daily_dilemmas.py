@@ -81,7 +81,7 @@ def check_parquet_engine(path: Path) -> None:
             continue
     raise ImportError(
         f"Reading {path} needs a Parquet engine, and neither pyarrow nor fastparquet is installed: "
-        "pip install pyarrow (or pass a CSV or JSONL copy of the file)."
+        "pip install pyarrow (or pip install -e '.[parquet]' in a checkout; or pass a CSV or JSONL copy of the file)."
     )
 
 
