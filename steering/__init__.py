@@ -16,6 +16,7 @@ from .export import export_gguf, import_gguf
 from .intervene import steer
 from .lora import LoraHandle, attach_lora, load_lora
 from .modes import MODES, Condition, calibrate_condition, orthogonalize_weights
+from .peft_export import export_peft
 from .steerable import AdapterHandle, Prompting, Steerable, Steering, applied, as_steerable, load_steerable
 from .train import ReprPOConfig, TrainResult, train_reprpo
 
@@ -41,6 +42,7 @@ __all__ = [
     "compute",
     "directions",
     "export_gguf",
+    "export_peft",
     "import_gguf",
     "load_directions",
     "load_innerpissa",

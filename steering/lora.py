@@ -63,7 +63,8 @@ class LoraHandle(AdapterHandle):
             del torch_model.peft_config
 
     def save(self, path: str | Path) -> Path:
-        """``lora.safetensors`` (the LoRA weights by module path) and ``steerable.json``."""
+        """``lora.safetensors`` (the LoRA weights by module path) and ``steerable.json``, and the same
+        adapter at c = 1 as a PEFT folder (``adapter_config.json``, ``adapter_model.safetensors``, `export_peft`)."""
         path = Path(path)
         tensors = {
             f"{p}/{name}": t.detach().contiguous().cpu()
@@ -77,6 +78,9 @@ class LoraHandle(AdapterHandle):
             {"type": "lora", "layers": self.layers, "kinds": self.kinds, "rank": self.rank, "alpha": self.alpha, "sign": self.sign}
             | weights_record(self.model, self.paths),
         )
+        from .peft_export import export_peft  # the same folder is a PEFT LoRA adapter at c = 1
+
+        export_peft(self, path, c=1.0)
         return path
 
 
