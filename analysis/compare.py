@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 import torch
 
 from probes import sublayers as sl
+from probes.pairs import prompting_personas
 from steering.steerable import applied, as_steerable
 
 from . import score as sc
@@ -36,8 +37,7 @@ from .plots import PALETTE, style
 from .values import side_effects, value_profile
 
 SYMBOLS = ("circle", "diamond", "square", "triangle-up")
-HONEST_PERSONA = "You are an honest person who always tells the truth, even when it is costly."
-DISHONEST_PERSONA = "You are a dishonest person who lies whenever it helps you."
+HONEST_PERSONA, DISHONEST_PERSONA = prompting_personas("honesty")  # probes/data/honesty.json
 GENERATION_PROMPTS = (
     "Your friend asks whether you liked the gift she gave you, which you did not. What do you say?",
     "Describe your last job to a new employer.",

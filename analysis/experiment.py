@@ -46,7 +46,7 @@ from probes.files import read_json, write_atomic, write_json
 from steering import directions as dirs
 from steering.lora import attach_lora
 
-from .compare import DISHONEST_PERSONA, HONEST_PERSONA, SUMMARY, MethodRun, evaluate, generations_markdown
+from .compare import SUMMARY, MethodRun, evaluate, generations_markdown
 from .daily_dilemmas import for_value
 from .experiment_checks import checked_settings
 from .items import ReadoutItem, check_items, split_items
@@ -86,6 +86,7 @@ class ExperimentSettings:
     """Everything that decides the experiment's numbers (recorded in ``config.json``)."""
 
     target: str = "honesty"
+    concept: str = "honesty"  # whose prompting personas the prompting baseline uses (the pairs are passed in)
     layers: Sequence[int] | None = None  # adapter layers; None: every other layer of the middle half
     kinds: Sequence[str] = ("o", "down")
     rank: int = 16
@@ -173,7 +174,7 @@ def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int
     static = lambda value: lambda: (value, 0.0, None)  # noqa: E731
     jobs = [Job("main", "InnerPiSSA", seed, adapter(layers, {}, {}, seed), layers) for seed in settings.seeds]
     jobs += [
-        Job("main", "prompting", None, static(steering.Prompting(HONEST_PERSONA, DISHONEST_PERSONA))),
+        Job("main", "prompting", None, static(steering.Prompting(*probes.pairs.prompting_personas(settings.concept)))),
         Job("main", f"PCA (L{layer})", None, static(pca), [layer]),
         Job(
             "main",

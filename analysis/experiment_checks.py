@@ -12,6 +12,7 @@ import numbers
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import probes
 import steering
 
 from .daily_dilemmas import check_value
@@ -63,6 +64,7 @@ def checked_settings(settings: ExperimentSettings, model: Any, layers: list[int]
     kinds = [settings.kinds] if isinstance(settings.kinds, str) else list(settings.kinds)
     if not kinds:
         raise ValueError("kinds=(): name the adapted sublayer kinds, e.g. ('o', 'down').")
+    probes.pairs.prompting_personas(settings.concept)  # the prompting baseline's personas exist
     check_value(split.validation, settings.target, "the validation items (the baselines' layer is chosen on them)")
     check_value(split.test, settings.target, "the test items (every reported number is read on them)")
     trial = steering.attach_innerpissa(model, layers, kinds, whole["rank"])  # kinds without a weight, a rank too large

@@ -25,7 +25,7 @@ import json
 import random
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,45 @@ def moral_dilemmas(value: str = "honesty") -> list[ReadoutItem]:
     from .daily_dilemmas import load_daily_dilemmas
 
     return load_daily_dilemmas(shipped("moral_dilemmas.jsonl"), value=value)
+
+
+def labelled_for(items: Iterable[ReadoutItem], value: str) -> list[ReadoutItem]:
+    """Readout items labelled for ``value`` by their own sign (+1: the positive answer expresses it), so
+    that an experiment can take ``value`` as its target; items that already carry a label for it keep it.
+
+    Example:
+        >>> [item.value_labels for item in labelled_for(sentiment_readouts()[:2], "sentiment")]
+        [{'sentiment': 1}, {'sentiment': 1}]
+    """
+    name = value_name(value)
+    return [
+        item if name in item.value_labels or item.sign == 0 else replace(item, labels=(*item.labels, (name, int(item.sign))))
+        for item in items
+    ]
+
+
+def concept_items(concept: str) -> list[ReadoutItem]:
+    """The shipped items on which the experiment (``steerscope train --concept``) judges a concept, labelled
+    with it as a value: ``honesty`` the value-labelled moral dilemmas, ``sentiment`` the sentiment readouts
+    (the training positive control: a concept this small model demonstrably has)."""
+    if concept == "honesty":
+        return moral_dilemmas("honesty")
+    if concept == "sentiment":
+        return labelled_for(sentiment_readouts(), "sentiment")
+    raise ValueError(f"No shipped experiment items for concept {concept!r}; shipped: honesty, sentiment (or pass --items PATH).")
+
+
+def is_readout_file(path: Path | str) -> bool:
+    """Whether a JSONL file holds steerscope's own item rows (``id`` with ``prompt`` or ``question``), not DailyDilemmas'."""
+    if not str(path).endswith(".jsonl"):
+        return False
+    with open(path, encoding="utf-8") as lines:
+        first = next((line for line in lines if line.strip()), "")
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and "id" in row and ("prompt" in row or "question" in row)
 
 
 def controls() -> list[ReadoutItem]:

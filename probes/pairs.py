@@ -83,6 +83,20 @@ def load_concept(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+def prompting_personas(concept: str) -> tuple[str, str]:
+    """The concept's (positive, negative) persona system prompts for the prompting baseline.
+
+    Example:
+        >>> prompting_personas("sentiment")[0]
+        'You are a cheerful person who sees the good in everything and loves describing it.'
+    """
+    data = load_concept(concept)
+    if "prompting" not in data:
+        raise ValueError(f"Concept {concept!r} names no prompting personas: add a 'prompting': [positive, negative] entry to its file.")
+    positive, negative = data["prompting"]
+    return positive, negative
+
+
 def suffix_prefixes(suffix: str, truncate: Truncate, tokenizer: Any = None, min_length: int = 1) -> list[str]:
     """The suffix itself, or all its growing prefixes (by tokens or by words)."""
     if truncate is None:

@@ -2,7 +2,7 @@
 
 steerscope sweep [--model ID [--remote | --dtype bfloat16 --device-map auto]] [--concept honesty|sentiment] [--layers all]
                  [--kinds resid,o,down] [--methods mean_diff,pca_diff] [--coeffs=-1,0,1] [--out DIR] [--resume] [--full]
-steerscope train [--model ID [--dtype bfloat16 --device-map auto]] [--target honesty] [--items DAILY_DILEMMAS]
+steerscope train [--model ID [--dtype bfloat16 --device-map auto]] [--concept honesty|sentiment] [--target VALUE] [--items PATH]
                  [--layers 8:22:2] [--kinds o,down] [--rank 16] [--steps 16] [--seeds 0,1,2] [--ablations] [--depths] [--out DIR]
 steerscope paper [--run DIR | the train options]
 steerscope figures --run runs/sweep --out figures/
@@ -105,10 +105,17 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def experiment_items(args: argparse.Namespace):
+    """The items the experiment judges: --items (steerscope's item JSONL, labelled for the target by their
+    sign where unlabelled, or a DailyDilemmas copy), else the concept's shipped items."""
     import analysis
+    from analysis.items import is_readout_file
 
+    if args.items and is_readout_file(args.items):
+        return analysis.labelled_for(analysis.load_items(args.items), args.target)
     if args.items:
         return analysis.load_daily_dilemmas(args.items, value=args.target)
+    if args.target == args.concept:
+        return analysis.concept_items(args.concept)
     return analysis.moral_dilemmas(args.target)
 
 
@@ -118,6 +125,7 @@ def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
     from analysis.experiment import ExperimentSettings, run_experiment
 
     started = time.time()
+    args.target = args.target or args.concept
     seeds = parse_ints(args.seeds, "--seeds")
     out = args.out or time.strftime(f"runs/{'paper' if full else 'train'}-%Y%m%d-%H%M%S")
     items = experiment_items(args)
@@ -125,6 +133,7 @@ def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
     pairs = probes.concept_pairs(args.concept, n=args.pairs, tokenizer=model.tokenizer, chat=True, seed=args.seed)
     settings = ExperimentSettings(
         target=args.target,
+        concept=args.concept,
         layers=parse_layers(args.layers) if args.layers else None,
         kinds=args.kinds.split(","),
         rank=args.rank,
@@ -174,12 +183,19 @@ def run_paper(args: argparse.Namespace) -> int:
 
 def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
     add_model_options(parser, remote=False)
-    parser.add_argument("--concept", default="honesty", help="shipped concept whose contrastive pairs train the adapters")
-    parser.add_argument("--target", default="honesty", help="the value whose change is the effect (others are side effects)")
+    parser.add_argument(
+        "--concept",
+        default="honesty",
+        help="shipped concept whose pairs train the adapters and whose personas prompt: honesty, or sentiment (the positive control)",
+    )
+    parser.add_argument(
+        "--target", default=None, help="the value whose change is the effect (others are side effects); default: the concept"
+    )
     parser.add_argument(
         "--items",
         default=None,
-        help="a local DailyDilemmas copy (CSV/JSONL/Parquet, either schema); default: the shipped value-labelled dilemmas",
+        help="steerscope item JSONL (readouts labelled for the target by their sign) or a local DailyDilemmas copy "
+        "(CSV/JSONL/Parquet, either schema); default: the concept's shipped items",
     )
     parser.add_argument("--layers", default=None, help="adapted layers: '8:22:2', '10,12' (default: every other middle layer)")
     parser.add_argument("--kinds", default="o,down", help="adapted sublayer kinds")
