@@ -209,6 +209,24 @@ def available_kinds(model: Any) -> tuple[str, ...]:
     return tuple(kinds)
 
 
+def aliases(model: Any, kinds: Iterable[str]) -> dict[str, str]:
+    """Kinds among ``kinds`` that read the same states as another of them: ``{alias: the kind kept}``.
+
+    A block-output kind whose output *is* a projection's output (``attn`` = ``o``, ``mlp`` = ``down``
+    in every supported family: the block returns the projection's output unchanged, dropout aside)
+    is an alias of that projection, which is kept because it has a weight basis. Capturing both
+    is harmless; dosing both doses one place twice.
+
+    Example:
+        >>> sublayers.aliases(model, ("resid", "attn", "o", "mlp"))
+        {'attn': 'o'}
+    """
+    kinds = [k for k in kinds if isinstance(k, str)]
+    available = set(available_kinds(model))
+    weight_of = family_of(model).weight_of
+    return {block: kept for block, kept in weight_of.items() if block in kinds and kept in kinds and {block, kept} <= available}
+
+
 def resolve_layers(model: Any, layers: int | Iterable[int] | range | str) -> list[int]:
     """Normalise ``layers`` (int, negative int, range, list or ``"all"``) to sorted indices."""
     total = n_layers(model)

@@ -30,6 +30,7 @@ from .direction import Direction, Vector, load_directions, save_directions
 from .methods import (
     METHODS,
     NEEDS,
+    DegenerateDirection,
     Method,
     MethodFn,
     MethodResult,
@@ -45,6 +46,7 @@ from .methods import (
 __all__ = [
     "METHODS",
     "NEEDS",
+    "DegenerateDirection",
     "Direction",
     "Method",
     "MethodFn",
@@ -137,6 +139,12 @@ def compute(
         )
     check_options(method, spec.fn, options)
     states = state_set(acts, layer, kind, token)
+    typical = float(states.diffs.norm(dim=-1).median())
+    if not typical > 0:  # NaN or 0: most pairs do not differ here, so c·s would move nothing
+        raise DegenerateDirection(
+            f"No {method} direction at layer {states.layer} {kind!r}: the positive and negative states do not differ "
+            f"(median pair-difference norm {typical:.3g}); e.g. q/k/v at layer 0 read only the last token, which the pairs share."
+        )
     if states.positive.shape[0] < 2 and method not in ("mean_diff", "random"):
         raise ValueError(f"{method} needs at least 2 pairs; got {states.positive.shape[0]}.")
     result = spec.fn(states, **options, **{need: given[need] for need in spec.needs})
@@ -146,7 +154,6 @@ def compute(
     if vote_share < 0.5:  # calibrate: +c moves towards the positive side
         vector, vote_share = -vector, 1 - vote_share
         coords = -coords if coords is not None else None
-    typical = float(states.diffs.norm(dim=-1).median())
     scale = typical / max(result.weight_step or 0.0, 1e-12) if coords is not None else typical
     return Direction(
         vector=vector.to(torch.float32),
@@ -198,7 +205,7 @@ def compute_many(method: str, acts: Any, keys: Sequence[tuple[int, str]] | None 
         typical = diffs.norm(dim=-1).median(dim=1).values
         for index, (key, states) in enumerate(zip(group, sets)):
             if not torch.isfinite(vectors[index]).all() or float(diffs[index].norm()) == 0:
-                raise ValueError(
+                raise DegenerateDirection(
                     f"The direction at layer {key[0]} {key[1]!r} is zero or not finite: the positive and "
                     "negative states do not differ there."
                 )

@@ -104,10 +104,17 @@ def register(name: str, *, needs: tuple[str, ...] = (), space: str = "activation
     return add
 
 
+class DegenerateDirection(ValueError):
+    """No direction exists at this place: the positive and negative states do not differ (or are not finite).
+
+    E.g. ``q``, ``k``, ``v`` at layer 0 read only the last token, which chat-templated pairs share.
+    A sweep skips such a place for that method; every other place keeps its direction."""
+
+
 def unit(vector: Tensor) -> Tensor:
     norm = vector.norm()
     if not torch.isfinite(norm) or norm == 0:
-        raise ValueError("The direction is zero or not finite: the positive and negative states do not differ here.")
+        raise DegenerateDirection("The direction is zero or not finite: the positive and negative states do not differ here.")
     return vector / norm
 
 
