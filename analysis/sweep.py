@@ -208,7 +208,13 @@ def screen(model: Any, acts: Any, pairs: list, split: Split, settings: SweepSett
     found, failed = [], set()
     for method in cheap:
         try:
-            found += [dirs.compute(method, acts, layer, kind, model=model, pairs=pairs) for layer, kind in acts]
+            here = []
+            for layer, kind in acts:
+                try:
+                    here.append(dirs.compute(method, acts, layer, kind, model=model, pairs=pairs))
+                except dirs.DegenerateDirection:  # no direction at this place (e.g. q at layer 0): skip it, not the method
+                    continue
+            found += here
         except Exception as error:  # its dose rows will record the error; screen with the others
             failed.add(method)
             warnings.warn(f"{method} could not be screened ({type(error).__name__}: {error}).", stacklevel=2)
@@ -249,8 +255,11 @@ def run_sweep(
         del null_model
     write_atomic(folder.file("separation.csv"), sep.to_csv(index=False))
     predictions = screen(model, acts, pairs, split, settings, progress)
+    aliased = probes.sublayers.aliases(model, settings.kinds)  # e.g. attn = o: the same states, dosed once (as o)
+    predictions["alias_of"] = predictions["kind"].map(aliased)
     write_atomic(folder.file("predictions.csv"), predictions.to_csv(index=False))
-    selected = select_configs(predictions, settings.kinds, settings.top_k, settings.stride, settings.full)
+    kept = [kind for kind in settings.kinds if kind not in aliased]
+    selected = select_configs(predictions[predictions["alias_of"].isna()], kept, settings.top_k, settings.stride, settings.full)
 
     table = ResultTable(folder.file("results.csv"), RESULT_COLUMNS, key=("layer", "kind", "method"))
     nulls = ResultTable(folder.file("nulls.csv"), NULL_COLUMNS, key=("layer", "kind"))
