@@ -284,6 +284,7 @@ def predict_steerability(
 
 
 PREDICTORS = ("predicted_effect", "lens_margin", "separation_margin", "auroc")
+MIN_CONFIGS = 8  # fewer configurations give a ρ and bootstrap interval that mean nothing (3 give ρ = 1 one time in six by chance)
 
 
 def validate_predictors(
@@ -298,6 +299,9 @@ def validate_predictors(
     predictor and ``measured`` across the configurations (rows) of a sweep, with a percentile bootstrap
     95 % interval over configurations.
 
+    A table of fewer than `MIN_CONFIGS` configurations is refused; a predictor known (with a measured
+    value) for fewer of them gets NaN.
+
     Example:
         >>> validate_predictors(pd.read_csv("runs/sentiment-full/results.csv"))
     """
@@ -306,6 +310,13 @@ def validate_predictors(
     if measured not in results.columns:
         raise ValueError(
             f"results has no {measured!r} column (the measured effect to rank against); it has {', '.join(map(str, results.columns))}."
+        )
+    if len(results) < MIN_CONFIGS:
+        raise ValueError(
+            f"validate_predictors needs at least {MIN_CONFIGS} configurations (rows) to rank; this table has "
+            f"{len(results)}. A rank correlation over so few is noise (3 configurations give "
+            "rho = 1 one time in six by chance): dose more configurations (sweep with a larger top_k, a "
+            "smaller stride, or full=True) before judging the predictors."
         )
     rows = []
     generator = np.random.default_rng(seed)
@@ -317,7 +328,8 @@ def validate_predictors(
             rows_here = results[results["kind"].isin(RESIDUAL_KINDS)]
         both = rows_here[[predictor, measured]].apply(pd.to_numeric, errors="coerce").dropna()
         x, y = both[predictor].to_numpy(), both[measured].to_numpy()
-        if len(both) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:  # e.g. the logit lens on a balanced Yes/No set is 0 for every direction
+        # too few, or constant (e.g. the logit lens on a balanced Yes/No set is 0 for every direction)
+        if len(both) < MIN_CONFIGS or np.ptp(x) == 0 or np.ptp(y) == 0:
             rows.append({"predictor": predictor, "n_configs": len(both), "spearman": np.nan, "ci_lo": np.nan, "ci_hi": np.nan})
             continue
         rho = float(spearmanr(x, y).statistic)
