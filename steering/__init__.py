@@ -13,6 +13,7 @@ from .adapter_files import load_innerpissa
 from .calibrate import calibrate
 from .directions import METHODS, Direction, compute, load_directions, register, save_directions
 from .export import export_gguf, import_gguf
+from .formats import export_easysteer, export_neuronpedia, import_easysteer, import_neuronpedia
 from .intervene import steer
 from .lora import LoraHandle, attach_lora, load_lora
 from .modes import MODES, Condition, calibrate_condition, orthogonalize_weights
@@ -41,9 +42,13 @@ __all__ = [
     "calibrate_condition",
     "compute",
     "directions",
+    "export_easysteer",
     "export_gguf",
+    "export_neuronpedia",
     "export_peft",
+    "import_easysteer",
     "import_gguf",
+    "import_neuronpedia",
     "load_directions",
     "load_innerpissa",
     "load_lora",
