@@ -184,6 +184,31 @@ def forward_states(model: Any, batch, read_paths: Sequence[str], grad: bool):
     return states, logp, mask
 
 
+def default_loss_layer(total: int) -> int:
+    """The layer whose residual stream the ReprPO loss reads by default: about 3/4 of the depth."""
+    return min(total - 1, (3 * total) // 4)
+
+
+def adapted_layers(adapter: Any) -> list[int]:
+    """The layers an adapter changes (InnerPiSSA keeps them in ``config.layers``, LoRA in ``layers``)."""
+    for layers in (getattr(getattr(adapter, "config", None), "layers", None), getattr(adapter, "layers", None)):
+        if isinstance(layers, list | tuple) and layers and all(isinstance(layer, int) for layer in layers):
+            return list(layers)
+    return []
+
+
+def check_loss_after_adapter(loss_layers: Sequence[int], adapter: Any) -> None:
+    """Refuse an adapter layer after every loss layer: it cannot change the states the loss reads (zero gradient)."""
+    adapted = adapted_layers(adapter)
+    if adapted and max(adapted) > max(loss_layers):
+        after = sorted(layer for layer in adapted if layer > max(loss_layers))
+        raise ValueError(
+            f"The ReprPO loss reads the residual stream at layer(s) {list(loss_layers)}, but the adapter also changes layer(s) {after} "
+            f"after it: those parts cannot move what the loss reads and would never train. Read the loss at or after the deepest "
+            f"adapted layer (loss_layers=[{max(adapted)}]) or adapt earlier layers."
+        )
+
+
 def separations(states: dict[str, Tensor], directions: dict[str, Tensor]) -> Float[Tensor, "layer pair"]:
     """Positive − negative gap along each frozen direction, averaged over the read tokens."""
     gaps = []
@@ -301,8 +326,10 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
         raise ValueError("ReprPO needs at least 2 pairs (the preference direction is a PCA of their differences).")
     torch.manual_seed(config.seed)
     order_rng = random.Random(config.seed)
-    total = sl.n_layers(model)
-    loss_layers = sl.resolve_layers(model, config.loss_layers if config.loss_layers is not None else [min(total - 1, (3 * total) // 4)])
+    loss_layers = sl.resolve_layers(
+        model, config.loss_layers if config.loss_layers is not None else [default_loss_layer(sl.n_layers(model))]
+    )
+    check_loss_after_adapter(loss_layers, adapter)
     paths = [sl.resolve(model, layer, "resid").path for layer in loss_layers]
     started = time.time()
 
