@@ -14,6 +14,7 @@ from .calibrate import calibrate
 from .directions import METHODS, Direction, compute, load_directions, register, save_directions
 from .export import export_gguf, import_gguf
 from .formats import export_easysteer, export_neuronpedia, import_easysteer, import_neuronpedia
+from .hf_folders import from_pretrained, push_to_hub, save_pretrained
 from .intervene import steer
 from .lora import LoraHandle, attach_lora, load_lora
 from .modes import MODES, Condition, calibrate_condition, orthogonalize_weights
@@ -46,6 +47,7 @@ __all__ = [
     "export_gguf",
     "export_neuronpedia",
     "export_peft",
+    "from_pretrained",
     "import_easysteer",
     "import_gguf",
     "import_neuronpedia",
@@ -54,8 +56,10 @@ __all__ = [
     "load_lora",
     "load_steerable",
     "orthogonalize_weights",
+    "push_to_hub",
     "register",
     "save_directions",
+    "save_pretrained",
     "steer",
     "train_reprpo",
 ]
