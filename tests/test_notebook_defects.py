@@ -4,6 +4,7 @@ minimum, the monitor plot's outliers and token labels, and figures that show out
 from __future__ import annotations
 
 import base64
+import re
 import struct
 
 import numpy as np
@@ -149,3 +150,36 @@ def test_notebook_figures_carry_a_png_beside_the_interactive_json():
     finally:
         pio.renderers.default = before
         notebook.chosen = None
+
+
+@pytest.mark.slow  # a kernel and a Chromium
+def test_without_chromium_notebook_figures_draw_offline_in_the_exported_html(tmp_path):
+    import os
+    import sys
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    from tests.browser import no_browser_reason, open_page
+
+    if no_browser_reason():
+        pytest.skip(no_browser_reason())
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("from analysis.notebook import show_figures_everywhere\nshow_figures_everywhere()"),
+        nbformat.v4.new_code_cell("import plotly.graph_objects as go\ngo.Figure(go.Scatter(y=[1, 3, 2]))"),
+        nbformat.v4.new_code_cell("go.Figure(go.Bar(y=[1, 3, 2]))"),
+    ]
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent))  # the kernel finds no Chromium
+    env.pop("BROWSER_PATH", None)
+    NotebookClient(notebook, timeout=600, kernel_name="python3").execute(env=env)
+    shown = [output for cell in notebook.cells for output in cell.outputs]
+    assert sum("No Chromium for static figures" in output.get("text", "") for output in shown) == 1  # said once
+    assert not any("image/png" in output.get("data", {}) for output in shown)
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    assert not re.search(r'<script[^>]+src="https?://[^"]*plotly', html) and html.count("plotly-graph-div") >= 2  # no CDN
+    (tmp_path / "fallback.html").write_text(html)
+    seen = open_page(tmp_path / "fallback.html", timeout=30)  # no network here: plotly.js must be in the page
+    assert seen.figures == 2 and seen.drawn == 2
