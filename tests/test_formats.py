@@ -52,14 +52,14 @@ def steered(model, directions, coeff):
         return run(model)
 
 
-def repeng_or_skip():
-    if not hasattr(np, "float_"):  # repeng 0.4.0 names np.float_ in an annotation; numpy 2 removed it
-        np.float_ = np.float64  # type: ignore[attr-defined]
+def repeng_or_skip(monkeypatch):
+    # repeng 0.4.0 names np.float_ in an annotation at import; numpy 2 removed it (its reader does not use it)
+    monkeypatch.setattr(np, "float_", np.float64, raising=False)
     return pytest.importorskip("repeng", reason="repeng is not installed (pip install --no-deps repeng)")
 
 
-def test_gguf_read_by_repeng_with_the_models_type_and_applied_at_block_outputs(tmp_path):
-    repeng = repeng_or_skip()
+def test_gguf_read_by_repeng_with_the_models_type_and_applied_at_block_outputs(tmp_path, monkeypatch):
+    repeng = repeng_or_skip(monkeypatch)
     model = tiny_model("qwen2")
     directions = [direction(1, 0), direction(2, 1, scale=0.8)]
     path = steering.export_gguf(directions, tmp_path / "cv.gguf", coeff=2.0, model=model)
