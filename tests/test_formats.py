@@ -72,6 +72,16 @@ def test_gguf_read_by_repeng_with_the_models_type_and_applied_at_block_outputs(t
     torch.testing.assert_close(run(model, hooks), steered(model, directions, 2.0), atol=1e-5, rtol=1e-5)
 
 
+def test_repengs_own_files_are_read_by_import_gguf(tmp_path, monkeypatch):
+    repeng = repeng_or_skip(monkeypatch)
+    written = {3: np.linspace(-1, 1, 32, dtype=np.float32), 5: np.sin(np.arange(32, dtype=np.float32))}
+    repeng.ControlVector(model_type="mistral", directions=written).export_gguf(str(tmp_path / "repeng.gguf"))
+    loaded = steering.import_gguf(tmp_path / "repeng.gguf")
+    assert [d.layer for d in loaded] == [3, 5] and loaded[0].meta["model_hint"] == "mistral"
+    for d in loaded:
+        np.testing.assert_allclose((d.scale * d.vector).numpy(), written[d.layer], rtol=0, atol=1e-6)
+
+
 def test_dialz_files_are_read_by_import_gguf(tmp_path, monkeypatch):
     if "dotenv" not in sys.modules:  # dialz imports python-dotenv at import time; its GGUF code does not use it
         try:
