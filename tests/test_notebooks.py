@@ -1,13 +1,19 @@
-"""The notebooks run top to bottom in fast mode and write the figures they promise.
+"""The notebooks run top to bottom in fast mode, write the figures they promise, and show what matters.
 
-They are judged on what they produce, never on how fast: the only per-cell limit
-is a hang guard far beyond any honest run (CI bounds the whole suite anyway).
+Each notebook is executed once (a module-scoped fixture) and exported to HTML with nbconvert; the tests
+then read that one result: every figure is an image in the exported HTML (and decodes in a browser),
+the answer cell printed an answer with numbers, no output is oversized, and no warning, progress bar
+or raw repr sits in the outputs. They are judged on what they produce, never on how fast: the only
+per-cell limit is a hang guard far beyond any honest run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,13 +23,16 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 HANG_GUARD_SECONDS = 3 * 3600
+OUTPUT_LIMIT = 400_000  # bytes of one output: a figure's PNG and JSON together stay well under it
 PROMISED = {
+    "00_quickstart": [],
     "01_layer_steerability": [
-        "01_separation_heatmap.png",
-        "01_separation_by_layer.png",
-        "01_dose_response.png",
-        "01_sweep/summary.md",
-        "01_predictors.png",
+        "01_separation_honesty.png",
+        "01_separation_sentiment.png",
+        "01_dose_response_honesty.png",
+        "01_dose_response_sentiment.png",
+        "01_sweep_honesty/summary.md",
+        "01_sweep_sentiment/summary.md",
         "01_monitor.png",
     ],
     "02_directions": ["02_direction_cosines.png", "02_projection_histograms.png", "02_dose_by_method.png", "02_modes.png"],
@@ -42,15 +51,26 @@ PROMISED = {
         "paper/sweep_summary.tex",
     ],
 }
+WARNING_TEXT = re.compile(r"Warning|IProgress|Traceback|it/s\]|pair/s\]")
+PLOTLY = "application/vnd.plotly.v1+json"
 
 
-def test_every_notebook_has_a_parameters_cell_and_no_stored_outputs():
+def tagged(notebook: nbformat.NotebookNode, tag: str) -> list[nbformat.NotebookNode]:
+    return [c for c in notebook.cells if tag in c.metadata.get("tags", [])]
+
+
+def test_every_notebook_asks_its_question_has_parameters_an_answer_and_no_stored_outputs():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(PROMISED)
     for path in NOTEBOOKS.glob("*.ipynb"):
         notebook = nbformat.read(path, as_version=4)
-        tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1 and "FAST = False" in tagged[0].source and 'OUT = "figures"' in tagged[0].source
+        parameters = tagged(notebook, "parameters")
+        assert len(parameters) == 1 and "FAST = False" in parameters[0].source and 'OUT = "figures"' in parameters[0].source
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in notebook.cells if c.cell_type == "code"), path.name
+        first = notebook.cells[0]
+        assert first.cell_type == "markdown" and first.source.startswith("# ") and "?" in first.source.splitlines()[0], path.name
+        answer = tagged(notebook, "answer")
+        assert len(answer) == 1 and answer[0] is notebook.cells[-1] and "Markdown(" in answer[0].source, path.name
+    assert len(nbformat.read(NOTEBOOKS / "00_quickstart.ipynb", as_version=4).cells) == 5
 
 
 def run_fast(name: str, out: Path, env: dict[str, str] | None = None) -> nbformat.NotebookNode:
@@ -65,20 +85,105 @@ def run_fast(name: str, out: Path, env: dict[str, str] | None = None) -> nbforma
     return notebook
 
 
+def export_html(notebook: nbformat.NotebookNode, path: Path) -> str:
+    from nbconvert import HTMLExporter
+
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    path.write_text(html)
+    return html
+
+
+def outputs(notebook: nbformat.NotebookNode) -> list[dict]:
+    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+
+
+@pytest.fixture(scope="module", params=sorted(PROMISED))
+def executed(request, tmp_path_factory):
+    """(name, executed notebook, its OUT folder, the exported HTML's path and text), once per notebook."""
+    name = request.param
+    out = tmp_path_factory.mktemp(name)
+    notebook = run_fast(name, out)
+    html = export_html(notebook, out / f"{name}.html")
+    return name, notebook, out, out / f"{name}.html", html
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(PROMISED))
-def test_notebook_runs_in_fast_mode_and_writes_its_figures(name, tmp_path):
-    run_fast(name, tmp_path)
+def test_notebook_runs_in_fast_mode_and_writes_its_figures(executed):
+    name, _, out, _, _ = executed
     for relative in PROMISED[name]:
-        assert (tmp_path / relative).stat().st_size > 0, relative
+        assert (out / relative).stat().st_size > 0, relative
+
+
+def png_width(data: str) -> int:
+    raw = base64.b64decode(data)
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(raw[16:20], "big")
+
+
+@pytest.mark.slow
+def test_every_figure_is_an_image_in_the_exported_html(executed):
+    name, notebook, _, _, html = executed
+    figures = [o for o in outputs(notebook) if PLOTLY in o.get("data", {}) or "image/png" in o.get("data", {})]
+    assert figures, f"{name} shows no figure"
+    for output in figures:  # a plotly figure is interactive in a live kernel, and a PNG for everything else
+        assert png_width(output["data"]["image/png"]) > 100
+    images = re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) >= len(figures)
+    assert all(png_width(image) > 100 for image in images)
+
+
+@pytest.mark.slow
+def test_the_answer_cell_answers_with_the_runs_numbers(executed):
+    name, notebook, _, _, _ = executed
+    answer = tagged(notebook, "answer")[0]
+    shown = [o["data"]["text/markdown"] for o in answer.get("outputs", []) if "text/markdown" in o.get("data", {})]
+    assert len(shown) == 1 and "Answer" in shown[0], name
+    assert len(re.findall(r"[-+]?\d+\.\d+", shown[0])) >= 3, shown[0]  # quotes the run's numbers
+    assert "smoke test" in shown[0]  # fast mode says what it is
+    assert any("smoke test" in o.get("data", {}).get("text/markdown", "") for o in outputs(notebook))
+
+
+@pytest.mark.slow
+def test_outputs_are_small_and_hold_no_warnings_progress_bars_or_reprs(executed):
+    name, notebook, _, _, _ = executed
+    for output in outputs(notebook):
+        size = len(json.dumps(output))
+        assert size < OUTPUT_LIMIT, f"{name}: an output of {size} bytes"
+        assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}), f"{name}: a progress bar"
+        text = output.get("text", "") + "".join(v for k, v in output.get("data", {}).items() if k == "text/plain")
+        assert output.get("name") != "stderr", f"{name}: stderr {text[:300]}"
+        assert not WARNING_TEXT.search(text), f"{name}: {text[:300]}"
+        assert "SweepResult(" not in text and len(text.splitlines()) < 60, f"{name}: a repr dump {text[:300]}"
+
+
+@pytest.mark.slow
+def test_the_exported_html_draws_every_image_in_a_browser(executed):
+    from tests.browser import chromium_path, evaluate, no_browser_reason
+
+    if no_browser_reason():
+        pytest.skip(no_browser_reason())
+    name, _, _, path, html = executed
+
+    async def natural_widths() -> list[int]:
+        import choreographer
+
+        async with choreographer.Browser(path=chromium_path(), headless=True) as browser:
+            tab = await browser.create_tab("")
+            await tab.send_command("Page.enable")
+            loaded = tab.subscribe_once("Page.loadEventFired")
+            await tab.send_command("Page.navigate", params={"url": path.resolve().as_uri()})
+            await asyncio.wait_for(loaded, 60)
+            return json.loads(await evaluate(tab, "JSON.stringify([...document.images].map(i => i.complete ? i.naturalWidth : 0))"))
+
+    widths = asyncio.run(natural_widths())
+    assert len(widths) == html.count("<img") and widths and all(w > 100 for w in widths), (name, widths)
 
 
 def outputs_text(notebook: nbformat.NotebookNode) -> str:
     parts = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            parts.append(output.get("text", ""))
-            parts.extend(str(v) for v in output.get("data", {}).values())
+    for output in outputs(notebook):
+        parts.append(output.get("text", ""))
+        parts.extend(str(v) for v in output.get("data", {}).values())
     return "\n".join(parts)
 
 
@@ -95,6 +200,6 @@ def test_paper_figures_notebook_without_png_export_writes_and_shows_the_html(tmp
         assert (paper / f"{stem}.html").stat().st_size > 0, stem
     assert (paper / "plotly.min.js").stat().st_size > 1_000_000  # the HTML opens offline
     shown = outputs_text(notebook)
-    assert "application/vnd.plotly.v1+json" in json.dumps([c.get("outputs", []) for c in notebook.cells])
+    assert PLOTLY in json.dumps(outputs(notebook))
     assert shown.count("export needs kaleido and a Chromium") == 1  # said once, not per figure
     assert (paper / "sweep_summary.md").read_text().startswith("| layer |")
