@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import plots
+from .predict import MIN_CONFIGS as MIN_CONFIGS_TO_VALIDATE
 from .predict import validate_predictors
 
 SUMMARY_COLUMNS = [
@@ -97,9 +98,6 @@ def ranked(results: pd.DataFrame) -> pd.DataFrame:
     ok = results[results["error"].isna()] if "error" in results else results
     key = "item_slope" if "item_slope" in ok else "score"
     return ok.sort_values(key, ascending=False, na_position="last").reset_index(drop=True)
-
-
-MIN_CONFIGS_TO_VALIDATE = 8
 
 
 def predictor_validation(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
