@@ -27,7 +27,7 @@ import torch
 
 from probes import sublayers as sl
 from probes.pairs import prompting_personas
-from steering.steerable import applied, as_steerable
+from steering.plans import applied, as_steerable
 
 from . import score as sc
 from .dose import dose_response

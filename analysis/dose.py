@@ -22,7 +22,7 @@ import torch
 
 from probes.batching import check_batch_size
 from probes.remote import Remote, resolve_remote
-from steering.steerable import applied, as_steerable
+from steering.plans import applied, as_steerable
 
 from . import score as sc
 from .items import ReadoutItem, check_items

@@ -44,8 +44,8 @@ import steering
 from probes import sublayers as sl
 from probes.files import read_json, write_atomic, write_json
 from steering import directions as dirs
-from steering.lora import attach_lora
-from steering.train import default_loss_layer
+from steering.adapters.lora import attach_lora
+from steering.adapters.reprpo import default_loss_layer
 
 from .compare import SUMMARY, MethodRun, evaluate, generations_markdown
 from .daily_dilemmas import for_value
@@ -159,7 +159,7 @@ def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int
                 if lora
                 else steering.attach_innerpissa(model, attach_layers, settings.kinds, settings.rank, seed=seed, **options)
             )
-            # the loss reads the default layer, or the deepest adapted one when that is deeper (steering.train refuses otherwise)
+            # the loss reads the default layer, or the deepest adapted one when that is deeper (steering.adapters.reprpo refuses otherwise)
             loss_layer = max(default_loss_layer(sl.n_layers(model)), *attach_layers)
             try:
                 result = steering.train_reprpo(model, handle, pairs, **(train | {"loss_layers": [loss_layer]} | overrides | {"seed": seed}))

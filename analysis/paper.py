@@ -164,7 +164,7 @@ def table2(rows: pd.DataFrame, full_settings: str | None = None) -> tuple[pd.Dat
 def full_settings(run: Path, seeds: Sequence[int]) -> str | None:
     """The full InnerPiSSA's settings as the run saved them with its first seed's adapter (each
     ablation changes one of them), or None when that adapter is not in the folder."""
-    from steering.adapter_files import read_adapter_config
+    from steering.adapters.innerpissa_files import read_adapter_config
 
     folder = run_file(run, "adapters", "main", "InnerPiSSA", seeds[0], "") if seeds else None
     if folder is None or not (folder / "adapter.json").exists():

@@ -290,7 +290,7 @@ def adapter_changes(adapter) -> go.Figure:
     and the mean relative change of the singular values, S(1)/S − 1."""
     import torch
 
-    from steering.adapter import cayley
+    from steering.adapters.innerpissa import cayley
 
     names, angles, s_changes = [], [], []
     for target in adapter.targets:

@@ -34,9 +34,10 @@ from torch import Tensor
 
 import probes
 from probes import sublayers as sl
+from probes.module_output import fused_delta
 from probes.remote import require_weights
 from steering.directions import Direction
-from steering.intervene import check_fits, fused_delta, steer
+from steering.intervene import check_fits, steer
 
 from . import score as sc
 from .items import ReadoutItem, check_items

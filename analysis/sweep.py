@@ -268,7 +268,7 @@ def run_sweep(
     def dose(direction: dirs.Direction, mode: str) -> pd.DataFrame:
         return dose_response(
             model,
-            steering.modes.in_mode(direction, mode, acts),
+            steering.plans.in_mode(direction, mode, acts),
             split.test,
             settings.coeffs,
             batch_size=settings.batch_size,

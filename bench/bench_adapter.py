@@ -32,7 +32,7 @@ def main() -> None:
 
     import probes
     import steering
-    from steering.lora import attach_lora
+    from steering.adapters.lora import attach_lora
 
     model = probes.load_model()
     pairs = probes.honesty_pairs(n=32, tokenizer=model.tokenizer, chat=True)

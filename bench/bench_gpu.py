@@ -118,7 +118,7 @@ def main() -> None:
     import probes
     import steering
     from probes.batching import plan_batches, tokenize
-    from steering.lora import attach_lora
+    from steering.adapters.lora import attach_lora
 
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     folder = Path(tempfile.mkdtemp(prefix=f"{args.arch}-random-"))

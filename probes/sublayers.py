@@ -38,6 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import tracing
+from .module_output import module_hidden
 
 KINDS: tuple[str, ...] = ("resid", "attn", "mlp", "q", "k", "v", "o", "gate", "up", "down")
 QKV = ("q", "k", "v")
@@ -145,11 +146,6 @@ class Sublayer:
     def split(self, hs: Float[Tensor, "... f"]) -> Float[Tensor, "... d"]:
         """This sublayer's features of a module output tensor (its q/k/v slice if fused)."""
         return self.fused.features(hs) if self.fused is not None else hs
-
-
-def module_hidden(output: Any) -> Tensor:
-    """The hidden-state tensor of a module output (attention blocks return tuples)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def unwrap(model: Any) -> Any:

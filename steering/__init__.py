@@ -7,25 +7,43 @@ Example:
     ...     ids = probes.torch_module(model).generate(**inputs, max_new_tokens=20)
 """
 
-from . import directions, fisher  # noqa: F401  (fisher registers the gradient methods)
-from .adapter import InnerPiSSA, attach_innerpissa
-from .adapter_files import load_innerpissa
+from . import adapters, directions, formats
+from .adapters import (
+    AdapterHandle,
+    InnerPiSSA,
+    LoraHandle,
+    ReprPOConfig,
+    TrainResult,
+    attach_innerpissa,
+    attach_lora,
+    export_peft,
+    load_innerpissa,
+    load_lora,
+    train_reprpo,
+)
 from .calibrate import calibrate
 from .directions import METHODS, Direction, compute, load_directions, register, save_directions
-from .export import export_gguf, import_gguf
-from .formats import export_easysteer, export_neuronpedia, import_easysteer, import_neuronpedia
-from .hf_folders import from_pretrained, push_to_hub, save_pretrained
-from .intervene import steer
-from .lora import LoraHandle, attach_lora, load_lora
-from .modes import MODES, Condition, calibrate_condition, orthogonalize_weights
-from .peft_export import export_peft
-from .steerable import AdapterHandle, Prompting, Steerable, Steering, applied, as_steerable, load_steerable
-from .train import ReprPOConfig, TrainResult, train_reprpo
+from .formats import (
+    export_easysteer,
+    export_gguf,
+    export_neuronpedia,
+    from_pretrained,
+    import_easysteer,
+    import_gguf,
+    import_neuronpedia,
+    push_to_hub,
+    save_pretrained,
+)
+from .intervene import orthogonalize_weights, steer
+from .modes import MODES, Condition, calibrate_condition
+from .plans import Prompting, Steering, applied, as_steerable, in_mode
+from .steerable import Coeff, Steerable, load_steerable, register_loader
 
 __all__ = [
     "METHODS",
     "MODES",
     "AdapterHandle",
+    "Coeff",
     "Condition",
     "Direction",
     "InnerPiSSA",
@@ -35,6 +53,7 @@ __all__ = [
     "Steerable",
     "Steering",
     "TrainResult",
+    "adapters",
     "applied",
     "as_steerable",
     "attach_innerpissa",
@@ -47,10 +66,12 @@ __all__ = [
     "export_gguf",
     "export_neuronpedia",
     "export_peft",
+    "formats",
     "from_pretrained",
     "import_easysteer",
     "import_gguf",
     "import_neuronpedia",
+    "in_mode",
     "load_directions",
     "load_innerpissa",
     "load_lora",
@@ -58,6 +79,7 @@ __all__ = [
     "orthogonalize_weights",
     "push_to_hub",
     "register",
+    "register_loader",
     "save_directions",
     "save_pretrained",
     "steer",

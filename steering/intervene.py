@@ -47,27 +47,14 @@ from torch import Tensor
 import probes
 from probes import sublayers as sl
 from probes import tracing
-from probes.remote import Remote, resolve_remote
+from probes.module_output import edit_hidden, in_output
+from probes.remote import Remote, has_weights, resolve_remote
 from probes.tracing import Iterations
 
 from .directions import Direction
 from .modes import Condition, apply_mode, check_mode, check_target, mode_coefficients
 from .positions import Positions, PositionTracker, check_positions
-
-Coeff = float | Sequence[float] | Float[Tensor, " batch"] | Float[Tensor, ""]  # one c, or one per batch row
-
-
-def check_coefficients(coeff: Coeff) -> Tensor:
-    """``coeff`` as a float tensor (scalar or one value per row), refusing NaN and infinities."""
-    try:
-        values = torch.as_tensor(coeff, dtype=torch.float64).detach().cpu()
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"coeff={coeff!r}: give a number, or one number per batch row.") from None
-    if values.ndim > 1:
-        raise ValueError(f"coeff has shape {tuple(values.shape)}: give a number, or one number per batch row.")
-    if not torch.isfinite(values).all():
-        raise ValueError(f"coeff={coeff!r} is not finite: steering coefficients must be real numbers (c = 0 is the base model).")
-    return values
+from .steerable import Coeff, check_coefficients
 
 
 def coefficient_tensor(coeff: Coeff, batch: int, like: Tensor) -> Tensor:
@@ -78,13 +65,6 @@ def coefficient_tensor(coeff: Coeff, batch: int, like: Tensor) -> Tensor:
     if c.ndim != 1 or c.shape[0] != batch:
         raise ValueError(f"A per-row coefficient tensor must have one value per batch row ({batch}); got shape {tuple(c.shape)}.")
     return c[:, None, None]
-
-
-def edit_hidden(output: Any, edit) -> Any:
-    """Apply ``edit(hs) -> hs`` to a module output (tensor or tuple whose first item is the hidden state)."""
-    if isinstance(output, tuple):
-        return (edit(output[0]), *output[1:])
-    return edit(output)
 
 
 @dataclass(frozen=True)
@@ -175,15 +155,6 @@ def steering_edit(
     return SteeringEdit(sublayer.path, step=in_output(sublayer, direction.vector.float() * step_scale))
 
 
-def in_output(sublayer: sl.Sublayer, features: Tensor) -> Tensor:
-    """``features`` (a sublayer's, in the last dimension) placed in its module's output: float32, zeros
-    outside the slice of a fused q/k/v module."""
-    features = features.float()
-    if sublayer.fused is None:
-        return features
-    return fused_delta(features.new_zeros(*features.shape[:-1], 3 * features.shape[-1]), sublayer.fused, features)
-
-
 def mode_edit(model: Any, direction: Direction, scale: float, mode: str, target: float | None, condition: Condition | None) -> SteeringEdit:
     """The edit of an ablate / clamp / conditional mode: ``h + c·(α + β·(h·û))·û`` where ``h·ŵ > τ``."""
     if direction.space != "activation":
@@ -219,17 +190,6 @@ def steering_hook(edit: SteeringEdit, coeff: Coeff, tracker: PositionTracker | N
         return edit_hidden(output, apply)
 
     return hook
-
-
-def fused_delta(hs: Tensor, fused: sl.FusedSlice, step: Tensor) -> Tensor:
-    """A zero tensor shaped like a fused q/k/v output with ``step`` in this slice's features."""
-    parts = [torch.zeros_like(hs[..., : hs.shape[-1] // 3]) for _ in range(3)]
-    parts[fused.index] = step.expand_as(parts[fused.index]).to(hs.dtype)
-    if fused.layout == "concat":
-        return torch.cat(parts, dim=-1)
-    heads = fused.n_heads
-    per_head = [p.unflatten(-1, (heads, -1)) for p in parts]
-    return torch.cat(per_head, dim=-1).flatten(-2)
 
 
 def nnsight_edit(model: Any, edit: SteeringEdit, coeff: Coeff, positions: Positions = "all") -> list:
@@ -352,3 +312,46 @@ def steer(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def orthogonalize_weights(model, direction: Direction, coeff: float = 1.0) -> None:
+    """Bake ``ablate`` at ``coeff`` into the weights, in place: ``W ← (I − c·ûûᵀ) W`` and ``b ← (I − c·ûûᵀ) b``
+    of the linear module that writes ``direction``'s sublayer (so its output never carries ``û`` at c = 1).
+
+    Equal to ``steer(model, direction, coeff, mode="ablate")`` at that module, with no hook, so the model
+    can be saved as an "orthogonalised weights" checkpoint (``probes.torch_module(model).save_pretrained``).
+    ``resid`` has no single writing weight: ablate the ``o`` and ``down`` directions, or use the hook.
+
+    Example:
+        >>> orthogonalize_weights(model, steering.compute("mean_diff", acts, 14, "o"))
+    """
+    given = coeff
+    try:
+        coeff = float(coeff)
+    except (TypeError, ValueError, RuntimeError):
+        coeff = math.nan
+    if not math.isfinite(coeff):
+        raise ValueError(f"coeff={given!r}: give a finite number (1.0 removes the component along the direction).")
+    if not has_weights(model):
+        raise NotImplementedError(
+            f"orthogonalize_weights({direction.name}) rewrites the weights in this process, but this model was loaded "
+            "for remote execution (its weights live on NDIF), so nothing would change there. Ablate remotely with "
+            f"steer(model, direction, {coeff:g}, mode='ablate'), or load the model locally "
+            "(probes.load_model(name, device_map='auto', dtype='bfloat16')) to bake it into the weights."
+        )
+    sublayer = check_fits(model, direction)
+    module = sl.get_module(model, sublayer.path)
+    if direction.space != "activation" or not isinstance(module, torch.nn.Linear):
+        raise NotImplementedError(
+            f"{direction.name}: weight-space ablation needs an activation direction at a kind written by one "
+            f"nn.Linear (q, k, v, o, gate, up, down of most families); {sublayer.path} is {type(module).__name__}. "
+            "Use steer(..., mode='ablate') instead."
+        )
+    unit = in_output(sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
+    with torch.no_grad():
+        u = unit.to(module.weight.device, torch.float32)
+        weight = module.weight.float()
+        module.weight.copy_((weight - coeff * torch.outer(u, u @ weight)).to(module.weight.dtype))
+        if module.bias is not None:
+            bias = module.bias.float()
+            module.bias.copy_((bias - coeff * u * (u @ bias)).to(module.bias.dtype))

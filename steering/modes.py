@@ -44,23 +44,6 @@ MODES: tuple[str, ...] = ("add", "ablate", "clamp")
 APPLY_MODES: tuple[str, ...] = (*MODES, "conditional")  # what a sweep's --modes may name
 
 
-def in_mode(direction: Direction, mode: str, acts=None):
-    """``direction`` applied in ``mode`` as something `steering.applied` and `analysis.dose_response` take: the
-    direction itself for ``add``, else a one-direction `steering.Steering` plan (``conditional``: add where the
-    state passes the midpoint of the pairs in ``acts``, see `calibrate_condition`)."""
-    from .steerable import Steering
-
-    if mode not in APPLY_MODES:
-        raise ValueError(f"mode={mode!r}: choose one of {', '.join(APPLY_MODES)}.")
-    if mode == "add":
-        return direction
-    if mode == "conditional":
-        if acts is None:
-            raise ValueError("mode='conditional' needs the pairs' activations (acts) to calibrate its threshold.")
-        return Steering([direction], condition=calibrate_condition(acts, direction))
-    return Steering([direction], modes=[mode])
-
-
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)} (and condition= for conditional steering).")
@@ -157,51 +140,3 @@ def apply_mode(
         fires = (hidden @ gate_unit.to(hidden.device, hidden.dtype))[..., None] > threshold
         change = change * fires.to(hidden.dtype)
     return hidden + change
-
-
-def orthogonalize_weights(model, direction: Direction, coeff: float = 1.0) -> None:
-    """Bake ``ablate`` at ``coeff`` into the weights, in place: ``W ← (I − c·ûûᵀ) W`` and ``b ← (I − c·ûûᵀ) b``
-    of the linear module that writes ``direction``'s sublayer (so its output never carries ``û`` at c = 1).
-
-    Equal to ``steer(model, direction, coeff, mode="ablate")`` at that module, with no hook, so the model
-    can be saved as an "orthogonalised weights" checkpoint (``probes.torch_module(model).save_pretrained``).
-    ``resid`` has no single writing weight: ablate the ``o`` and ``down`` directions, or use the hook.
-
-    Example:
-        >>> orthogonalize_weights(model, steering.compute("mean_diff", acts, 14, "o"))
-    """
-    from probes import sublayers as sl
-    from probes.remote import has_weights
-
-    from .intervene import check_fits, in_output
-
-    given = coeff
-    try:
-        coeff = float(coeff)
-    except (TypeError, ValueError, RuntimeError):
-        coeff = math.nan
-    if not math.isfinite(coeff):
-        raise ValueError(f"coeff={given!r}: give a finite number (1.0 removes the component along the direction).")
-    if not has_weights(model):
-        raise NotImplementedError(
-            f"orthogonalize_weights({direction.name}) rewrites the weights in this process, but this model was loaded "
-            "for remote execution (its weights live on NDIF), so nothing would change there. Ablate remotely with "
-            f"steer(model, direction, {coeff:g}, mode='ablate'), or load the model locally "
-            "(probes.load_model(name, device_map='auto', dtype='bfloat16')) to bake it into the weights."
-        )
-    sublayer = check_fits(model, direction)
-    module = sl.get_module(model, sublayer.path)
-    if direction.space != "activation" or not isinstance(module, torch.nn.Linear):
-        raise NotImplementedError(
-            f"{direction.name}: weight-space ablation needs an activation direction at a kind written by one "
-            f"nn.Linear (q, k, v, o, gate, up, down of most families); {sublayer.path} is {type(module).__name__}. "
-            "Use steer(..., mode='ablate') instead."
-        )
-    unit = in_output(sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
-    with torch.no_grad():
-        u = unit.to(module.weight.device, torch.float32)
-        weight = module.weight.float()
-        module.weight.copy_((weight - coeff * torch.outer(u, u @ weight)).to(module.weight.dtype))
-        if module.bias is not None:
-            bias = module.bias.float()
-            module.bias.copy_((bias - coeff * u * (u @ bias)).to(module.bias.dtype))

@@ -6,7 +6,7 @@ file saved on one model would steer another of the same width without a word. Sa
 model's name and an evenly spaced sample of the weights it acts on (each steered layer's block for a
 plan, each adapted projection for LoRA; a plan also records each direction's module path). Loading
 refuses other module paths or other weights (a dtype change passes: the samples are compared with a
-2 % tolerance) and warns when only the name differs, as InnerPiSSA adapters do (`steering.adapter_files`).
+2 % tolerance) and warns when only the name differs, as InnerPiSSA adapters do (`steering.adapters.innerpissa_files`).
 
 Example:
     >>> plan.save("runs/plan", model=model)
@@ -26,7 +26,7 @@ from probes import sublayers as sl
 from probes.fingerprint import sample_indices
 from probes.remote import has_weights
 
-from .direction import Direction
+from .directions import Direction
 
 SAMPLES = 16  # per parameter
 FIX = "Load it into the model it was made on, or make it again on this one."

@@ -38,10 +38,10 @@ def fresh_memory_caches():
     """Each test starts with empty in-memory caches (weight SVDs, Fisher gradients), so no test
     passes only because an earlier one filled a cache with the right (or a wrong) answer."""
     import probes.basis
-    import steering.fisher
+    import steering.directions.fisher
 
     probes.basis.memory_cache.clear()
-    steering.fisher.clear_gradient_cache()
+    steering.directions.fisher.clear_gradient_cache()
     yield
 
 

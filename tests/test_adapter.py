@@ -8,7 +8,7 @@ import torch
 import probes
 import steering
 from probes import sublayers as sl
-from steering.adapter import cayley
+from steering.adapters.innerpissa import cayley
 from tests.tiny import checksum, tiny_model
 
 TEXTS = ["The cat sat on the mat", "We", "numbers one two three four"]

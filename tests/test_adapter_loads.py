@@ -109,7 +109,7 @@ def test_detaching_adapters_in_any_order_restores_every_flag():
 
 
 def test_a_lora_and_an_innerpissa_detached_out_of_order_restore_every_flag():
-    from steering.lora import attach_lora
+    from steering.adapters.lora import attach_lora
 
     model = tiny_model("llama")
     torch_model = sl.unwrap(model)

@@ -9,7 +9,7 @@ import torch
 import analysis
 from analysis import compare
 from probes import sublayers as sl
-from steering.lora import attach_lora
+from steering.adapters.lora import attach_lora
 from tests.tiny import tiny_model
 
 

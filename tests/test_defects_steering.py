@@ -20,7 +20,7 @@ import steering
 from analysis.predict import finite_difference_effects, predict_steerability
 from probes import sublayers as sl
 from steering import Direction, Steering, applied, load_directions, save_directions, steer
-from steering.modes import in_mode
+from steering.plans import in_mode
 from steering.steerable import load_steerable
 from tests.tiny import tiny_model
 

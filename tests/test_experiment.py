@@ -163,8 +163,8 @@ def test_every_ablation_changes_the_full_method():
     from dataclasses import fields
 
     from analysis.experiment import ABLATIONS
-    from steering.adapter import AdapterConfig
-    from steering.train import ReprPOConfig
+    from steering.adapters.innerpissa import AdapterConfig
+    from steering.adapters.reprpo import ReprPOConfig
 
     adapter_defaults = {f.name: f.default for f in fields(AdapterConfig)}
     training_defaults = {f.name: f.default for f in fields(ReprPOConfig)}

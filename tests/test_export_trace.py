@@ -11,7 +11,8 @@ import probes
 from probes import sublayers as sl
 from probes.hooks import trace_modules
 from steering import Direction
-from steering.export import export_gguf, import_gguf, load_directions, save_directions
+from steering.directions import load_directions, save_directions
+from steering.formats.gguf import export_gguf, import_gguf
 from tests.tiny import tiny_model
 
 

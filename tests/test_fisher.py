@@ -8,7 +8,7 @@ import torch
 import probes
 from probes import sublayers as sl
 from steering import directions
-from steering.fisher import REGS, clear_gradient_cache, text_gradients
+from steering.directions.fisher import REGS, clear_gradient_cache, text_gradients
 from tests.test_directions import PLANTED_PAIRS, planted_model
 from tests.tiny import tiny_model
 

@@ -14,7 +14,7 @@ import torch
 
 import steering
 from probes import sublayers as sl
-from steering.direction import Direction
+from steering.directions.direction import Direction
 from steering.formats import export_easysteer, export_neuronpedia, import_easysteer, import_neuronpedia
 from tests.tiny import tiny_model
 

@@ -10,8 +10,8 @@ from peft import PeftModel
 
 import steering
 from probes import sublayers as sl
-from steering.direction import Direction
-from steering.hf_folders import from_pretrained, save_pretrained
+from steering.directions.direction import Direction
+from steering.formats.hub import from_pretrained, save_pretrained
 from tests.tiny import tiny_model
 
 TEXTS = ["The quick brown fox", "jumps over the lazy dog."]

@@ -8,7 +8,7 @@ import torch
 
 import probes
 import steering
-from steering.train import adapted_layers, default_loss_layer, train_reprpo
+from steering.adapters.reprpo import default_loss_layer, train_reprpo
 from tests.tiny import tiny_model
 
 PAIRS_N = 8
@@ -41,9 +41,9 @@ def test_the_part_after_the_loss_layer_cannot_reach_what_the_loss_reads():
 def test_adapted_layers_are_read_from_both_adapter_types():
     model = tiny_model("llama")
     inner = steering.attach_innerpissa(model, layers=[0, 2], kinds=("o",), rank=2)
-    assert adapted_layers(inner) == [0, 2]
+    assert inner.adapted_layers() == [0, 2]
     inner.detach()
     lora = steering.attach_lora(model, [1], ("o",), rank=2)
-    assert adapted_layers(lora) == [1]
+    assert lora.adapted_layers() == [1]
     lora.detach()
     assert default_loss_layer(30) == 22 and default_loss_layer(3) == 2

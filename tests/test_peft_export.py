@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import steering
 from probes import sublayers as sl
-from steering.peft_export import export_peft
+from steering.adapters.peft_folders import export_peft
 from tests.tiny import tiny_model
 
 TEXTS = ["The quick brown fox", "jumps over the lazy dog."]

@@ -22,9 +22,9 @@ import analysis
 import probes
 from probes import sublayers as sl
 from steering import Direction, calibrate, steer
-from steering.adapter import attach_innerpissa
-from steering.fisher import text_gradients
-from steering.lora import attach_lora
+from steering.adapters.innerpissa import attach_innerpissa
+from steering.adapters.lora import attach_lora
+from steering.directions.fisher import text_gradients
 from tests.ndif_double import ndif_double, server_twins
 from tests.tiny import saved_folder, tiny_model
 

@@ -7,7 +7,7 @@ import jaxtyping
 import pytest
 import torch
 
-from steering.adapter import cayley
+from steering.adapters.innerpissa import cayley
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("STEERSCOPE_NO_SHAPE_CHECKS")), reason="shape checks turned off")
 

@@ -1,6 +1,8 @@
-"""One contract, every intervention: identity at c = 0, an exact detach, per-row c, save and load.
+"""One contract, every intervention: identity at c = 0, an exact detach, per-row c, save and load
+through `load_steerable`, and one ReprPO step for adapters.
 
-Run over directions (one, and two at two layers), InnerPiSSA, LoRA and prompting.
+Run over every type registered with `steering.register_loader` (built by its registered
+``example``: a new type is picked up with no change here) and a one-direction plan.
 The observable is the next-token log-probabilities after each rendered prompt, the
 prompt carrying the intervention's prefix at that coefficient.
 """
@@ -13,7 +15,8 @@ import torch
 import steering
 from analysis import score as sc
 from probes import sublayers as sl
-from steering import Direction, Prompting, Steering, applied, load_steerable
+from steering import AdapterHandle, Direction, Steering, applied, load_steerable
+from steering.steerable import LOADERS
 from tests.tiny import checksum, tiny_model
 
 PROMPTS = ["Is honesty the best policy?", "How was the trip?", "Tell me about the sky."]
@@ -31,12 +34,21 @@ def perturbed(handle):
     return handle
 
 
+def registered(type_name: str):
+    example = LOADERS[type_name].example
+    assert example is not None, f"steerable type {type_name!r} registers no example, so the contract tests cannot build one"
+
+    def build(model):
+        built = example(model)
+        return perturbed(built) if isinstance(built, AdapterHandle) else built
+
+    return build
+
+
 BUILDERS = {
     "direction": lambda model: Steering([direction(1, "resid", 0)]),
     "two directions at two layers": lambda model: Steering([direction(0, "o", 1), direction(2, "down", 2)]),
-    "InnerPiSSA": lambda model: perturbed(steering.attach_innerpissa(model, layers=[0, 1], kinds=("o", "down"), rank=4)),
-    "LoRA": lambda model: perturbed(steering.attach_lora(model, [1], ("o", "up"), rank=2)),
-    "prompting": lambda model: Prompting("You are honest.", "You are a liar."),
+    **{f"registered {name}": registered(name) for name in sorted(LOADERS)},
 }
 
 
@@ -106,3 +118,34 @@ def test_applied_refuses_what_is_not_an_intervention():
     model = tiny_model("llama")
     with pytest.raises(TypeError, match="Cannot steer with a str"), applied(model, "pca_diff", 1.0):
         pass
+
+
+def test_every_registered_type_is_built_and_loaded_as_its_own_type(tmp_path):
+    """The registry is the one list: each example saves a folder that `load_steerable` reads back as the same class."""
+    assert {"steering", "prompting", "innerpissa", "lora"} <= set(LOADERS)
+    for name, loader in sorted(LOADERS.items()):
+        model = tiny_model("llama")
+        built = loader.example(model)
+        built.save(tmp_path / name)
+        built.detach()
+        loaded = load_steerable(tmp_path / name, model)
+        assert type(loaded) is type(built), name
+        loaded.detach()
+
+
+def is_adapter_type(name: str) -> bool:
+    built = LOADERS[name].example(tiny_model("llama"))
+    built.detach()
+    return isinstance(built, AdapterHandle)
+
+
+@pytest.mark.parametrize("name", [name for name in sorted(LOADERS) if is_adapter_type(name)])
+def test_every_adapter_type_trains_one_reprpo_step(name):
+    model = tiny_model("llama")
+    adapter = LOADERS[name].example(model)
+    before = [p.detach().clone() for p in adapter.trainable_parameters()]
+    pairs = [("I always tell the truth.", "I often lie to people."), ("Honesty matters to me.", "Deceit is my habit."), ("I keep my word.", "I break my promises.")]
+    result = steering.train_reprpo(model, adapter, pairs, steps=1, batch_pairs=3, warmup_steps=0, tokens=2, loss_layers=[sl.n_layers(model) - 1], progress=False)
+    assert len(result.history) == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, adapter.trainable_parameters())), f"{name}: one step changed nothing"
+    adapter.detach()

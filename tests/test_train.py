@@ -7,7 +7,7 @@ import pytest
 import analysis
 import probes
 import steering
-from steering.train import train_reprpo
+from steering.adapters.reprpo import train_reprpo
 from tests.tiny import checksum, tiny_model
 
 
@@ -36,7 +36,7 @@ def test_short_training_raises_separation_at_plus_one_and_lowers_it_at_minus_one
 
 
 def test_sign_check_flips_an_adapter_trained_the_wrong_way(monkeypatch):
-    import steering.train as train
+    import steering.adapters.reprpo as train
 
     model = tiny_model("llama")
     pairs = probes.honesty_pairs(n=8, tokenizer=model.tokenizer)
@@ -88,7 +88,7 @@ def test_uspace_direction_space_lies_in_the_top_output_singular_vectors_and_chan
 def test_the_monotonic_hinge_is_per_pair_with_a_margin():
     import torch
 
-    from steering.train import monotonic_loss
+    from steering.adapters.reprpo import monotonic_loss
 
     ref = torch.tensor([0.0, 0.0])
     plus = torch.tensor([-1.0, 3.0])  # pair 0 violates by 1, pair 1 exceeds by 3: a batch-mean hinge would be 0

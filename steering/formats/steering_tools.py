@@ -32,8 +32,8 @@ import torch
 from probes import sublayers as sl
 from probes.files import read_json, write_json
 
-from .directions import Direction
-from .export import export_gguf, import_gguf
+from ..directions import Direction
+from .gguf import export_gguf, import_gguf
 
 HOOK_TYPE = "hook_resid_pre"
 REQUEST = "steer_vector_request.json"

@@ -50,7 +50,8 @@ from probes import hooks
 from probes import sublayers as sl
 from probes.batching import check_lengths, pad_batch, tokenize
 
-from .directions import StateSet, first_component, sign_vote, unit
+from ..directions import StateSet, first_component, sign_vote, unit
+from .base import AdapterHandle
 
 WHOLE_NUMBERS = {  # option: what it counts
     "steps": "training steps",
@@ -189,17 +190,9 @@ def default_loss_layer(total: int) -> int:
     return min(total - 1, (3 * total) // 4)
 
 
-def adapted_layers(adapter: Any) -> list[int]:
-    """The layers an adapter changes (InnerPiSSA keeps them in ``config.layers``, LoRA in ``layers``)."""
-    for layers in (getattr(getattr(adapter, "config", None), "layers", None), getattr(adapter, "layers", None)):
-        if isinstance(layers, list | tuple) and layers and all(isinstance(layer, int) for layer in layers):
-            return list(layers)
-    return []
-
-
-def check_loss_after_adapter(loss_layers: Sequence[int], adapter: Any) -> None:
+def check_loss_after_adapter(loss_layers: Sequence[int], adapter: AdapterHandle) -> None:
     """Refuse an adapter layer after every loss layer: it cannot change the states the loss reads (zero gradient)."""
-    adapted = adapted_layers(adapter)
+    adapted = adapter.adapted_layers()
     if adapted and max(adapted) > max(loss_layers):
         after = sorted(layer for layer in adapted if layer > max(loss_layers))
         raise ValueError(
@@ -283,7 +276,7 @@ def coherence_loss(logp_c: Tensor, logp_ref: Tensor, mask: Tensor, config: ReprP
     return (excess**2).sum() / mask.sum().clamp_min(1)
 
 
-def reference_pass(model: Any, adapter: Any, encoded: Encoded, n_pairs: int, paths: list[str], config: ReprPOConfig):
+def reference_pass(model: Any, adapter: AdapterHandle, encoded: Encoded, n_pairs: int, paths: list[str], config: ReprPOConfig):
     """States and token log-probs of every training text at c = 0 (the base model), computed once."""
     states: dict[str, list[Tensor]] = {path: [] for path in paths}
     token_logp: list[Tensor] = [torch.empty(0)] * (2 * n_pairs)
@@ -308,7 +301,9 @@ def aligned_reference(token_logp: list[Tensor], batch, mask: Tensor) -> Tensor:
     return out
 
 
-def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOConfig | None = None, **overrides: Any) -> TrainResult:
+def train_reprpo(
+    model: Any, adapter: AdapterHandle, pairs: Sequence[Any], config: ReprPOConfig | None = None, **overrides: Any
+) -> TrainResult:
     """Train ``adapter`` on ``pairs`` with the ReprPO loss; see the module docstring.
 
     Returns a `TrainResult` (history DataFrame, whether the sign was flipped, seconds); plot the
@@ -316,6 +311,10 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
     After training, a sign check on the training pairs flips the adapter if c = +1
     separates the wrong way.
     """
+    if not isinstance(adapter, AdapterHandle):
+        raise TypeError(
+            f"train_reprpo trains an adapter (steering.attach_innerpissa or steering.attach_lora), not a {type(adapter).__name__}."
+        )
     unknown = sorted(set(overrides) - {f.name for f in fields(ReprPOConfig)})
     if unknown:
         raise ValueError(f"Unknown training option(s) {unknown}; ReprPOConfig has: {', '.join(f.name for f in fields(ReprPOConfig))}.")
@@ -411,7 +410,13 @@ def train_reprpo(model: Any, adapter: Any, pairs: Sequence[Any], config: ReprPOC
 
 @torch.no_grad()
 def separation_check(
-    model: Any, adapter: Any, encoded: Encoded, n_pairs: int, paths: list[str], directions: dict[str, Tensor], config: ReprPOConfig
+    model: Any,
+    adapter: AdapterHandle,
+    encoded: Encoded,
+    n_pairs: int,
+    paths: list[str],
+    directions: dict[str, Tensor],
+    config: ReprPOConfig,
 ) -> dict[str, float]:
     """Mean separation along the frozen directions on the training pairs at c = −1, 0, +1."""
     out = {}

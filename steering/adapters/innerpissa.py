@@ -40,10 +40,11 @@ from torch import Tensor, nn
 import probes
 from probes import sublayers as sl
 from probes.files import write_atomic, write_json
+from probes.module_output import edit_hidden, fused_delta
 
+from ..intervene import coefficient_tensor
+from .base import AdapterHandle, PeftFactors
 from .frozen import freeze
-from .intervene import coefficient_tensor, edit_hidden, fused_delta
-from .steerable import AdapterHandle
 
 ScaleMode = Literal["add", "tanh", "mult", "none"]
 SCALE_MODES = ("add", "tanh", "mult", "none")
@@ -213,6 +214,9 @@ class InnerPiSSA(AdapterHandle):
     def _apply_coeff(self) -> None:
         """Nothing to push: the hooks read ``self.c`` and the sign at every forward."""
 
+    def adapted_layers(self) -> list[int]:
+        return sorted(set(self.config.layers))
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.layers.parameters() if p.requires_grad]
 
@@ -247,6 +251,22 @@ class InnerPiSSA(AdapterHandle):
         for handle in self.handles:
             handle.remove()
         self.handles = []
+
+    def peft_factors(self, c: float) -> dict[str, PeftFactors]:
+        """Weight path -> ``(A, B)`` with ``B @ A`` = the weight change at c (fused kinds stacked)."""
+        if self.merged:
+            raise ValueError("The adapter is merged into the weights: unmerge() it before exporting its change as LoRA.")
+        by_module: dict[str, list[PeftFactors]] = {}
+        for target in self.targets:
+            layer = self.layer(target)
+            with torch.no_grad():
+                # rows of delta(V_rᵀ) are Mᵀ U_rᵀ, since V_rᵀ V_r = I: that is (U_r M)ᵀ
+                B = layer.delta(layer.V.T[None], torch.tensor(float(c) * self.config.sign, dtype=layer.V.dtype))[0].T
+                A = layer.V.T
+            if target.sublayer.fused is not None:  # this slice's rows of the fused output, zeros elsewhere
+                B = fused_delta(torch.zeros(B.shape[1], 3 * B.shape[0], dtype=B.dtype), target.sublayer.fused, B.T).T
+            by_module.setdefault(sl.weight_path_of(target.sublayer), []).append((A, B))
+        return {path: (torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts], dim=1)) for path, parts in by_module.items()}
 
     # -- persistence -------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -4,7 +4,7 @@ A folder holds what `Steerable.save` writes (``steerable.json`` + ``directions.s
 plan; ``adapter.json`` + ``adapter.safetensors`` for InnerPiSSA; ``lora.safetensors`` for LoRA) and
 a model card ``README.md`` whose metadata names ``base_model`` (Hugging Face's model-card schema).
 An adapter folder is also a PEFT LoRA folder (``adapter_config.json``, ``adapter_model.safetensors``,
-at the coefficient given, `steering.peft_export`), so ``PeftModel.from_pretrained`` loads it too.
+at the coefficient given, `steering.adapters.peft_folders`), so ``PeftModel.from_pretrained`` loads it too.
 
 Layer convention (written into every card): layer L is decoder block L, counted from 0; ``resid``
 at L is that block's output (transformers' ``hidden_states[L + 1]``, TransformerLens'
@@ -30,11 +30,12 @@ from typing import Any
 from probes import sublayers as sl
 from probes.files import write_atomic
 
-from .adapter import InnerPiSSA
-from .directions import Direction
-from .lora import LoraHandle
-from .peft_export import export_peft
-from .steerable import Prompting, Steering, load_steerable
+from ..adapters.innerpissa import InnerPiSSA
+from ..adapters.lora import LoraHandle
+from ..adapters.peft_folders import export_peft
+from ..directions import Direction
+from ..plans import Prompting, Steering
+from ..steerable import load_steerable
 
 CONVENTION = (
     "Layer L is decoder block L, counted from 0. `resid` at L is that block's output (transformers' "

@@ -28,47 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Float
 from safetensors.torch import save_file
-from torch import Tensor
 
 from probes import sublayers as sl
 from probes.files import write_atomic
 
-from .adapter import InnerPiSSA
-from .intervene import fused_delta
-from .lora import LoraHandle
-
-Factors = tuple[Float[Tensor, "r d_in"], Float[Tensor, "d_out r"]]
-
-
-def innerpissa_factors(adapter: InnerPiSSA, c: float) -> dict[str, Factors]:
-    """Module path -> ``(A, B)`` with ``B @ A`` = the adapter's weight change at c (fused kinds stacked)."""
-    by_module: dict[str, list[Factors]] = {}
-    for target in adapter.targets:
-        layer = adapter.layer(target)
-        with torch.no_grad():
-            # rows of delta(V_rᵀ) are Mᵀ U_rᵀ, since V_rᵀ V_r = I: that is (U_r M)ᵀ
-            B = layer.delta(layer.V.T[None], torch.tensor(float(c) * adapter.config.sign, dtype=layer.V.dtype))[0].T
-            A = layer.V.T
-        if target.sublayer.fused is not None:  # this slice's rows of the fused output, zeros elsewhere
-            B = fused_delta(torch.zeros(B.shape[1], 3 * B.shape[0], dtype=B.dtype), target.sublayer.fused, B.T).T
-        by_module.setdefault(sl.weight_path_of(target.sublayer), []).append((A, B))
-    return {path: (torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts], dim=1)) for path, parts in by_module.items()}
-
-
-def lora_factors(handle: LoraHandle, c: float) -> dict[str, Factors]:
-    """Module path -> the LoRA baseline's ``(A, B · c · sign)`` (PEFT's scaling alpha / r is kept)."""
-    found = {}
-    for path, layer in zip(handle.paths, handle.lora_layers(), strict=True):
-        A = layer.lora_A["default"].weight.detach()
-        B = layer.lora_B["default"].weight.detach() * (float(c) * handle.sign)
-        found[path] = (A, B)
-    return found
+from .base import AdapterHandle
 
 
 def export_peft(
-    adapter: InnerPiSSA | LoraHandle,
+    adapter: AdapterHandle,
     path: str | Path,
     *,
     c: float = 1.0,
@@ -84,14 +53,9 @@ def export_peft(
 
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
         raise ValueError(f"c={c!r}: a LoRA folder holds the adapter at one finite coefficient (e.g. c=1.0).")
-    if isinstance(adapter, InnerPiSSA):
-        if adapter.merged:
-            raise ValueError("The adapter is merged into the weights: unmerge() it before exporting its change as LoRA.")
-        factors, alpha_of = innerpissa_factors(adapter, c), None
-    elif isinstance(adapter, LoraHandle):
-        factors, alpha_of = lora_factors(adapter, c), adapter.alpha
-    else:
-        raise TypeError(f"export_peft writes an InnerPiSSA or LoRA adapter, not a {type(adapter).__name__}.")
+    if not isinstance(adapter, AdapterHandle):
+        raise TypeError(f"export_peft writes an adapter (InnerPiSSA or LoRA: an AdapterHandle), not a {type(adapter).__name__}.")
+    factors, alpha_of = adapter.peft_factors(c), adapter.peft_alpha()
     if not factors:
         raise ValueError("The adapter has no targets to export.")
     torch_model = sl.unwrap(adapter.model)

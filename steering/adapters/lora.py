@@ -27,9 +27,11 @@ from probes import sublayers as sl
 from probes.files import read_json, write_atomic, write_json
 from probes.remote import require_weights
 
+from ..recorded_model import check_weights, weights_record
+from ..steerable import STEERABLE_FILE, register_loader
+from .base import AdapterHandle, PeftFactors
 from .frozen import freeze, release
-from .recorded_model import check_weights, weights_record
-from .steerable import AdapterHandle
+from .peft_folders import export_peft
 
 
 class LoraHandle(AdapterHandle):
@@ -62,6 +64,21 @@ class LoraHandle(AdapterHandle):
         if hasattr(torch_model, "peft_config"):  # PEFT's record of injected adapters: none are left
             del torch_model.peft_config
 
+    def adapted_layers(self) -> list[int]:
+        return sorted(set(self.layers))
+
+    def peft_alpha(self) -> float | None:
+        return self.alpha
+
+    def peft_factors(self, c: float) -> dict[str, PeftFactors]:
+        """Weight path -> ``(A, B · c · sign)`` (PEFT's scaling alpha / r is kept)."""
+        found = {}
+        for path, layer in zip(self.paths, self.lora_layers(), strict=True):
+            A = layer.lora_A["default"].weight.detach()
+            B = layer.lora_B["default"].weight.detach() * (float(c) * self.sign)
+            found[path] = (A, B)
+        return found
+
     def save(self, path: str | Path) -> Path:
         """``lora.safetensors`` (the LoRA weights by module path) and ``steerable.json``, and the same
         adapter at c = 1 as a PEFT folder (``adapter_config.json``, ``adapter_model.safetensors``, `export_peft`)."""
@@ -74,13 +91,11 @@ class LoraHandle(AdapterHandle):
         }
         write_atomic(path / "lora.safetensors", lambda temporary: save_file(tensors, str(temporary)))
         write_json(
-            path / "steerable.json",
+            path / STEERABLE_FILE,
             {"type": "lora", "layers": self.layers, "kinds": self.kinds, "rank": self.rank, "alpha": self.alpha, "sign": self.sign}
             | weights_record(self.model, self.paths),
         )
-        from .peft_export import export_peft  # the same folder is a PEFT LoRA adapter at c = 1
-
-        export_peft(self, path, c=1.0)
+        export_peft(self, path, c=1.0)  # the same folder is a PEFT LoRA adapter at c = 1
         return path
 
 
@@ -131,11 +146,12 @@ def attach_lora(model: Any, layers: Any, kinds: Sequence[str], rank: int = 16, a
     return handle
 
 
+@register_loader("lora", example=lambda model: attach_lora(model, [sl.n_layers(model) - 1], ("o", "up"), rank=2))
 def load_lora(path: str | Path, model: Any) -> LoraHandle:
     """Attach a saved LoRA adapter to ``model`` (a failed load leaves the model as it was), after checking it
     was saved for this model's weights (`steering.recorded_model`)."""
     path = Path(path)
-    record = read_json(path / "steerable.json", "a saved LoRA adapter")
+    record = read_json(path / STEERABLE_FILE, "a saved LoRA adapter")
     check_weights(record, model, path, "LoRA adapter")
     handle = attach_lora(model, record["layers"], record["kinds"], record["rank"], record["alpha"])
     try:

@@ -57,7 +57,8 @@ from probes.batching import check_batch_size, encode, pad_batch
 from probes.fingerprint import model_fingerprint
 from probes.remote import require_weights
 
-from .directions import StateSet, pca_diff, register, sign_vote, state_set, unit
+from .compute import sign_vote, state_set
+from .methods import StateSet, pca_diff, register, unit
 
 REGS = {f"reg{k}": value for k, value in enumerate((0.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5))}
 DEFAULT_REG = 1e-3
