@@ -31,9 +31,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 import probes
-from probes import sublayers as sl
 from probes.batching import check_lengths
 from probes.hooks import edit_outputs
+from probes.module_output import module_hidden
 from probes.pairs import render
 from probes.remote import require_weights
 from steering.directions import Direction
@@ -106,7 +106,7 @@ def monitor(
 
     def record(path: str):
         def edit(output: Any, inputs: tuple) -> Any:
-            readings[path].append(sl.module_hidden(output)[0].detach().float())  # [positions, features]
+            readings[path].append(module_hidden(output)[0].detach().float())  # [positions, features]
             return output
 
         return edit

@@ -34,7 +34,7 @@ from torch import Tensor
 
 import probes
 from probes import sublayers as sl
-from probes.module_output import fused_delta
+from probes.module_output import module_hidden
 from probes.remote import require_weights
 from steering.directions import Direction
 from steering.intervene import check_fits, steer
@@ -64,7 +64,7 @@ class ShiftSite:
         self.shift: Tensor | None = None
 
     def hook(self, module: Any, args: tuple, output: Any) -> Any:
-        hidden = sl.module_hidden(output)
+        hidden = module_hidden(output)
         if self.basis is None:
             self.shift = torch.zeros(hidden.shape[0], 1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device, requires_grad=True)
             edited = hidden + self.shift
@@ -72,7 +72,7 @@ class ShiftSite:
             V, U = (t.to(hidden.device, hidden.dtype) for t in (self.basis.V, self.basis.U))
             self.shift = torch.zeros(hidden.shape[0], 1, V.shape[1], dtype=hidden.dtype, device=hidden.device, requires_grad=True)
             step = ((args[0].to(hidden.dtype) @ V) * self.shift) @ U.T
-            edited = hidden + (step if self.sublayer.fused is None else fused_delta(hidden, self.sublayer.fused, step))
+            edited = hidden + (step if self.sublayer.fused is None else self.sublayer.fused.place(step, like=hidden))
         return (edited, *output[1:]) if isinstance(output, tuple) else edited
 
 

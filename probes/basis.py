@@ -33,6 +33,7 @@ from torch import Tensor
 from . import sublayers as sl
 from .files import write_atomic
 from .fingerprint import tensor_fingerprint
+from .model_handle import model_handle
 from .models import cache_dir
 from .remote import require_weights
 
@@ -83,7 +84,7 @@ def weight_key(model: Any, sublayer: sl.Sublayer, weight: Tensor, method: str) -
     sampled fingerprint of the values."""
     config = sl.config_of(model)
     parts = [
-        str(getattr(config, "name_or_path", "")),
+        model_handle(model).model_id or "",
         str(getattr(config, "_commit_hash", "")),
         sublayer.weight_path or "",
         sublayer.kind if sublayer.fused is not None else "",

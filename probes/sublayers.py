@@ -29,104 +29,17 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
 from . import tracing
+from .families import KINDS, QKV, Family, FusedSlice
+from .model_handle import model_handle
 from .module_output import module_hidden
-
-KINDS: tuple[str, ...] = ("resid", "attn", "mlp", "q", "k", "v", "o", "gate", "up", "down")
-QKV = ("q", "k", "v")
-
-
-@dataclass(frozen=True)
-class Family:
-    """Module layout of one architecture family, relative to a decoder block."""
-
-    name: str
-    layers: str  # dotted path of the ModuleList of decoder blocks
-    paths: dict[str, str]  # kind -> path relative to the block ("" is the block)
-    fused_qkv: str | None = None  # relative path of a fused q/k/v projection
-    fused_layout: Literal["concat", "heads"] = "concat"
-    # Block-output kinds whose output equals a projection's output: their weight basis.
-    weight_of: dict[str, str] = field(default_factory=lambda: {"attn": "o", "mlp": "down"})
-
-
-LLAMA_LIKE = Family(
-    name="llama",
-    layers="model.layers",
-    paths={
-        "resid": "",
-        "attn": "self_attn",
-        "mlp": "mlp",
-        "q": "self_attn.q_proj",
-        "k": "self_attn.k_proj",
-        "v": "self_attn.v_proj",
-        "o": "self_attn.o_proj",
-        "gate": "mlp.gate_proj",
-        "up": "mlp.up_proj",
-        "down": "mlp.down_proj",
-    },
-)
-GPT2 = Family(
-    name="gpt2",
-    layers="transformer.h",
-    paths={"resid": "", "attn": "attn", "mlp": "mlp", "o": "attn.c_proj", "up": "mlp.c_fc", "down": "mlp.c_proj"},
-    fused_qkv="attn.c_attn",
-    fused_layout="concat",
-)
-GPT_NEOX = Family(
-    name="gpt_neox",
-    layers="gpt_neox.layers",
-    paths={
-        "resid": "",
-        "attn": "attention",
-        "mlp": "mlp",
-        "o": "attention.dense",
-        "up": "mlp.dense_h_to_4h",
-        "down": "mlp.dense_4h_to_h",
-    },
-    fused_qkv="attention.query_key_value",
-    fused_layout="heads",
-)
-GEMMA3_MULTIMODAL = Family(name="gemma3", layers="model.language_model.layers", paths=LLAMA_LIKE.paths)
-
-FAMILIES: dict[str, Family] = {
-    **{t: LLAMA_LIKE for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "smollm3")},
-    "gemma3": GEMMA3_MULTIMODAL,
-    "gpt2": GPT2,
-    "gpt_neox": GPT_NEOX,
-}
-
-
-@dataclass(frozen=True)
-class FusedSlice:
-    """Where q, k or v sit inside a fused projection's output features.
-
-    ``concat`` (GPT-2 ``c_attn``): ``[q | k | v]``; ``heads`` (GPT-NeoX
-    ``query_key_value``): per head ``[q_h | k_h | v_h]``.
-    """
-
-    index: int  # 0 = q, 1 = k, 2 = v
-    layout: Literal["concat", "heads"]
-    n_heads: int
-
-    def features(self, out: Float[Tensor, "... f3"]) -> Float[Tensor, "... f"]:
-        """Take this slice from the last dim of a fused output."""
-        if self.layout == "concat":
-            parts = rearrange(out, "... (three f) -> three ... f", three=3)
-        else:
-            parts = rearrange(out, "... (h three e) -> three ... (h e)", three=3, h=self.n_heads)
-        return parts[self.index]
-
-    def rows(self, weight: Float[Tensor, "f3 d_in"]) -> Float[Tensor, "f d_in"]:
-        """Take this slice's rows from a fused ``[d_out, d_in]`` weight."""
-        return self.features(weight.T).T
 
 
 @dataclass(frozen=True)
@@ -142,6 +55,14 @@ class Sublayer:
     def select(self, output: Any) -> Float[Tensor, "... d"]:
         """The sublayer's activations from its module's raw output (tuple or tensor)."""
         return self.split(module_hidden(output))
+
+    def place(self, features: Float[Tensor, "... d"]) -> Float[Tensor, "... f"]:
+        """``features`` (this sublayer's) placed in its module's output: float32, zeros outside the
+        slice of a fused q/k/v module (`select`'s inverse for a change)."""
+        features = features.float()
+        if self.fused is None:
+            return features
+        return self.fused.place(features, like=features.new_zeros(*features.shape[:-1], 3 * features.shape[-1]))
 
     def split(self, hs: Float[Tensor, "... f"]) -> Float[Tensor, "... d"]:
         """This sublayer's features of a module output tensor (its q/k/v slice if fused)."""
@@ -175,34 +96,26 @@ def has_module(model: Any, path: str) -> bool:
 
 def family_of(model: Any) -> Family:
     """The architecture family of ``model``, by ``model_type`` or by its module names."""
-    model_type = getattr(config_of(model), "model_type", None)
-    if model_type in FAMILIES and has_module(model, FAMILIES[model_type].layers):
-        return FAMILIES[model_type]
-    for family in (LLAMA_LIKE, GPT2, GPT_NEOX, GEMMA3_MULTIMODAL):
-        if has_module(model, f"{family.layers}.0"):
-            return family
-    raise ValueError(
-        f"steerscope does not know the module layout of model_type={model_type!r}. "
-        "Pass explicit dotted module paths with a {layer} placeholder as sublayers, "
-        "e.g. sublayers=['model.layers.{layer}.mlp']."
-    )
+    family = model_handle(model).family
+    if family is None:
+        model_type = getattr(config_of(model), "model_type", None)
+        raise ValueError(
+            f"steerscope does not know the module layout of model_type={model_type!r}. "
+            "Pass explicit dotted module paths with a {layer} placeholder as sublayers, "
+            "e.g. sublayers=['model.layers.{layer}.mlp']."
+        )
+    return family
 
 
 def n_layers(model: Any) -> int:
-    return len(get_module(model, family_of(model).layers))
+    family_of(model)  # a clear error for an unknown architecture
+    return model_handle(model).n_layers or 0
 
 
 def available_kinds(model: Any) -> tuple[str, ...]:
     """The sublayer kinds this model's architecture has, in canonical order."""
-    family = family_of(model)
-    block = f"{family.layers}.0"
-    kinds = []
-    for kind in KINDS:
-        if (kind in QKV and family.fused_qkv is not None) or (
-            kind in family.paths and has_module(model, f"{block}.{family.paths[kind]}".rstrip("."))
-        ):
-            kinds.append(kind)
-    return tuple(kinds)
+    family_of(model)
+    return model_handle(model).kinds
 
 
 def aliases(model: Any, kinds: Iterable[str]) -> dict[str, str]:
@@ -255,10 +168,21 @@ def resolve_layers(model: Any, layers: int | Iterable[int] | range | str) -> lis
 
 
 def resolve(model: Any, layer: int, kind: str) -> Sublayer:
-    """Resolve (layer, kind) to the module path to read and how to read it.
+    """Resolve (layer, kind) to the module path to read and how to read it (once per model: `probes.model_handle`).
 
     ``kind`` is one of `KINDS` or a dotted module path template containing ``{layer}``.
     """
+    known = model_handle(model).sublayers
+    key = (layer, kind) if type(layer) is int and isinstance(kind, str) else None
+    if key in known:
+        return known[key]
+    sublayer = resolve_sublayer(model, layer, kind)
+    if key is not None:
+        known[key] = sublayer
+    return sublayer
+
+
+def resolve_sublayer(model: Any, layer: int, kind: str) -> Sublayer:
     family = family_of(model)
     layer = resolve_layers(model, layer)[0]
     if not isinstance(kind, str) or not kind:

@@ -47,7 +47,7 @@ from torch import Tensor
 import probes
 from probes import sublayers as sl
 from probes import tracing
-from probes.module_output import edit_hidden, in_output
+from probes.module_output import edit_hidden
 from probes.remote import Remote, has_weights, resolve_remote
 from probes.tracing import Iterations
 
@@ -149,10 +149,10 @@ def steering_edit(
                 f"coordinates but the {basis_kind!r} weight at layer {direction.layer} has {basis.rank} components: "
                 "was it computed on another model?"
             )
-        U_out = in_output(sublayer, basis.U.T)
+        U_out = sublayer.place(basis.U.T)
         return SteeringEdit(sl.weight_path_of(sublayer), V=basis.V.float(), coords=direction.coords.float() * step_scale, U_out=U_out)
     sublayer = sl.resolve(model, direction.layer, direction.kind)
-    return SteeringEdit(sublayer.path, step=in_output(sublayer, direction.vector.float() * step_scale))
+    return SteeringEdit(sublayer.path, step=sublayer.place(direction.vector.float() * step_scale))
 
 
 def mode_edit(model: Any, direction: Direction, scale: float, mode: str, target: float | None, condition: Condition | None) -> SteeringEdit:
@@ -171,8 +171,8 @@ def mode_edit(model: Any, direction: Direction, scale: float, mode: str, target:
             raise ValueError(
                 f"The condition {other.name} must read the module it gates ({direction.layer}, {direction.kind!r}, activation space)."
             )
-        gate = in_output(sublayer, torch.nn.functional.normalize(other.vector.float(), dim=-1))
-    unit = in_output(sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
+        gate = sublayer.place(torch.nn.functional.normalize(other.vector.float(), dim=-1))
+    unit = sublayer.place(torch.nn.functional.normalize(direction.vector.float(), dim=-1))
     threshold = condition.threshold if condition is not None else 0.0
     return SteeringEdit(sublayer.path, unit=unit, alpha=alpha, beta=beta, gate_unit=gate, threshold=threshold)
 
@@ -347,7 +347,7 @@ def orthogonalize_weights(model, direction: Direction, coeff: float = 1.0) -> No
             f"nn.Linear (q, k, v, o, gate, up, down of most families); {sublayer.path} is {type(module).__name__}. "
             "Use steer(..., mode='ablate') instead."
         )
-    unit = in_output(sublayer, torch.nn.functional.normalize(direction.vector.float(), dim=-1))
+    unit = sublayer.place(torch.nn.functional.normalize(direction.vector.float(), dim=-1))
     with torch.no_grad():
         u = unit.to(module.weight.device, torch.float32)
         weight = module.weight.float()

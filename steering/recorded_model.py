@@ -24,6 +24,7 @@ import torch
 
 from probes import sublayers as sl
 from probes.fingerprint import sample_indices
+from probes.model_handle import model_handle
 from probes.remote import has_weights
 
 from .directions import Direction
@@ -33,7 +34,7 @@ FIX = "Load it into the model it was made on, or make it again on this one."
 
 
 def model_name(model: Any) -> str | None:
-    return getattr(sl.config_of(model), "name_or_path", None)
+    return model_handle(model).model_id
 
 
 def weight_sample(model: Any, path: str) -> list[float]:

@@ -8,6 +8,7 @@ import torch
 import probes
 import steering
 from probes import sublayers as sl
+from probes.module_output import module_hidden
 from steering.adapters.innerpissa import cayley
 from tests.tiny import checksum, tiny_model
 
@@ -100,7 +101,7 @@ def test_gradients_reach_rotation_and_scale_through_an_nnsight_trace_and_nothing
     batch = dict(model.tokenizer(TEXTS, return_tensors="pt", padding=True))
     with adapter.coeff(1.0), model.trace(batch):
         hidden = model.model.layers[2].output.save()
-    sl.module_hidden(hidden).pow(2).mean().backward()
+    module_hidden(hidden).pow(2).mean().backward()
     names = {name for name, p in adapter.layers.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert names == {f"{t}.{p}" for t in ("0_o", "0_up") for p in ("theta_v", "theta_u", "scale")}
     assert all(p.grad is None for p in sl.unwrap(model).parameters())

@@ -10,6 +10,7 @@ import torch
 import probes
 from probes import sublayers as sl
 from probes.hooks import trace_modules
+from probes.module_output import module_hidden
 from steering import Direction
 from steering.directions import load_directions, save_directions
 from steering.formats.gguf import export_gguf, import_gguf
@@ -66,7 +67,7 @@ def test_trace_modules_records_what_collect_records():
     with trace_modules(model, names, retain_input=True) as traces, torch.no_grad():
         sl.unwrap(model)(**model.tokenizer([text], return_tensors="pt"))
     torch.testing.assert_close(traces[names[0]].output[0, -1], acts[1, "up"][0, 0, 0], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(sl.module_hidden(traces[names[1]].output)[0, -1], acts[1, "resid"][0, 0, 0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(module_hidden(traces[names[1]].output)[0, -1], acts[1, "resid"][0, 0, 0], atol=1e-5, rtol=1e-4)
     assert traces[names[0]].input.shape[-1] == 32
 
 

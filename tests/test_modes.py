@@ -9,6 +9,7 @@ import torch
 import probes
 import steering
 from probes import sublayers as sl
+from probes.module_output import module_hidden
 from steering import Direction, steer
 from tests.tiny import tiny_model
 
@@ -32,7 +33,7 @@ def module_states(model, direction, **steering_options):
     steering_block = steer(model, direction, **steering_options) if steering_options else torch.no_grad()
     with steering_block, probes.trace_modules(model, [sublayer.path]) as traces, torch.no_grad():
         logits = sl.unwrap(model)(**BATCH).logits
-    return sublayer.split(sl.module_hidden(traces[sublayer.path].output)).float(), logits
+    return sublayer.split(module_hidden(traces[sublayer.path].output)).float(), logits
 
 
 @pytest.mark.parametrize("family, kind", CASES)
@@ -205,7 +206,7 @@ def test_generated_only_leaves_the_prompt_states_untouched_during_generation():
         block = steer(model, direction, 2.0, **options) if options else torch.no_grad()
         with block, probes.trace_modules(model, [path]) as traces, torch.no_grad():
             original = traces[path]
-            hook = lambda *_: seen.append(sl.module_hidden(original.output)) if not seen else None  # noqa: E731
+            hook = lambda *_: seen.append(module_hidden(original.output)) if not seen else None  # noqa: E731
             handle = sl.get_module(model, path).register_forward_hook(hook)
             out = hf.generate(BATCH["input_ids"], max_new_tokens=4, do_sample=False, pad_token_id=0)
             handle.remove()

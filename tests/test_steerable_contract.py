@@ -144,8 +144,14 @@ def test_every_adapter_type_trains_one_reprpo_step(name):
     model = tiny_model("llama")
     adapter = LOADERS[name].example(model)
     before = [p.detach().clone() for p in adapter.trainable_parameters()]
-    pairs = [("I always tell the truth.", "I often lie to people."), ("Honesty matters to me.", "Deceit is my habit."), ("I keep my word.", "I break my promises.")]
-    result = steering.train_reprpo(model, adapter, pairs, steps=1, batch_pairs=3, warmup_steps=0, tokens=2, loss_layers=[sl.n_layers(model) - 1], progress=False)
+    pairs = [
+        ("I always tell the truth.", "I often lie to people."),
+        ("Honesty matters to me.", "Deceit is my habit."),
+        ("I keep my word.", "I break my promises."),
+    ]
+    result = steering.train_reprpo(
+        model, adapter, pairs, steps=1, batch_pairs=3, warmup_steps=0, tokens=2, loss_layers=[sl.n_layers(model) - 1], progress=False
+    )
     assert len(result.history) == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, adapter.trainable_parameters())), f"{name}: one step changed nothing"
     adapter.detach()

@@ -7,6 +7,7 @@ import torch
 
 import probes
 from probes import sublayers as sl
+from probes.module_output import module_hidden
 from steering import Direction, calibrate, steer
 from tests.tiny import tiny_model
 
@@ -22,7 +23,7 @@ def record(model, path: str):
     seen = []
     module = sl.get_module(model, path)
     handle = module.register_forward_hook(
-        lambda m, a, kw, out: seen.append((a[0].detach().clone() if a else None, sl.module_hidden(out).detach().clone())), with_kwargs=True
+        lambda m, a, kw, out: seen.append((a[0].detach().clone() if a else None, module_hidden(out).detach().clone())), with_kwargs=True
     )
     return seen, handle
 
@@ -126,7 +127,7 @@ def test_steering_applies_at_every_generated_token_with_kv_cache():
     direction = random_direction(model, 1, "resid")
     batch = inputs(model, ["The cat sat on"])
     path = sl.resolve(model, 1, "resid").path
-    before, first = [], sl.get_module(model, path).register_forward_hook(lambda m, a, out: before.append(sl.module_hidden(out).clone()))
+    before, first = [], sl.get_module(model, path).register_forward_hook(lambda m, a, out: before.append(module_hidden(out).clone()))
     with steer(model, direction, 3.0):
         after, handle = record(model, path)
         with torch.no_grad():
@@ -147,7 +148,7 @@ def test_steering_acts_inside_nnsight_traces_downstream():
         plain = model.model.layers[1].output.save()
     with torch.no_grad(), steer(model, direction, 1.0), model.trace(batch):
         steered = model.model.layers[1].output.save()
-    assert not torch.allclose(sl.module_hidden(plain), sl.module_hidden(steered))
+    assert not torch.allclose(module_hidden(plain), module_hidden(steered))
 
 
 def test_calibrate_finds_the_coefficient_where_p95_kl_reaches_the_target():

@@ -40,7 +40,8 @@ from torch import Tensor, nn
 import probes
 from probes import sublayers as sl
 from probes.files import write_atomic, write_json
-from probes.module_output import edit_hidden, fused_delta
+from probes.model_handle import model_handle
+from probes.module_output import edit_hidden
 
 from ..intervene import coefficient_tensor
 from .base import AdapterHandle, PeftFactors
@@ -205,7 +206,7 @@ class InnerPiSSA(AdapterHandle):
                 coefficient = coefficient_tensor(c, hs.shape[0], hs).reshape(-1) * self.config.sign
                 coefficient = coefficient[0] if coefficient.numel() == 1 else coefficient
                 step = self.layer(target).delta(x, coefficient).to(hs.dtype)
-                return hs + (step if target.sublayer.fused is None else fused_delta(hs, target.sublayer.fused, step))
+                return hs + (step if target.sublayer.fused is None else target.sublayer.fused.place(step, like=hs))
 
             return edit_hidden(output, edit)
 
@@ -234,7 +235,7 @@ class InnerPiSSA(AdapterHandle):
             weight = sl.get_module(self.model, sl.weight_path_of(target.sublayer)).weight
             delta = self.layer(target).delta_weight(c * self.config.sign)  # [features, d_in]
             if target.sublayer.fused is not None:  # place it in this q/k/v slice of the fused rows
-                delta = fused_delta(torch.zeros(delta.shape[1], 3 * delta.shape[0], dtype=delta.dtype), target.sublayer.fused, delta.T).T
+                delta = target.sublayer.fused.place(delta.T, like=torch.zeros(delta.shape[1], 3 * delta.shape[0], dtype=delta.dtype)).T
             self.merged[target.name] = weight.detach().clone()
             weight.add_((delta.T if type(target.module).__name__ == "Conv1D" else delta).to(weight.dtype))
 
@@ -264,7 +265,7 @@ class InnerPiSSA(AdapterHandle):
                 B = layer.delta(layer.V.T[None], torch.tensor(float(c) * self.config.sign, dtype=layer.V.dtype))[0].T
                 A = layer.V.T
             if target.sublayer.fused is not None:  # this slice's rows of the fused output, zeros elsewhere
-                B = fused_delta(torch.zeros(B.shape[1], 3 * B.shape[0], dtype=B.dtype), target.sublayer.fused, B.T).T
+                B = target.sublayer.fused.place(B.T, like=torch.zeros(B.shape[1], 3 * B.shape[0], dtype=B.dtype)).T
             by_module.setdefault(sl.weight_path_of(target.sublayer), []).append((A, B))
         return {path: (torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts], dim=1)) for path, parts in by_module.items()}
 
@@ -331,7 +332,7 @@ def attach_innerpissa(
         select=select,
         basis=basis,
         seed=seed,
-        model=getattr(sl.config_of(model), "name_or_path", None),
+        model=model_handle(model).model_id,
         components=dict(components or {}),
     )
     return attach_config(model, config, pairs)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 import probes
 from probes import sublayers as sl
 from probes.files import read_json
+from probes.model_handle import model_handle
 
 from ..steerable import register_loader
 from .innerpissa import AdapterConfig, InnerPiSSA, attach_config, attach_innerpissa, weight_identity
@@ -49,7 +50,7 @@ def check_targets(config: AdapterConfig, model: Any, path: Path) -> None:
             + "; ".join(problems[:5])
             + ". Load it into the model it was trained on."
         )
-    here = getattr(sl.config_of(model), "name_or_path", None)
+    here = model_handle(model).model_id
     if config.model and here and Path(str(config.model)).name != Path(str(here)).name:
         warnings.warn(
             f"The adapter in {path} was saved for {config.model!r}; this model is {here!r}. Its target weights match, so it is loaded.",

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 from probes import sublayers as sl
 from probes.files import write_atomic
+from probes.model_handle import model_handle
 
 from .base import AdapterHandle
 
@@ -84,7 +85,7 @@ def export_peft(
         rank_pattern=odd,
         alpha_pattern=dict(odd) if alpha_of is None else {},
         task_type="CAUSAL_LM",
-        base_model_name_or_path=base_model or getattr(sl.config_of(adapter.model), "name_or_path", None) or None,
+        base_model_name_or_path=base_model or model_handle(adapter.model).model_id,
     )
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,7 @@ import probes
 from probes import hooks
 from probes import sublayers as sl
 from probes.batching import check_lengths, pad_batch, tokenize
+from probes.module_output import module_hidden
 
 from ..directions import StateSet, first_component, sign_vote, unit
 from .base import AdapterHandle
@@ -174,7 +175,7 @@ def forward_states(model: Any, batch, read_paths: Sequence[str], grad: bool):
 
     def reader(path: str):
         def read(output: Any, args: tuple) -> None:
-            states[path] = sl.module_hidden(output)[rows, positions]
+            states[path] = module_hidden(output)[rows, positions]
 
         return read
 

@@ -55,6 +55,7 @@ import probes
 from probes import sublayers as sl
 from probes.batching import check_batch_size, encode, pad_batch
 from probes.fingerprint import model_fingerprint
+from probes.module_output import module_hidden
 from probes.remote import require_weights
 
 from .compute import sign_vote, state_set
@@ -160,7 +161,7 @@ def batch_gradients(
     real = inputs["attention_mask"][..., None]
 
     def shift(module, args, output):
-        hidden = sl.module_hidden(output)
+        hidden = module_hidden(output)
         width = read_positions.shape[1] if where == "last" else 1
         captured["shift"] = torch.zeros(
             hidden.shape[0], width, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device, requires_grad=True
@@ -172,7 +173,7 @@ def batch_gradients(
         return (edited, *output[1:]) if isinstance(output, tuple) else edited
 
     def keep(module, args, output):
-        captured["later"] = sl.module_hidden(output)
+        captured["later"] = module_hidden(output)
 
     handles = [sl.get_module(model, target.path).register_forward_hook(shift), sl.get_module(model, read.path).register_forward_hook(keep)]
     try:

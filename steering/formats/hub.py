@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from probes import sublayers as sl
 from probes.files import write_atomic
+from probes.model_handle import model_handle
 
 from ..adapters.innerpissa import InnerPiSSA
 from ..adapters.lora import LoraHandle
@@ -61,7 +61,7 @@ def save_pretrained(
     if isinstance(steerable, Direction) or (isinstance(steerable, Sequence) and not isinstance(steerable, str)):
         steerable = Steering(list(steerable) if not isinstance(steerable, Direction) else [steerable])
     owner = steerable.model if isinstance(steerable, (InnerPiSSA, LoraHandle)) else model
-    base = base_model or (getattr(sl.config_of(owner), "name_or_path", None) if owner is not None else None)
+    base = base_model or (model_handle(owner).model_id if owner is not None else None)
     if not base:
         raise ValueError("Name the base model: pass base_model='org/name' (or model=...), which the model card records.")
     folder = Path(folder)
