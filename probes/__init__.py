@@ -1,11 +1,11 @@
 """probes: getting numbers out of a model.
 
 Example:
-    >>> import probes
-    >>> model = probes.load_model()                                   # embedded SmolLM2-135M
-    >>> pairs = probes.honesty_pairs(n=64, tokenizer=model.tokenizer, chat=True)
-    >>> acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "up"))
-    >>> coords = probes.project(acts[10, "up"], probes.weight_svd(model, 10, "up"))
+    import probes
+    model = probes.load_model()                                   # embedded SmolLM2-135M
+    pairs = probes.honesty_pairs(n=64, tokenizer=model.tokenizer, chat=True)
+    acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "up"))
+    coords = probes.project(acts[10, "up"], probes.weight_svd(model, 10, "up"))
 """
 
 from . import hooks, remote, shards, sublayers, tracing

@@ -4,10 +4,10 @@ Each entry is ``Float[Tensor, "pair side token d"]``: side 0 is the positive
 text, side 1 the negative; ``token`` holds the last real positions in order.
 
 Example:
-    >>> acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "up"))
-    >>> acts[12, "resid"].shape          # (pairs, 2, tokens, d_model)
-    >>> acts.diff[12, "up"].shape        # positive − negative: (pairs, tokens, d_ff)
-    >>> acts.save("acts.safetensors"); acts = probes.Activations.load("acts.safetensors")
+    acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "up"))
+    acts[12, "resid"].shape          # (pairs, 2, tokens, d_model)
+    acts.diff[12, "up"].shape        # positive − negative: (pairs, tokens, d_ff)
+    acts.save("acts.safetensors"); acts = probes.Activations.load("acts.safetensors")
 """
 
 from __future__ import annotations

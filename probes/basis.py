@@ -10,9 +10,9 @@ components), so a damaged or stale file is recomputed, never used; a cache
 folder that cannot be written only costs the recomputation.
 
 Example:
-    >>> basis = probes.weight_svd(model, 12, "down")
-    >>> coords = probes.project(acts[12, "down"], basis)            # hs @ U
-    >>> coords_in = probes.project(x, basis, side="in", rank=32)    # x @ V[:, :32]
+    basis = probes.weight_svd(model, 12, "down")
+    coords = probes.project(acts[12, "down"], basis)            # hs @ U
+    coords_in = probes.project(x, basis, side="in", rank=32)    # x @ V[:, :32]
 """
 
 from __future__ import annotations
@@ -180,8 +180,8 @@ def weight_svd(
     ``rank``) uses a randomized SVD for big weights.
 
     Example:
-        >>> basis = weight_svd(model, 3, "up", rank=64)
-        >>> torch.allclose(basis.reconstruct(), W, atol=...)   # only for rank=None
+        basis = weight_svd(model, 3, "up", rank=64)
+        torch.allclose(basis.reconstruct(), W, atol=...)   # only for rank=None
     """
     require_weights(model, "A weight SVD (probes.project, U-space directions, InnerPiSSA)")
     layer = sl.resolve_layers(model, layer)[0]
@@ -220,7 +220,7 @@ def weight_svds(model: Any, keys: Iterable[tuple[int, str]], *, cache: bool = Tr
     weights' own device (one ``torch.linalg.svd`` per batch), then cached like `weight_svd`.
 
     Example:
-        >>> bases = weight_svds(model, [(layer, kind) for layer in range(30) for kind in ("o", "down")])
+        bases = weight_svds(model, [(layer, kind) for layer in range(30) for kind in ("o", "down")])
     """
     require_weights(model, "A weight SVD (probes.project, U-space directions, InnerPiSSA)")
     keys = [(sl.resolve_layers(model, layer)[0], kind) for layer, kind in keys]
@@ -268,7 +268,7 @@ def project(
     """Coordinates of ``hs`` in a weight's singular basis: ``hs @ U`` (``side="out"``) or ``x @ V`` (``"in"``).
 
     Example:
-        >>> u_coords = project(acts.diff[12, "down"], weight_svd(model, 12, "down"))
+        u_coords = project(acts.diff[12, "down"], weight_svd(model, 12, "down"))
     """
     if side not in ("out", "in"):
         raise ValueError(f"side={side!r}: use 'out' (hs @ U) or 'in' (x @ V).")

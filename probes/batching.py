@@ -6,9 +6,9 @@ against the model's position limit, padded on either side, and each text's last
 real positions located, so every caller reads the same tokens.
 
 Example:
-    >>> ids = encode(model, ["Hello there", "Hi"])
-    >>> batches = plan_batches(ids, batch_size=32, pad_id=model.tokenizer.pad_token_id, side="left", tokens=1)
-    >>> batches[0].last_positions          # [b, tokens]
+    ids = encode(model, ["Hello there", "Hi"])
+    batches = plan_batches(ids, batch_size=32, pad_id=model.tokenizer.pad_token_id, side="left", tokens=1)
+    batches[0].last_positions          # [b, tokens]
 """
 
 from __future__ import annotations

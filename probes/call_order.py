@@ -7,8 +7,8 @@ plain forward hooks (a hook fires when its module returns); a module tree that
 changed since (an adapter injected new modules) is recorded again.
 
 Example:
-    >>> execution_order(model, ["model.layers.3", "model.layers.3.self_attn.o_proj"])
-    ['model.layers.3.self_attn.o_proj', 'model.layers.3']
+    execution_order(model, ["model.layers.3", "model.layers.3.self_attn.o_proj"])
+    # ['model.layers.3.self_attn.o_proj', 'model.layers.3']
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ the same reads as an nnsight trace that travels to NDIF (``engine="nnsight"`` fo
 it locally; tests check both give identical tensors).
 
 Example:
-    >>> import probes
-    >>> model = probes.load_model()
-    >>> pairs = probes.honesty_pairs(n=64, tokenizer=model.tokenizer, chat=True)
-    >>> acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "o", "down"))
-    >>> acts[-1, "resid"].shape
-    torch.Size([64, 2, 1, 576])
+    import probes
+    model = probes.load_model()
+    pairs = probes.honesty_pairs(n=64, tokenizer=model.tokenizer, chat=True)
+    acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "o", "down"))
+    acts[-1, "resid"].shape
+    # torch.Size([64, 2, 1, 576])
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def collect(
         `Activations` with ``acts[layer, kind]`` of shape ``[pair, side, token, d]``.
 
     Example:
-        >>> acts = collect(model, [("I love cheese;", "I hate cheese;")], layers=[-1], sublayers="resid")
+        acts = collect(model, [("I love cheese;", "I hate cheese;")], layers=[-1], sublayers="resid")
     """
     require_nnsight(model)
     remote = resolve_remote(model, remote)

@@ -6,8 +6,15 @@ file beside the target, flushes it to disk and renames it over the target, so a
 run killed at any instant leaves the old file or the new one, never half of one.
 
 Example:
-    >>> write_atomic(folder / "config.json", json.dumps(config))
-    >>> config = read_json(folder / "config.json", "the sweep's configuration")
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = write_json(folder / "config.json", {"layers": [3, 5]})
+    >>> read_json(folder / "config.json", "the sweep's configuration")
+    {'layers': [3, 5]}
+    >>> read_json(folder / "missing.json", "the sweep's configuration")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: .../missing.json is missing: it should hold the sweep's configuration.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ gather. Fine-tuning, merging an adapter or loading another checkpoint changes
 essentially every value, so it changes the sample too.
 
 Example:
-    >>> tensor_fingerprint(probes.torch_module(model).lm_head.weight)
-    'a3f09c1e22b87d41'
-    >>> model_fingerprint(model)        # over every parameter and buffer
+    tensor_fingerprint(probes.torch_module(model).lm_head.weight)
+    # 'a3f09c1e22b87d41'
+    model_fingerprint(model)        # over every parameter and buffer
 """
 
 from __future__ import annotations

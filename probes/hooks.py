@@ -14,12 +14,12 @@ that both paths return identical tensors.
 - `trace_modules`: record (and optionally edit) outputs for inspection.
 
 Example:
-    >>> values = gather_last(model, batch, ["model.layers.3", "model.layers.3.mlp.up_proj"])
-    >>> with edit_outputs(model, {"model.layers.3.mlp": lambda output, inputs: output * 0}):
-    ...     logits = probes.torch_module(model)(**inputs).logits
-    >>> with trace_modules(model, ["model.layers.3.mlp.up_proj"]) as traces:
-    ...     probes.torch_module(model)(**inputs)
-    >>> traces["model.layers.3.mlp.up_proj"].output.shape
+    values = gather_last(model, batch, ["model.layers.3", "model.layers.3.mlp.up_proj"])
+    with edit_outputs(model, {"model.layers.3.mlp": lambda output, inputs: output * 0}):
+        logits = probes.torch_module(model)(**inputs).logits
+    with trace_modules(model, ["model.layers.3.mlp.up_proj"]) as traces:
+        probes.torch_module(model)(**inputs)
+    traces["model.layers.3.mlp.up_proj"].output.shape
 """
 
 from __future__ import annotations

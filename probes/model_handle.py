@@ -10,11 +10,11 @@ sweep over 30 layers and 10 kinds resolves each fact once instead of once per ca
 of `probes.remote`, since it can change after loading.
 
 Example:
-    >>> from tests.tiny import tiny_model
-    >>> model = tiny_model("gpt2")
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64))
     >>> handle = model_handle(model)
     >>> handle.family.name, handle.n_layers, handle.kinds
-    ('gpt2', 3, ('resid', 'attn', 'mlp', 'q', 'k', 'v', 'o', 'up', 'down'))
+    ('gpt2', 2, ('resid', 'attn', 'mlp', 'q', 'k', 'v', 'o', 'up', 'down'))
     >>> model_handle(model) is handle          # computed once
     True
 """

@@ -7,10 +7,10 @@ under the steerscope cache (``$STEERSCOPE_CACHE`` or ``~/.cache/steerscope``);
 every later load, in this process or another, reads that folder (~2 s).
 
 Example:
-    >>> import probes
-    >>> model = probes.load_model()                      # embedded SmolLM2, float32, CPU
-    >>> model = probes.load_model("Qwen/Qwen3-0.6B", dtype="bfloat16", device="cuda")
-    >>> model = probes.load_model("meta-llama/Llama-3.1-70B", remote=True)   # runs on NDIF
+    import probes
+    model = probes.load_model()                      # embedded SmolLM2, float32, CPU
+    model = probes.load_model("Qwen/Qwen3-0.6B", dtype="bfloat16", device="cuda")
+    model = probes.load_model("meta-llama/Llama-3.1-70B", remote=True)   # runs on NDIF
 """
 
 from __future__ import annotations
@@ -259,8 +259,8 @@ def random_init_copy(model: Any, seed: int = 0):
     which words were in the prompt). Built from the config, so nothing is downloaded.
 
     Example:
-        >>> null_model = random_init_copy(model, seed=0)
-        >>> analysis.separation(probes.collect(null_model, pairs, layers="all"))
+        null_model = random_init_copy(model, seed=0)
+        analysis.separation(probes.collect(null_model, pairs, layers="all"))
     """
     from transformers import AutoModelForCausalLM
 

@@ -5,11 +5,11 @@ so any difference in the hidden state at their last token is the model's plan
 for continuing them differently (the seeds' "planning" signal).
 
 Example:
-    >>> import probes
-    >>> pairs = probes.honesty_pairs(n=64, tokenizer=model.tokenizer, chat=True)
-    >>> pairs[0].positive[-40:]
-    "...<|im_start|>assistant\\nThe capital of Australia is"
-    >>> probes.pairs_from_templates([("a kind", "a cruel")], ["The dog", "My neighbour"])
+    import probes
+    pairs = probes.honesty_pairs(n=64, tokenizer=model.tokenizer, chat=True)
+    pairs[0].positive[-40:]
+    # "...<|im_start|>assistant\\nThe capital of Australia is"
+    probes.pairs_from_templates([("a kind", "a cruel")], ["The dog", "My neighbour"])
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def honesty_pairs(n: int | None = None, **options: Any) -> list[ContrastivePair]
     """Honest vs dishonest persona pairs over the shipped statement openings.
 
     Example:
-        >>> pairs = honesty_pairs(n=128, tokenizer=model.tokenizer, chat=True)
+        pairs = honesty_pairs(n=128, tokenizer=model.tokenizer, chat=True)
     """
     return concept_pairs("honesty", n=n, **options)
 

@@ -15,8 +15,8 @@ was loaded (``probes.load_model(name, remote=True)``), so a whole study follows
 the model.
 
 Example:
-    >>> model = probes.load_model("meta-llama/Llama-3.1-70B-Instruct", remote=True)
-    >>> acts = probes.collect(model, pairs, layers=[40], sublayers="resid")   # runs on NDIF
+    model = probes.load_model("meta-llama/Llama-3.1-70B-Instruct", remote=True)
+    acts = probes.collect(model, pairs, layers=[40], sublayers="resid")   # runs on NDIF
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ is refused instead of mixing two captures. The returned `Activations` reads one
 ``(layer, kind)`` at a time from the shards when it is indexed.
 
 Example:
-    >>> acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "down"), out="captures/honesty")
-    >>> acts = probes.shards.open_activations("captures/honesty")   # later, in another process
+    acts = probes.collect(model, pairs, layers="all", sublayers=("resid", "down"), out="captures/honesty")
+    acts = probes.shards.open_activations("captures/honesty")   # later, in another process
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ A kind can also be an explicit dotted module path, with ``{layer}`` where the
 layer index goes: ``"model.layers.{layer}.mlp.act_fn"``.
 
 Example:
-    >>> from probes import sublayers
-    >>> sublayers.available_kinds(model)
-    ('resid', 'attn', 'mlp', 'q', 'k', 'v', 'o', 'gate', 'up', 'down')
-    >>> sublayers.resolve(model, 3, "up").path
-    'model.layers.3.mlp.up_proj'
+    from probes import sublayers
+    sublayers.available_kinds(model)
+    # ('resid', 'attn', 'mlp', 'q', 'k', 'v', 'o', 'gate', 'up', 'down')
+    sublayers.resolve(model, 3, "up").path
+    # 'model.layers.3.mlp.up_proj'
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def unwrap(model: Any) -> Any:
     """The plain torch module behind an nnsight model (or the module itself); public as `probes.torch_module`.
 
     Example:
-        >>> ids = probes.torch_module(model).generate(**inputs, max_new_tokens=20)
+        ids = probes.torch_module(model).generate(**inputs, max_new_tokens=20)
     """
     return tracing.torch_module(model)
 
@@ -127,8 +127,8 @@ def aliases(model: Any, kinds: Iterable[str]) -> dict[str, str]:
     is harmless; dosing both doses one place twice.
 
     Example:
-        >>> sublayers.aliases(model, ("resid", "attn", "o", "mlp"))
-        {'attn': 'o'}
+        sublayers.aliases(model, ("resid", "attn", "o", "mlp"))
+        # {'attn': 'o'}
     """
     kinds = [k for k in kinds if isinstance(k, str)]
     available = set(available_kinds(model))

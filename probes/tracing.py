@@ -11,10 +11,10 @@ The supported range is `SUPPORTED` (also in ``pyproject.toml``); another version
 gets a clear error on import.
 
 Example:
-    >>> with tracing.trace(model, batch.model_inputs(), remote=False) as tracer:
-    ...     hidden = nnsight.save(model.get("model.layers.3").output)
-    ...     tracer.stop()
-    >>> tracing.torch_module(model).generate(**inputs)
+    with tracing.trace(model, batch.model_inputs(), remote=False) as tracer:
+        hidden = nnsight.save(model.get("model.layers.3").output)
+        tracer.stop()
+    tracing.torch_module(model).generate(**inputs)
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """steering: finding and applying steering directions, and adapters that steer.
 
 Example:
-    >>> import steering
-    >>> d = steering.compute("pca_diff", acts, 12, "resid")
-    >>> with steering.applied(model, d, 1.5):           # any Steerable: Direction, InnerPiSSA, LoRA, Prompting
-    ...     ids = probes.torch_module(model).generate(**inputs, max_new_tokens=20)
+    import steering
+    d = steering.compute("pca_diff", acts, 12, "resid")
+    with steering.applied(model, d, 1.5):           # any Steerable: Direction, InnerPiSSA, LoRA, Prompting
+        ids = probes.torch_module(model).generate(**inputs, max_new_tokens=20)
 """
 
 from . import adapters, directions, formats

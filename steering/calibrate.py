@@ -9,8 +9,8 @@ KL(unsteered ‖ steered) reaches ``target_kl`` (a batched grid over c, then
 bisection in log c).
 
 Example:
-    >>> c = steering.calibrate(model, direction, target_kl=1.0)
-    >>> with steering.steer(model, direction, c): ...
+    c = steering.calibrate(model, direction, target_kl=1.0)
+    with steering.steer(model, direction, c): ...
 """
 
 from __future__ import annotations

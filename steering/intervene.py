@@ -23,12 +23,12 @@ edits are registered as nnsight edits instead, which travel with each trace to
 NDIF; a forward hook never leaves this process.
 
 Example:
-    >>> with steer(model, direction, 2.0):
-    ...     with model.generate(prompt, max_new_tokens=20) as tracer:
-    ...         ids = tracer.result.save()
-    >>> coeffs = torch.tensor([-1.0, 0.0, 1.0]).repeat_interleave(len(prompts))
-    >>> with steer(model, direction, coeffs):   # one batched forward for three doses
-    ...     logits = probes.torch_module(model)(**batch).logits
+    with steer(model, direction, 2.0):
+        with model.generate(prompt, max_new_tokens=20) as tracer:
+            ids = tracer.result.save()
+    coeffs = torch.tensor([-1.0, 0.0, 1.0]).repeat_interleave(len(prompts))
+    with steer(model, direction, coeffs):   # one batched forward for three doses
+        logits = probes.torch_module(model)(**batch).logits
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def orthogonalize_weights(model, direction: Direction, coeff: float = 1.0) -> No
     ``resid`` has no single writing weight: ablate the ``o`` and ``down`` directions, or use the hook.
 
     Example:
-        >>> orthogonalize_weights(model, steering.compute("mean_diff", acts, 14, "o"))
+        orthogonalize_weights(model, steering.compute("mean_diff", acts, 14, "o"))
     """
     given = coeff
     try:

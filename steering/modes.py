@@ -20,9 +20,17 @@ same module exceeds a threshold (`calibrate_condition` sets it from the pairs): 
 per-token test, so generation with and without the KV cache agree.
 
 Example:
-    >>> with steering.steer(model, d, 1.0, mode="ablate"): ...        # project d out at its module
-    >>> cond = steering.calibrate_condition(acts, harmful)            # threshold between the sides
-    >>> with steering.steer(model, refuse, 2.0, condition=cond): ...  # steer only where it fires
+    >>> import torch
+    >>> mode_coefficients("ablate", scale=2.0, target=None), mode_coefficients("clamp", scale=2.0, target=5.0)
+    ((0.0, -1.0), (5.0, -1.0))
+    >>> apply_mode(torch.tensor([3.0, 4.0]), torch.tensor(1.0), torch.tensor([1.0, 0.0]), alpha=0.0, beta=-1.0).tolist()
+    [0.0, 4.0]
+
+    With a model:
+
+    with steering.steer(model, d, 1.0, mode="ablate"): ...        # project d out at its module
+    cond = steering.calibrate_condition(acts, harmful)            # threshold between the sides
+    with steering.steer(model, refuse, 2.0, condition=cond): ...  # steer only where it fires
 """
 
 from __future__ import annotations
@@ -104,7 +112,7 @@ def calibrate_condition(acts, direction: Direction, token: int = -1) -> Conditio
     mean projections at ``token`` (the captured pairs in ``acts``), so it fires on the positive side.
 
     Example:
-        >>> cond = calibrate_condition(acts, steering.compute("mean_diff", acts, 12, "resid"))
+        cond = calibrate_condition(acts, steering.compute("mean_diff", acts, 12, "resid"))
     """
     states: Float[Tensor, "pair side token d"] = acts[direction.layer, direction.kind]
     captured = states.shape[2]

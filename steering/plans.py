@@ -12,9 +12,9 @@ Example:
     >>> from steering import Direction
     >>> d = Direction(vector=torch.ones(4) / 2, scale=1.0, layer=3, kind="resid", method="doc")
     >>> Steering([d, d], weights=[1, -0.5]).name
-    'doc L3 resid + -0.5·doc L3 resid'
+    'doc@L3.resid + -0.5·doc@L3.resid'
     >>> as_steerable(d).name, as_steerable(None)
-    ('doc L3 resid', None)
+    ('doc@L3.resid', None)
     >>> Prompting("You are honest.", "You are a liar.").prompt_prefix(-2.0)
     'You are a liar.'
 """

@@ -9,8 +9,8 @@ refuses other module paths or other weights (a dtype change passes: the samples 
 2 % tolerance) and warns when only the name differs, as InnerPiSSA adapters do (`steering.adapters.innerpissa_files`).
 
 Example:
-    >>> plan.save("runs/plan", model=model)
-    >>> steering.load_steerable("runs/plan", other_model)      # ValueError: saved for other weights
+    plan.save("runs/plan", model=model)
+    steering.load_steerable("runs/plan", other_model)      # ValueError: saved for other weights
 """
 
 from __future__ import annotations

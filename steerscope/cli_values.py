@@ -1,8 +1,10 @@
 """Parsing and range checks of the command line's values, so a bad value is refused before any work.
 
 Example:
-    >>> parser.add_argument("--steps", type=at_least(1, "training steps"), default=16)
-    >>> parse_layers("0:30:2")
+    parser.add_argument("--steps", type=at_least(1, "training steps"), default=16)
+
+    >>> parse_layers("0:30:10")
+    [0, 10, 20]
 """
 
 from __future__ import annotations

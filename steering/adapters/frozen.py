@@ -6,9 +6,9 @@ adapters join; the flags come back exactly when the last one detaches, in any
 order. Parameters added by adapters themselves are left alone.
 
 Example:
-    >>> freeze(model, adapter_a); freeze(model, adapter_b)
-    >>> release(model, adapter_a)      # still frozen: adapter_b is attached
-    >>> release(model, adapter_b)      # every flag as before the first freeze
+    freeze(model, adapter_a); freeze(model, adapter_b)
+    release(model, adapter_a)      # still frozen: adapter_b is attached
+    release(model, adapter_b)      # every flag as before the first freeze
 """
 
 from __future__ import annotations

@@ -17,11 +17,11 @@ the module tree, the base weights and nnsight's view of the model are untouched,
 and `InnerPiSSA.detach` removes every trace.
 
 Example:
-    >>> adapter = steering.attach_innerpissa(model, layers=range(8, 20), kinds=("o", "down"), rank=16)
-    >>> with adapter.coeff(1.0):
-    ...     out = probes.torch_module(model)(**batch)      # honest-steered
-    >>> adapter.save("runs/adapter")
-    >>> adapter = steering.load_innerpissa("runs/adapter", model)
+    adapter = steering.attach_innerpissa(model, layers=range(8, 20), kinds=("o", "down"), rank=16)
+    with adapter.coeff(1.0):
+        out = probes.torch_module(model)(**batch)      # honest-steered
+    adapter.save("runs/adapter")
+    adapter = steering.load_innerpissa("runs/adapter", model)
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ singular values; ``adapter.safetensors`` the learned parameters. A load first ch
 the targets, and a load that fails for any reason leaves the model as it was.
 
 Example:
-    >>> adapter.save("runs/adapter")
-    >>> adapter = load_innerpissa("runs/adapter", model)
+    adapter.save("runs/adapter")
+    adapter = load_innerpissa("runs/adapter", model)
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ InnerPiSSA. LoRA layers replace the target modules in place (PEFT's
 ``inject_adapter_in_model``); `LoraHandle.detach` puts the original modules back.
 
 Example:
-    >>> lora = attach_lora(model, layers=range(8, 22, 2), kinds=("o", "down"), rank=16)
-    >>> steering.train_reprpo(model, lora, pairs, steps=20)
-    >>> lora.save("runs/lora"); lora.detach(); lora = load_lora("runs/lora", model)
+    lora = attach_lora(model, layers=range(8, 22, 2), kinds=("o", "down"), rank=16)
+    steering.train_reprpo(model, lora, pairs, steps=20)
+    lora.save("runs/lora"); lora.detach(); lora = load_lora("runs/lora", model)
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ matched exactly by PEFT; tensors are keyed as PEFT saves them
 (``base_model.model.<path>.lora_A.weight``).
 
 Example:
-    >>> export_peft(adapter, "runs/honest-lora", c=1.0)
-    >>> peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), "runs/honest-lora")
+    export_peft(adapter, "runs/honest-lora", c=1.0)
+    peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), "runs/honest-lora")
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ loss layer's top ``direction_rank`` output singular vectors of ``down_proj`` (PC
 the pair differences projected there), so it differs from the activation-space one.
 
 Example:
-    >>> adapter = steering.attach_innerpissa(model, layers=range(10, 20), kinds=("o", "down"), rank=16)
-    >>> result = steering.train_reprpo(model, adapter, pairs, steps=40, lr=3e-3)
-    >>> result.history.tail()
-    >>> analysis.plots.training_curves(result.history)      # the training-curve figure
+    adapter = steering.attach_innerpissa(model, layers=range(10, 20), kinds=("o", "down"), rank=16)
+    result = steering.train_reprpo(model, adapter, pairs, steps=40, lr=3e-3)
+    result.history.tail()
+    analysis.plots.training_curves(result.history)      # the training-curve figure
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ writes it for other tools.
 Example:
     >>> import torch
     >>> from steering.directions import METHODS, Direction
-    >>> {"mean_diff", "pca_diff", "fisher_steer_reg3"} <= set(METHODS)
+    >>> {"mean_diff", "pca_diff", "fisher_cov_reg3"} <= set(METHODS)
     True
     >>> d = Direction(vector=torch.tensor([0.6, 0.8]), scale=2.0, layer=2, kind="resid", method="doc")
     >>> d.name, d.step.tolist()

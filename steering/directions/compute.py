@@ -8,12 +8,12 @@ registry live in `steering.directions.methods`, the `Direction` type and its fil
 `steering.directions.direction`; all are importable from `steering.directions`.
 
 Example:
-    >>> from steering import directions
-    >>> d = directions.compute("pca_diff", acts, layer=12, kind="resid")
-    >>> d.vector.shape, d.scale, d.meta["vote_share"]
-    >>> directions.compute_many("mean_diff", acts)        # every captured (layer, kind)
-    >>> directions.METHODS.keys()
-    dict_keys(['mean_diff', 'pca_diff', 'pca_center', 'pca_diff_weighted', 'logistic', 'random', ...])
+    from steering import directions
+    d = directions.compute("pca_diff", acts, layer=12, kind="resid")
+    d.vector.shape, d.scale, d.meta["vote_share"]
+    directions.compute_many("mean_diff", acts)        # every captured (layer, kind)
+    directions.METHODS.keys()
+    # dict_keys(['mean_diff', 'pca_diff', 'pca_center', 'pca_diff_weighted', 'logistic', 'random', ...])
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def compute(
         options: passed to the method (``seed``, ``C``, ``reg`` ...).
 
     Example:
-        >>> d = compute("mean_diff", acts, 12, "resid")
-        >>> d_u = compute("uspace_pca", acts, 12, "down", model=model)
+        d = compute("mean_diff", acts, 12, "resid")
+        d_u = compute("uspace_pca", acts, 12, "down", model=model)
     """
     if method not in METHODS:
         raise ValueError(f"Unknown direction method {method!r}; available: {', '.join(METHODS)}.")
@@ -140,7 +140,7 @@ def compute_many(method: str, acts: Any, keys: Sequence[tuple[int, str]] | None 
     SVD, batched sign votes and scales); other methods key by key. The results equal `compute`'s.
 
     Example:
-        >>> found = compute_many("pca_diff", acts)          # every layer × kind captured
+        found = compute_many("pca_diff", acts)          # every layer × kind captured
     """
     keys = list(acts.keys()) if keys is None else [acts.normalize_key(key) for key in keys]
     if method not in BATCHED or options:

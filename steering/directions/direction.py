@@ -1,9 +1,9 @@
 """`Direction`: a calibrated steering direction at one (layer, kind), and its files.
 
 Example:
-    >>> d = steering.compute("pca_diff", acts, 12, "resid")
-    >>> honest_not_sycophantic = (d - 0.5 * sycophancy).orthogonalized(sentiment)   # same layer and kind
-    >>> save_directions([d], "dirs.safetensors"); load_directions("dirs.safetensors")
+    d = steering.compute("pca_diff", acts, 12, "resid")
+    honest_not_sycophantic = (d - 0.5 * sycophancy).orthogonalized(sentiment)   # same layer and kind
+    save_directions([d], "dirs.safetensors"); load_directions("dirs.safetensors")
 """
 
 from __future__ import annotations

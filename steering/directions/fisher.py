@@ -36,8 +36,8 @@ Gradients are cached (bounded, keyed by the model's weight fingerprint, the pair
 the options); `clear_gradient_cache` empties it.
 
 Example:
-    >>> d = directions.compute("fisher_cov_reg1", acts, 12, "resid", model=model, pairs=pairs)
-    >>> d = directions.compute("fisher_dual", acts, 12, "down", model=model, pairs=pairs, reg=1e-2, coherence=1e4)
+    d = directions.compute("fisher_cov_reg1", acts, 12, "resid", model=model, pairs=pairs)
+    d = directions.compute("fisher_dual", acts, 12, "down", model=model, pairs=pairs, reg=1e-2, coherence=1e4)
 """
 
 from __future__ import annotations

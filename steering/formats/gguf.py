@@ -12,9 +12,9 @@ direction there cannot be exported. The written vector is ``coeff · scale · v`
 EasySteer's (``steervector``).
 
 Example:
-    >>> export_gguf([d12, d16], "honesty.gguf", model=model)
-    >>> llama-cli -m smollm2.gguf --control-vector honesty.gguf          # in a shell
-    >>> directions = import_gguf("honesty.gguf")
+    export_gguf([d12, d16], "honesty.gguf", model=model)
+    llama-cli -m smollm2.gguf --control-vector honesty.gguf          # in a shell
+    directions = import_gguf("honesty.gguf")
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ in block L. A direction adds ``c · scale · vector`` there.
 else here uses the network, and `from_pretrained` downloads only a name that is not a local folder.
 
 Example:
-    >>> save_pretrained(plan, "runs/honesty-plan", model=model)
-    >>> plan = from_pretrained("runs/honesty-plan")                     # a Steering plan
-    >>> adapter = from_pretrained("runs/innerpissa", model)             # attaches to model
-    >>> push_to_hub("runs/honesty-plan", "me/honesty-smollm2")          # optional
+    save_pretrained(plan, "runs/honesty-plan", model=model)
+    plan = from_pretrained("runs/honesty-plan")                     # a Steering plan
+    adapter = from_pretrained("runs/innerpissa", model)             # attaches to model
+    push_to_hub("runs/honesty-plan", "me/honesty-smollm2")          # optional
 """
 
 from __future__ import annotations

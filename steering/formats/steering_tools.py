@@ -15,9 +15,9 @@ one ``<name>.L<layer>.pt`` per layer and ``steer_vector_request.json``, the requ
 arguments with ``scale = c``, ``target_layers`` and every token steered (``[-1]``).
 
 Example:
-    >>> export_neuronpedia(d, "honesty.np.json", model_id="gemma-2-2b-it", coeff=4.0, model=model)
-    >>> export_easysteer([d12, d16], "runs/easysteer", coeff=2.0, model=model)
-    >>> import_neuronpedia("honesty.np.json"), import_easysteer("runs/easysteer")
+    export_neuronpedia(d, "honesty.np.json", model_id="gemma-2-2b-it", coeff=4.0, model=model)
+    export_easysteer([d12, d16], "runs/easysteer", coeff=2.0, model=model)
+    import_neuronpedia("honesty.np.json"), import_easysteer("runs/easysteer")
 """
 
 from __future__ import annotations
