@@ -8,11 +8,16 @@ Example:
     >>> analysis.save_figure(analysis.plots.dose_curves({"pca_diff": df}), "figures/dose")
 """
 
-from . import compare, experiment, figures, paper, plots, report, values
-from .agreement import compare_directions
-from .daily_dilemmas import for_value, load_daily_dilemmas, value_counts
-from .dose import dose_response, unsteered_baseline
-from .items import (
+from .measures import evaluate as compare
+from .measures import values
+from .measures.agreement import compare_directions
+from .measures.dose import dose_response, unsteered_baseline
+from .measures.metrics import dose_metrics, paired_changes
+from .measures.monitor import monitor, monitor_figure
+from .measures.predict import predict_steerability
+from .measures.separation import separation
+from .readouts.daily_dilemmas import for_value, load_daily_dilemmas, value_counts
+from .readouts.items import (
     ReadoutItem,
     Split,
     concept_items,
@@ -28,13 +33,13 @@ from .items import (
     sentiment_readouts,
     split_items,
 )
-from .metrics import dose_metrics, paired_changes
-from .monitor import monitor, monitor_figure
-from .plots import save_figure
-from .predict import predict_steerability
-from .score import score_items, text_nll
-from .separation import separation
-from .sweep import sweep_steerability
+from .readouts.score import score_items, text_nll
+from .reports import paper, plots
+from .reports import regenerate as figures
+from .reports import sweep_report as report
+from .reports.plots import save_figure
+from .studies import experiment
+from .studies.sweep import sweep_steerability
 
 __all__ = [
     "ReadoutItem",

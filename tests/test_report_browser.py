@@ -83,7 +83,7 @@ def test_exported_svgs_and_figure_pages_keep_every_text_inside_and_clear(sweep_f
 @pytest.fixture(scope="module")
 def paper_folder(tmp_path_factory):
     """A tiny experiment (one seed, no LoRA, ablations), its tables and figures written by `write_paper`."""
-    from analysis.experiment import ExperimentSettings, run_experiment
+    from analysis.studies.experiment import ExperimentSettings, run_experiment
 
     out = tmp_path_factory.mktemp("paper")
     model = tiny_model("llama")

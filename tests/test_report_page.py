@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from analysis import plots
-from analysis.report import summary_markdown, write_report
-from analysis.sweep_answer import holm, with_inference
+from analysis.reports.sweep_answer import holm, with_inference
+from analysis.reports.sweep_report import summary_markdown, write_report
 
 ITEMS = [f"i{i}" for i in range(12)]
 
@@ -122,7 +122,7 @@ def test_long_titles_wrap_to_the_figures_width():
 
 
 def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_transfer(tmp_path):
-    from analysis.paper_page import write_paper_page
+    from analysis.reports.paper_page import write_paper_page
 
     (tmp_path / "config.json").write_text('{"target": "honesty", "seeds": [0, 1], "model": "/models/smollm2"}')
     pd.DataFrame(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import steering
-from analysis import score as sc
+from analysis.readouts import score as sc
 from probes import sublayers as sl
 from steering import Direction, Prompting, Steering, applied, load_steerable
 from tests.tiny import checksum, tiny_model

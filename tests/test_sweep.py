@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import analysis
-import analysis.sweep as sweep_module
+import analysis.studies.sweep as sweep_module
 import probes
 from analysis import sweep_steerability
 from steerscope.cli import main
@@ -126,7 +126,7 @@ def test_cli_figures_regenerates_png_and_svg_of_the_expected_size(tmp_path):
         png = (tmp_path / "figures" / f"{stem}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = struct.unpack(">II", png[16:24])
-        figure = analysis.report.sweep_figures(analysis.sweep.load_sweep(tmp_path / "run"))[stem]
+        figure = analysis.report.sweep_figures(analysis.studies.sweep.load_sweep(tmp_path / "run"))[stem]
         assert (width, height) == (2 * figure.layout.width, 2 * figure.layout.height)
         svg = (tmp_path / "figures" / f"{stem}.svg").read_text()
         assert svg.lstrip().startswith("<svg") and len(svg) > 1000
@@ -137,7 +137,7 @@ def test_cli_figures_without_chromium_writes_html_and_tables_and_says_so_once(tm
     import sys
     from pathlib import Path
 
-    from analysis import figure_files
+    from analysis.reports import figure_files
 
     small_sweep(tmp_path / "run")
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no Chromium to be found

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import analysis
-import analysis.sweep as sweep_module
+import analysis.studies.sweep as sweep_module
 import probes
 from analysis import sweep_steerability
 from steerscope.cli import main
@@ -59,7 +59,7 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path):
             sys.executable,
             "-c",
             (
-                "import sys, time; from analysis.run_folder import RunFolder\n"
+                "import sys, time; from analysis.studies.run_folder import RunFolder\n"
                 f"with RunFolder({str(tmp_path)!r}).locked():\n    print('locked', flush=True); time.sleep(60)"
             ),
         ],
@@ -181,7 +181,7 @@ def nullcontext():
 
 
 def test_a_run_recorded_before_an_option_existed_resumes_while_that_option_keeps_its_default(tmp_path):
-    from analysis.run_folder import RunFolder
+    from analysis.studies.run_folder import RunFolder
 
     folder = RunFolder(tmp_path)
     folder.record_options({"coeffs": [-1, 0, 1]}, resume=False)  # written by a version without "modes"

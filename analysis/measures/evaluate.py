@@ -29,11 +29,11 @@ from probes import sublayers as sl
 from probes.pairs import prompting_personas
 from steering.steerable import applied, as_steerable
 
-from . import score as sc
+from ..readouts import score as sc
+from ..readouts.items import ReadoutItem, controls, neutral_texts
+from ..reports.plots import PALETTE, style
 from .dose import dose_response
-from .items import ReadoutItem, controls, neutral_texts
 from .metrics import dose_metrics
-from .plots import PALETTE, style
 from .values import side_effects, value_profile
 
 SYMBOLS = ("circle", "diamond", "square", "triangle-up")

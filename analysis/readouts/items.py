@@ -150,7 +150,7 @@ load_dilemmas = load_items
 
 
 def shipped(name: str) -> Path:
-    return Path(str(resources.files("analysis.data").joinpath(name)))
+    return Path(str(resources.files("analysis.readouts.data").joinpath(name)))
 
 
 def dilemmas() -> list[ReadoutItem]:

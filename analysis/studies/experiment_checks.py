@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import probes
 import steering
 
-from .daily_dilemmas import check_value
-from .dose import check_coeffs
-from .items import Split, value_name
+from ..measures.dose import check_coeffs
+from ..readouts.daily_dilemmas import check_value
+from ..readouts.items import Split, value_name
 
 if TYPE_CHECKING:
     from .experiment import ExperimentSettings

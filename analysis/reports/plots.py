@@ -129,7 +129,7 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alph
 def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95, readout_label: str = "readout") -> go.Figure:
     """Paired change of the readout from c = 0 against c (mean and t-interval over items of each item's
     difference), one line per configuration, with each one's ΔNLL on neutral text on a secondary axis."""
-    from .metrics import paired_changes
+    from ..measures.metrics import paired_changes
 
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for index, (name, df) in enumerate(curves.items()):

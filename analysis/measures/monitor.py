@@ -39,7 +39,7 @@ from probes.remote import require_weights
 from steering.directions import Direction
 from steering.intervene import check_fits
 
-from .plots import PALETTE, style
+from ..reports.plots import PALETTE, style
 
 COLUMNS = ["prompt", "position", "token", "phase", "direction", "layer", "kind", "projection", "z"]
 

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .items import ReadoutItem, value_name
+from ..readouts.items import ReadoutItem, value_name
+from ..reports.plots import style
 from .metrics import dose_metrics
-from .plots import style
 
 PROFILE_COLUMNS = ["value", "target", "n_items", "effect", "item_slope", "item_slope_lo", "item_slope_hi", "p_value"]
 

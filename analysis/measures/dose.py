@@ -24,9 +24,9 @@ from probes.batching import check_batch_size
 from probes.remote import Remote, resolve_remote
 from steering.steerable import applied, as_steerable
 
-from . import score as sc
-from .items import ReadoutItem, check_items
-from .items import neutral_texts as shipped_neutral_texts
+from ..readouts import score as sc
+from ..readouts.items import ReadoutItem, check_items
+from ..readouts.items import neutral_texts as shipped_neutral_texts
 from .metrics import dose_metrics  # noqa: F401  (re-exported: analysis.dose.dose_metrics)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .metrics import balanced, item_slopes
+from ..measures.metrics import balanced, item_slopes
 
 ALPHA = 0.05
 
@@ -172,7 +172,7 @@ def answer_lines(result: Any, rows: pd.DataFrame, validation: pd.DataFrame | Non
 
 def dose_at(dose: pd.DataFrame | None, c: float) -> tuple[float, float, float] | None:
     """(mean, lo, hi) of the change from c = 0 at ``c`` over items, or None."""
-    from .metrics import paired_changes
+    from ..measures.metrics import paired_changes
 
     if dose is None:
         return None

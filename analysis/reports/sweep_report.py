@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..measures.predict import MIN_CONFIGS as MIN_CONFIGS_TO_VALIDATE
+from ..measures.predict import validate_predictors
 from . import plots
-from .predict import MIN_CONFIGS as MIN_CONFIGS_TO_VALIDATE
-from .predict import validate_predictors
 
 SUMMARY_COLUMNS = [
     "layer",

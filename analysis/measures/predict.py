@@ -38,8 +38,8 @@ from probes.remote import require_weights
 from steering.directions import Direction
 from steering.intervene import check_fits, fused_delta, steer
 
-from . import score as sc
-from .items import ReadoutItem, check_items
+from ..readouts import score as sc
+from ..readouts.items import ReadoutItem, check_items
 
 
 def readouts(model: Any, logits: Tensor, batch: Any, items: Sequence[ReadoutItem]) -> Tensor:

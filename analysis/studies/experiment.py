@@ -47,11 +47,11 @@ from steering import directions as dirs
 from steering.lora import attach_lora
 from steering.train import default_loss_layer
 
-from .compare import SUMMARY, MethodRun, evaluate, generations_markdown
-from .daily_dilemmas import for_value
+from ..measures.evaluate import SUMMARY, MethodRun, evaluate, generations_markdown
+from ..measures.predict import first_order_effects
+from ..readouts.daily_dilemmas import for_value
+from ..readouts.items import ReadoutItem, check_items, split_items
 from .experiment_checks import checked_settings
-from .items import ReadoutItem, check_items, split_items
-from .predict import first_order_effects
 from .run_folder import ResultTable, RunFolder, job_key
 
 RUN_COLUMNS = [

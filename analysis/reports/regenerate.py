@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..studies.sweep import load_sweep
 from . import plots
-from .report import SUMMARY_COLUMNS, inferred, latex_table, markdown_table, sweep_figures
-from .sweep import load_sweep
+from .sweep_report import SUMMARY_COLUMNS, inferred, latex_table, markdown_table, sweep_figures
 
 FORMATS = ("html", "png", "svg")
 

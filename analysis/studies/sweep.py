@@ -52,14 +52,14 @@ from probes.files import write_atomic, write_json
 from probes.remote import has_weights
 from steering import directions as dirs
 
-from .agreement import compare_directions
-from .dose import check_coeffs, dose_response, unsteered_baseline
+from ..measures.agreement import compare_directions
+from ..measures.dose import check_coeffs, dose_response, unsteered_baseline
+from ..measures.metrics import METRIC_KEYS, dose_metrics
+from ..measures.predict import finite_difference_effects, first_order_effects, lens_predictions, summarise_effects
+from ..measures.separation import separation, with_null
+from ..readouts.items import ReadoutItem, Split, check_items, split_items
 from .experiment_checks import whole_number
-from .items import ReadoutItem, Split, check_items, split_items
-from .metrics import METRIC_KEYS, dose_metrics
-from .predict import finite_difference_effects, first_order_effects, lens_predictions, summarise_effects
 from .run_folder import ResultTable, RunFolder
-from .separation import separation, with_null
 
 RESULT_COLUMNS = [
     "layer",
@@ -319,7 +319,7 @@ def run_sweep(
     result = SweepResult(
         table.frame(), sep, doses, found, compare_directions(found) if found else None, folder.path, predictions, split.record()
     )
-    from .report import write_report
+    from ..reports.sweep_report import write_report
 
     write_report(result, figure_formats)
     return result

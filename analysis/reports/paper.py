@@ -31,13 +31,13 @@ import plotly.graph_objects as go
 
 from probes.files import write_atomic
 
+from ..measures.evaluate import SUMMARY, pareto_figure
+from ..measures.metrics import readout_column
+from ..measures.values import transfer_figure, transfer_table
+from ..studies.run_folder import job_key, legacy_job_key
 from . import plots
-from .compare import SUMMARY, pareto_figure
-from .metrics import readout_column
 from .paper_page import write_paper_page
-from .report import latex_table, markdown_table
-from .run_folder import job_key, legacy_job_key
-from .values import transfer_figure, transfer_table
+from .sweep_report import latex_table, markdown_table
 
 TABLE1_COLUMNS = [
     "method",
