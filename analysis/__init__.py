@@ -17,23 +17,10 @@ from .measures.monitor import monitor, monitor_figure
 from .measures.predict import predict_steerability
 from .measures.separation import separation
 from .readouts.daily_dilemmas import for_value, load_daily_dilemmas, value_counts
-from .readouts.items import (
-    ReadoutItem,
-    Split,
-    concept_items,
-    controls,
-    dilemma,
-    dilemmas,
-    eval_items,
-    labelled_for,
-    load_dilemmas,
-    load_items,
-    moral_dilemmas,
-    neutral_texts,
-    sentiment_readouts,
-    split_items,
-)
+from .readouts.items import ReadoutItem, dilemma, labelled_for, load_dilemmas, load_items
 from .readouts.score import score_items, text_nll
+from .readouts.sets import concept_items, controls, dilemmas, eval_items, moral_dilemmas, neutral_texts, sentiment_readouts
+from .readouts.split import Split, split_items
 from .reports import paper, plots
 from .reports import regenerate as figures
 from .reports import sweep_report as report

@@ -9,7 +9,7 @@ import json
 import analysis
 import analysis.studies.experiment as experiment_module
 import probes
-from analysis.readouts.items import shipped
+from analysis.readouts.sets import shipped
 from steerscope.cli import main
 from tests.tiny import saved_folder, tiny_model
 

@@ -26,7 +26,7 @@ from steering.steerable import applied, as_steerable
 
 from ..readouts import score as sc
 from ..readouts.items import ReadoutItem, check_items
-from ..readouts.items import neutral_texts as shipped_neutral_texts
+from ..readouts.sets import neutral_texts as shipped_neutral_texts
 from .metrics import dose_metrics  # noqa: F401  (re-exported: analysis.dose.dose_metrics)
 
 

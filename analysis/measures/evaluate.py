@@ -30,7 +30,8 @@ from probes.pairs import prompting_personas
 from steering.steerable import applied, as_steerable
 
 from ..readouts import score as sc
-from ..readouts.items import ReadoutItem, controls, neutral_texts
+from ..readouts.items import ReadoutItem
+from ..readouts.sets import controls, neutral_texts
 from ..reports.plots import PALETTE, style
 from .dose import dose_response
 from .metrics import dose_metrics

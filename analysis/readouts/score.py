@@ -32,7 +32,8 @@ from probes import tracing
 from probes.batching import Batch, check_batch_size, encode, pad_batch
 from probes.remote import Remote, resolve_remote
 
-from .items import ReadoutItem, check_items, neutral_texts
+from .items import ReadoutItem, check_items
+from .sets import neutral_texts
 
 token_index: WeakKeyDictionary[Any, dict[str, list[int]]] = WeakKeyDictionary()
 warned_missing_words: set[tuple[str, ...]] = set()

@@ -50,7 +50,8 @@ from steering.train import default_loss_layer
 from ..measures.evaluate import SUMMARY, MethodRun, evaluate, generations_markdown
 from ..measures.predict import first_order_effects
 from ..readouts.daily_dilemmas import for_value
-from ..readouts.items import ReadoutItem, check_items, split_items
+from ..readouts.items import ReadoutItem, check_items
+from ..readouts.split import split_items
 from .experiment_checks import checked_settings
 from .run_folder import ResultTable, RunFolder, job_key
 

@@ -17,7 +17,8 @@ import steering
 
 from ..measures.dose import check_coeffs
 from ..readouts.daily_dilemmas import check_value
-from ..readouts.items import Split, value_name
+from ..readouts.items import value_name
+from ..readouts.split import Split
 
 if TYPE_CHECKING:
     from .experiment import ExperimentSettings

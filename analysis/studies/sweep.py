@@ -57,7 +57,8 @@ from ..measures.dose import check_coeffs, dose_response, unsteered_baseline
 from ..measures.metrics import METRIC_KEYS, dose_metrics
 from ..measures.predict import finite_difference_effects, first_order_effects, lens_predictions, summarise_effects
 from ..measures.separation import separation, with_null
-from ..readouts.items import ReadoutItem, Split, check_items, split_items
+from ..readouts.items import ReadoutItem, check_items
+from ..readouts.split import Split, split_items
 from .experiment_checks import whole_number
 from .run_folder import ResultTable, RunFolder
 
