@@ -13,7 +13,7 @@ from .measures import values
 from .measures.agreement import compare_directions
 from .measures.dose import dose_response, unsteered_baseline
 from .measures.metrics import dose_metrics, paired_changes
-from .measures.monitor import monitor, monitor_figure
+from .measures.monitor import monitor
 from .measures.predict import predict_steerability
 from .measures.separation import separation
 from .readouts.daily_dilemmas import for_value, load_daily_dilemmas, value_counts
@@ -24,6 +24,7 @@ from .readouts.split import Split, split_items
 from .reports import paper, plots
 from .reports import regenerate as figures
 from .reports import sweep_report as report
+from .reports.monitor_plots import monitor_figure
 from .reports.plots import save_figure
 from .studies import experiment
 from .studies.sweep import sweep_steerability

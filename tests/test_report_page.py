@@ -115,10 +115,12 @@ def test_the_report_page_leads_with_the_answer_and_loads_plotly_from_one_file(tm
 
 
 def test_long_titles_wrap_to_the_figures_width():
-    fig = plots.style(plots.go.Figure(), "A title much longer than a narrow figure can hold on one single line", width=400)
+    from analysis.reports import style as house
+
+    fig = house.style(plots.go.Figure(), "A title much longer than a narrow figure can hold on one single line", width=400)
     lines = fig.layout.title.text.split("<br>")
-    assert len(lines) >= 2 and all(len(line) * plots.CHAR_WIDTH * plots.TITLE_SIZE <= 400 - 60 for line in lines)
-    assert fig.layout.margin.t == 30 + plots.LINE_HEIGHT * len(lines)
+    assert len(lines) >= 2 and all(len(line) * house.CHAR_WIDTH * house.TITLE_SIZE <= 400 - 60 for line in lines)
+    assert fig.layout.margin.t == 30 + house.LINE_HEIGHT * len(lines)
 
 
 def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_transfer(tmp_path):

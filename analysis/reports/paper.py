@@ -31,12 +31,14 @@ import plotly.graph_objects as go
 
 from probes.files import write_atomic
 
-from ..measures.evaluate import SUMMARY, pareto_figure
+from ..measures.evaluate import SUMMARY
 from ..measures.metrics import readout_column
-from ..measures.values import transfer_figure, transfer_table
+from ..measures.values import transfer_table
 from ..studies.run_folder import job_key, legacy_job_key
 from . import plots
+from .experiment_plots import pareto_figure, transfer_figure
 from .paper_page import write_paper_page
+from .style import PALETTE, style
 from .sweep_report import latex_table, markdown_table
 
 TABLE1_COLUMNS = [
@@ -221,14 +223,14 @@ def figure2(rows: pd.DataFrame) -> go.Figure | None:
         go.Bar(
             x=depth["method"],
             y=depth["effect"],
-            marker_color=plots.PALETTE[0],
+            marker_color=PALETTE[0],
             error_y=dict(type="data", array=depth.get("effect_sd", pd.Series(0, index=depth.index)).fillna(0)),
         )
     )
     fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
     fig.update_xaxes(title_text="InnerPiSSA at one layer (depth fraction and index)")
     fig.update_yaxes(title_text="effect on the target value (nats per unit c)")
-    return plots.style(fig, "Effect by layer depth (error bars: SD over seeds)", height=440, width=760)
+    return style(fig, "Effect by layer depth (error bars: SD over seeds)", height=440, width=760)
 
 
 def write_table(base: Path, table: pd.DataFrame, columns: Sequence[str] | None, caption: str, note: str = "") -> list[Path]:

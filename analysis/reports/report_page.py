@@ -25,7 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .figure_files import HTML_CONFIG, MODEBAR_HEIGHT, write_plotlyjs
-from .plots import LINE_HEIGHT
+from .style import LINE_HEIGHT
 from .sweep_report import format_cell
 
 PAGE_WIDTH = 1180  # CSS px of the text column; figures may use it all
@@ -66,7 +66,7 @@ def page_figure(fig: go.Figure, div_id: str) -> str:
     shown = go.Figure(fig)
     lines = title.count("<br") + 1 if title else 0
     top = shown.layout.margin.t if shown.layout.margin.t is not None else 30
-    title_room = LINE_HEIGHT * lines if lines else 0  # what `plots.style` added to the top margin for the title
+    title_room = LINE_HEIGHT * lines if lines else 0  # what `style.style` added to the top margin for the title
     height = (shown.layout.height or 450) - title_room + MODEBAR_HEIGHT
     width = shown.layout.width or 700
     shown.update_layout(title=None, margin_t=top - title_room + MODEBAR_HEIGHT, width=None, height=None, autosize=True)
