@@ -93,7 +93,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         null_model=not args.no_null,
         null_direction=not args.no_null,
     )
-    from analysis.reports.sweep_report import SUMMARY_COLUMNS, markdown_table, ranked
+    from analysis.reports.sweep_report import SUMMARY_COLUMNS, ranked
+    from analysis.reports.tables import markdown_table
 
     print(markdown_table(ranked(result.results).head(10), SUMMARY_COLUMNS))
     print(f"\nWrote {args.out}/summary.md, results.csv, report.html and figures/ in {time.time() - started:.0f} s.")

@@ -29,8 +29,6 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from probes.files import write_atomic
-
 from ..measures.evaluate import SUMMARY
 from ..measures.metrics import readout_column
 from ..measures.values import transfer_table
@@ -39,7 +37,7 @@ from . import plots
 from .experiment_plots import pareto_figure, transfer_figure
 from .paper_page import write_paper_page
 from .style import PALETTE, style
-from .sweep_report import latex_table, markdown_table
+from .tables import write_table
 
 TABLE1_COLUMNS = [
     "method",
@@ -233,15 +231,6 @@ def figure2(rows: pd.DataFrame) -> go.Figure | None:
     return style(fig, "Effect by layer depth (error bars: SD over seeds)", height=440, width=760)
 
 
-def write_table(base: Path, table: pd.DataFrame, columns: Sequence[str] | None, caption: str, note: str = "") -> list[Path]:
-    written = [
-        write_atomic(base.with_suffix(".csv"), table.to_csv(index=False)),
-        write_atomic(base.with_suffix(".md"), f"# {caption}\n\n" + markdown_table(table, columns) + (f"\n\n{note}" if note else "") + "\n"),
-        write_atomic(base.with_suffix(".tex"), latex_table(table, columns, caption) + "\n"),
-    ]
-    return written
-
-
 def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequence[str] = ("html", "png", "svg")) -> list[Path]:
     """Write every table and figure of an experiment folder into ``out`` (default: the folder itself), with
     what exists: ``table1.md`` ends with what is missing (`missing_runs`: failed runs, runs without an effect)."""
@@ -255,10 +244,10 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
         table1(rows),
         TABLE1_COLUMNS,
         f"Steering {target} on held-out value-labelled dilemmas (test items; mean and SD over seeds)",
-        "\n\n".join(missing_runs(run)),
+        note="\n\n".join(missing_runs(run)),
     )
     t2, note = table2(rows, full_settings(run, config.get("seeds") or []))
-    written += write_table(out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note)
+    written += write_table(out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note=note)
     profiles = seed_mean_profiles(run, rows)
     figures: dict[Path, go.Figure] = {}
     transfer = transfer_table(profiles) if profiles else pd.DataFrame()

@@ -19,7 +19,8 @@ import pandas as pd
 
 from ..studies.sweep import load_sweep
 from . import plots
-from .sweep_report import SUMMARY_COLUMNS, inferred, latex_table, markdown_table, sweep_figures
+from .sweep_report import SUMMARY_COLUMNS, inferred, sweep_figures
+from .tables import write_table
 
 FORMATS = ("html", "png", "svg")
 
@@ -59,7 +60,7 @@ def regenerate(run: str | Path, out: str | Path, formats: Sequence[str] = FORMAT
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for stem, (table, columns, caption) in run_tables(run).items():
-        written += write_tables(out / stem, table, columns, caption)
+        written += write_table(out / stem, table, columns, caption, formats=("md", "tex"), heading=False)
     figures = {out / stem: figure for stem, figure in run_figures(run).items()}
     written += plots.save_figures(figures, formats)
     if (run / "runs.csv").exists():
@@ -67,10 +68,3 @@ def regenerate(run: str | Path, out: str | Path, formats: Sequence[str] = FORMAT
 
         written += write_paper(run, out, formats)
     return written
-
-
-def write_tables(base: Path, table: pd.DataFrame, columns: Sequence[str] | None, caption: str) -> list[Path]:
-    markdown, latex = base.with_suffix(".md"), base.with_suffix(".tex")
-    markdown.write_text(markdown_table(table, columns) + "\n")
-    latex.write_text(latex_table(table, columns, caption) + "\n")
-    return [markdown, latex]

@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 
 from .figure_files import HTML_CONFIG, MODEBAR_HEIGHT, write_plotlyjs
 from .style import LINE_HEIGHT
-from .sweep_report import format_cell
+from .tables import format_cell
 
 PAGE_WIDTH = 1180  # CSS px of the text column; figures may use it all
 STYLE = f"""

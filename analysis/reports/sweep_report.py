@@ -1,22 +1,25 @@
-"""Tables and the HTML report of a sweep: ``summary.md``, ``report.html``, ``figures/``.
+"""The report of a sweep, written into its folder: ``summary.md``, ``summary.tex``, ``report.html``, ``figures/``.
 
 Example:
-    >>> from analysis.report import write_report, markdown_table
-    >>> write_report(result)                # after analysis.sweep_steerability(..., out=...)
+    >>> from analysis.reports.sweep_report import write_report
+    >>> result = analysis.sweep_steerability(model, pairs, items, out="runs/sweep")
+    >>> write_report(result)                # what `steerscope sweep` writes after the sweep
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from probes.files import write_atomic
+
 from ..measures.predict import MIN_CONFIGS as MIN_CONFIGS_TO_VALIDATE
 from ..measures.predict import validate_predictors
 from . import plots
+from .tables import format_cell, markdown_table, write_table
 
 SUMMARY_COLUMNS = [
     "layer",
@@ -52,45 +55,6 @@ METRICS_NOTE = (
     "NLL increase at c = ±1; gain = 100 · effect · max(0, ρ) / (1 + max(0, ΔNLL)); score = |slope| · R² · valid_frac² "
     "of the per-coefficient means."
 )
-
-
-def format_cell(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3g}"
-    return str(value)
-
-
-def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
-    """A GitHub-style markdown table (no extra dependency)."""
-    columns = [c for c in (columns or frame.columns) if c in frame.columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for row in frame[columns].itertuples(index=False):
-        lines.append("| " + " | ".join(format_cell(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
-def latex_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, caption: str = "") -> str:
-    """A booktabs LaTeX table of ``frame`` (for papers)."""
-    columns = [c for c in (columns or frame.columns) if c in frame.columns]
-    escape = lambda text: str(text).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
-    body = [" & ".join(escape(format_cell(v)) for v in row) + r" \\" for row in frame[columns].itertuples(index=False)]
-    return "\n".join(
-        [
-            r"\begin{table}[t]",
-            r"\centering",
-            r"\begin{tabular}{" + "l" * len(columns) + "}",
-            r"\toprule",
-            " & ".join(escape(c) for c in columns) + r" \\",
-            r"\midrule",
-            *body,
-            r"\bottomrule",
-            r"\end{tabular}",
-            rf"\caption{{{escape(caption)}}}" if caption else "",
-            r"\end{table}",
-        ]
-    )
 
 
 def ranked(results: pd.DataFrame) -> pd.DataFrame:
@@ -238,9 +202,13 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
     from .sweep_answer import answer_lines, figure_captions
 
     out = Path(result.out)
-    (out / "summary.md").write_text(summary_markdown(result))
-    (out / "summary.tex").write_text(
-        latex_table(inferred(result).head(20), SUMMARY_COLUMNS, "Steerability sweep on test items, ranked by the mean item slope.")
+    write_atomic(out / "summary.md", summary_markdown(result))
+    write_table(
+        out / "summary",
+        inferred(result).head(20),
+        SUMMARY_COLUMNS,
+        "Steerability sweep on test items, ranked by the mean item slope.",
+        formats=("tex",),
     )
     figures = sweep_figures(result)
     plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)
