@@ -12,7 +12,7 @@ import analysis
 import probes
 from analysis.measures.values import side_effects, value_profile
 from analysis.studies.experiment import ExperimentSettings, run_experiment
-from analysis.studies.run_folder import job_key
+from analysis.studies.layout import job_key, read_runs
 from steerscope.cli import main
 from tests.tiny import checksum, tiny_model
 
@@ -153,7 +153,7 @@ def test_a_repeated_row_in_an_older_folder_counts_once(experiment, tmp_path):
     runs = pd.read_csv(out / "runs.csv")
     repeated = pd.concat([runs, runs[runs["method"] == "prompting"]], ignore_index=True)  # as older resumes wrote it
     repeated.to_csv(tmp_path / "runs.csv", index=False)
-    rows = analysis.paper.read_runs(tmp_path)
+    rows = read_runs(tmp_path)
     assert len(rows) == len(runs)
     assert analysis.paper.table1(rows).set_index("method").loc["prompting", "seeds"] == 1
 

@@ -67,13 +67,12 @@ def test_every_job_of_every_study_has_its_own_key(tiny_plan):
 
 
 def test_the_paper_reads_a_folder_written_with_the_older_keys(tmp_path):
-    from analysis.reports.paper import run_file
-    from analysis.studies.run_folder import job_key
+    from analysis.studies.layout import job_file, job_key
 
     (tmp_path / "profiles").mkdir()
     old = tmp_path / "profiles" / "main__innerpissa__s0.csv"  # as folders written before injective keys name it
     old.write_text("value\n")
-    assert run_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == old
+    assert job_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == old
     new = tmp_path / "profiles" / f"{job_key('main', 'InnerPiSSA', 0)}.csv"
     new.write_text("value\n")
-    assert new != old and run_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == new
+    assert new != old and job_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == new

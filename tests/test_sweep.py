@@ -126,7 +126,7 @@ def test_cli_figures_regenerates_png_and_svg_of_the_expected_size(tmp_path):
         png = (tmp_path / "figures" / f"{stem}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = struct.unpack(">II", png[16:24])
-        figure = analysis.report.sweep_figures(analysis.studies.sweep.load_sweep(tmp_path / "run"))[stem]
+        figure = analysis.report.sweep_figures(analysis.studies.layout.load_sweep(tmp_path / "run"))[stem]
         assert (width, height) == (2 * figure.layout.width, 2 * figure.layout.height)
         svg = (tmp_path / "figures" / f"{stem}.svg").read_text()
         assert svg.lstrip().startswith("<svg") and len(svg) > 1000

@@ -8,7 +8,7 @@ a time; c = 0 is scored by a plain unsteered pass, so it reproduces
 
 Example:
     >>> df = dose_response(model, direction, eval_items("honesty"), coeffs=(-2, -1, 0, 1, 2))
-    >>> dose_metrics(df)["normalized_gain"]
+    >>> analysis.dose_metrics(df)["normalized_gain"]
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from steering.steerable import applied, as_steerable
 from ..readouts import score as sc
 from ..readouts.items import ReadoutItem, check_items
 from ..readouts.sets import neutral_texts as shipped_neutral_texts
-from .metrics import dose_metrics  # noqa: F401  (re-exported: analysis.dose.dose_metrics)
 
 
 def score_at_coeffs(

@@ -2,7 +2,7 @@
 
 `evaluate` scores one `steering.Steerable` (or Direction, or None) on the items at
 the given coefficients and returns a `MethodRun`: the dose table, the value profile
-(`analysis.values`), the target value's item-level metrics, the side effects, the
+(`analysis.measures.values`), the target value's item-level metrics, the side effects, the
 neutral-text ΔNLL and, optionally, the drift of arithmetic and fact answers (a
 capability check, not a side effect on values) and greedy sample generations.
 `methods_table` turns runs into one row per method with the mean and standard

@@ -1,7 +1,7 @@
 """Scoring readout items with the model as it is now, and NLL on neutral text.
 
 Each item is rendered with the chat template, the assistant turn prefilled, and
-the next-token distribution read once (see `analysis.items`):
+the next-token distribution read once (see `analysis.readouts.items`):
 
     logratio = log P(positive words) − log P(negative words),   readout = sign · logratio
 

@@ -274,7 +274,7 @@ def adapter_changes(adapter) -> go.Figure:
 
 
 def predictor_scatter(results: pd.DataFrame, validation: pd.DataFrame, measured: str = "item_slope") -> go.Figure:
-    """One panel per predictor (rows of `analysis.predict.validate_predictors`): the predictor against the
+    """One panel per predictor (rows of `analysis.measures.predict.validate_predictors`): the predictor against the
     measured effect, one point per configuration (hover: layer, kind, method), Spearman ρ and its CI in the title."""
     shown = validation.dropna(subset=["spearman"])
     titles = [f"{r.predictor}<br>ρ = {r.spearman:.2f} [{r.ci_lo:.2f}, {r.ci_hi:.2f}], n = {r.n_configs}" for r in shown.itertuples()]

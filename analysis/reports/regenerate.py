@@ -1,7 +1,7 @@
 """Regenerate every figure and table of a finished run, in the paper style.
 
 A run folder is a sweep (``results.csv``, from ``steerscope sweep``) or an
-experiment (``runs.csv``, from ``steerscope train`` or ``paper``; see `analysis.paper`).
+experiment (``runs.csv``, from ``steerscope train`` or ``paper``; see `analysis.reports.paper`).
 
 Example:
     >>> regenerate("runs/sweep", "figures/")       # also: steerscope figures --run runs/sweep --out figures/
@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..studies.sweep import load_sweep
+from ..studies.layout import check_run, holds_experiment, holds_sweep, load_sweep
 from . import plots
 from .sweep_report import SUMMARY_COLUMNS, inferred, sweep_figures
 from .tables import write_table
@@ -25,17 +25,12 @@ from .tables import write_table
 FORMATS = ("html", "png", "svg")
 
 
-def check_run(run: Path) -> None:
-    if not any((run / name).exists() for name in ("results.csv", "runs.csv")):
-        raise FileNotFoundError(f"{run} holds neither results.csv (a sweep) nor runs.csv (a train or paper run).")
-
-
 def run_figures(run: str | Path) -> dict[str, Any]:
     """Every figure of a run folder, by the file stem `regenerate` writes it under."""
     run = Path(run)
     check_run(run)
     figures: dict[str, Any] = {}
-    if (run / "results.csv").exists():
+    if holds_sweep(run):
         figures |= sweep_figures(load_sweep(run))
     return figures
 
@@ -43,7 +38,7 @@ def run_figures(run: str | Path) -> dict[str, Any]:
 def run_tables(run: Path) -> dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]]:
     """The run's tables by file stem: (table, columns, caption)."""
     tables: dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]] = {}
-    if (run / "results.csv").exists():
+    if holds_sweep(run):
         tables["sweep_summary"] = (
             inferred(load_sweep(run)).head(20),
             SUMMARY_COLUMNS,
@@ -63,7 +58,7 @@ def regenerate(run: str | Path, out: str | Path, formats: Sequence[str] = FORMAT
         written += write_table(out / stem, table, columns, caption, formats=("md", "tex"), heading=False)
     figures = {out / stem: figure for stem, figure in run_figures(run).items()}
     written += plots.save_figures(figures, formats)
-    if (run / "runs.csv").exists():
+    if holds_experiment(run):
         from .paper import write_paper
 
         written += write_paper(run, out, formats)

@@ -18,6 +18,7 @@ from probes.files import write_atomic
 
 from ..measures.predict import MIN_CONFIGS as MIN_CONFIGS_TO_VALIDATE
 from ..measures.predict import validate_predictors
+from ..studies.layout import RESULTS, config_name, read_config
 from . import plots
 from .tables import format_cell, markdown_table, write_table
 
@@ -31,7 +32,7 @@ SUMMARY_COLUMNS = [
     "p_value",
     "null_item_slope",
     "null_p_value",
-    "p_holm",  # p_value adjusted (Holm) for every configuration compared; see analysis.sweep_answer
+    "p_holm",  # p_value adjusted (Holm) for every configuration compared; see analysis.reports.sweep_answer
     "effect",
     "delta_nll",
     "normalized_gain",
@@ -168,9 +169,9 @@ def dose_names(table: pd.DataFrame, top: int = 5) -> list[str]:
     """The dose curves the report draws: the ``top`` configurations, then the random direction at the best place."""
     if not len(table):
         return []
-    names = [f"L{int(r.layer):02d}_{r.kind}_{r.method}" for r in table.head(top).itertuples()]
+    names = [config_name(r.layer, r.kind, r.method) for r in table.head(top).itertuples()]
     best = table.iloc[0]
-    return [*names, f"L{int(best.layer):02d}_{best.kind}_null"]
+    return [*names, config_name(best.layer, best.kind, "null")]
 
 
 def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
@@ -222,7 +223,7 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
         compact_table(table.head(10)),
         caption=SELECTION_RULE,
         full=table.drop(columns=[c for c in ("error",) if c in table]),
-        csv="results.csv",
+        csv=RESULTS,
         labels=COMPACT_LABELS,
         notes=COLUMN_NOTES,
     )
@@ -238,10 +239,8 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
 
 def run_description(out: Path, n_rows: int) -> str:
     """Model, concept and size of the run, from its ``config.json``."""
-    import json
-
     try:
-        config = json.loads((out / "config.json").read_text())
+        config = read_config(out)
     except (OSError, ValueError):
         return f"{n_rows} configurations"
     model = Path(str(config.get("model") or "model")).name
