@@ -93,9 +93,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         null_model=not args.no_null,
         null_direction=not args.no_null,
     )
-    from analysis.reports.sweep_report import SUMMARY_COLUMNS, ranked
+    from analysis.reports.sweep_report import SUMMARY_COLUMNS, ranked, write_report
     from analysis.reports.tables import markdown_table
 
+    write_report(result)  # the study returns its result; its report is written here, as `paper` writes the experiment's
     print(markdown_table(ranked(result.results).head(10), SUMMARY_COLUMNS))
     print(f"\nWrote {args.out}/summary.md, results.csv, report.html and figures/ in {time.time() - started:.0f} s.")
     errors = result.results["error"].notna() if "error" in result.results else None

@@ -55,7 +55,6 @@ def test_a_sweep_doses_an_aliased_place_once_and_records_the_alias(tmp_path):
         progress=False,
         min_pmass=0.0,
         null_direction=False,
-        figure_formats=("html",),
     )
     results = pd.read_csv(tmp_path / "results.csv")
     assert sorted(zip(results["layer"], results["kind"])) == [(1, "down"), (1, "o"), (2, "down"), (2, "o")]

@@ -15,6 +15,7 @@ import pytest
 import analysis
 import probes
 from analysis import sweep_steerability
+from analysis.reports.sweep_report import write_report
 from tests.browser import artifacts_dir, no_browser_reason, open_page
 from tests.tiny import tiny_model
 
@@ -28,7 +29,7 @@ def sweep_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     model = tiny_model("llama")
     pairs = probes.honesty_pairs(n=8, tokenizer=model.tokenizer, chat=True)
-    sweep_steerability(
+    result = sweep_steerability(
         model,
         pairs,
         analysis.dilemmas()[:6],
@@ -41,8 +42,8 @@ def sweep_folder(tmp_path_factory):
         stride=1,
         progress=False,
         min_pmass=0.0,
-        figure_formats=("html", "png", "svg"),
     )
+    write_report(result, ("html", "png", "svg"))
     return out
 
 

@@ -9,6 +9,7 @@ import analysis
 import analysis.studies.sweep as sweep_module
 import probes
 from analysis import sweep_steerability
+from analysis.reports.sweep_report import write_report
 from steerscope.cli import main
 from tests.tiny import saved_folder, tiny_model, tiny_sweep_args
 
@@ -26,13 +27,14 @@ def small_sweep(out, **overrides):
         stride=2,
         progress=False,
         min_pmass=0.0,
-        figure_formats=("html",),
     )
     return sweep_steerability(model, pairs, analysis.dilemmas()[:4], **(options | overrides))
 
 
 def test_short_sweep_writes_every_output(tmp_path):
     result = small_sweep(tmp_path)
+    assert not (tmp_path / "summary.md").exists()  # a study returns its result; its report is written on request
+    write_report(result, ("html",))
     for name in (
         "results.csv",
         "separation.csv",
@@ -97,6 +99,7 @@ def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tmp_path, mon
 
     monkeypatch.setitem(directions.METHODS, "broken", directions.Method("broken", broken))
     result = small_sweep(tmp_path, methods=("broken", "mean_diff"), kinds=("resid",), top_k=1, stride=3)
+    write_report(result, ("html",))
     failed = result.results[result.results["error"].notna()]
     assert set(failed["method"]) == {"broken"} and failed["error"].str.contains("this method is broken").all()
     assert result.results[result.results["method"] == "mean_diff"]["score"].notna().all()

@@ -30,6 +30,7 @@ Example:
     >>> result = sweep_steerability(model, pairs, analysis.eval_items(concept), layers="all",
     ...                             kinds=("resid", "o", "down"), out="runs/sentiment")
     >>> result.results.sort_values("item_slope", ascending=False).head()
+    >>> analysis.report.write_report(result)            # summary.md, summary.tex, report.html, figures/
 """
 
 from __future__ import annotations
@@ -168,10 +169,11 @@ def sweep_steerability(
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    figure_formats: Sequence[str] = ("html", "png", "svg"),
     **overrides: Any,
 ) -> SweepResult:
-    """Run the sweep; see the module docstring. ``overrides`` set `SweepSettings` fields by name.
+    """Run the sweep into ``out`` and return its result; see the module docstring. ``overrides`` set
+    `SweepSettings` fields by name. The report (``summary.md``, ``report.html``, figures) is not written
+    here: `analysis.reports.sweep_report.write_report(result)` writes it, as ``steerscope sweep`` does.
 
     ``out=None`` writes into a fresh temporary folder (``result.out``). Every option is checked
     before any work starts; ``resume=True`` refuses a folder written with other options, and a
@@ -198,7 +200,7 @@ def sweep_steerability(
             model, options, pairs, items, seeds={"split": settings.seed, "null_model": settings.seed, "null_direction": settings.seed}
         )
         write_json(folder.file(SPLIT), split.record())
-        return run_sweep(model, pairs, split, settings, folder, progress, figure_formats)
+        return run_sweep(model, pairs, split, settings, folder, progress)
 
 
 def screen(model: Any, acts: Any, pairs: list, split: Split, settings: SweepSettings, progress: bool) -> pd.DataFrame:
@@ -229,9 +231,7 @@ def screen(model: Any, acts: Any, pairs: list, split: Split, settings: SweepSett
     return summary
 
 
-def run_sweep(
-    model: Any, pairs: list, split: Split, settings: SweepSettings, folder: RunFolder, progress: bool, figure_formats: Sequence[str]
-) -> SweepResult:
+def run_sweep(model: Any, pairs: list, split: Split, settings: SweepSettings, folder: RunFolder, progress: bool) -> SweepResult:
     acts = probes.collect(
         model, pairs, layers=settings.layers, sublayers=settings.kinds, batch_size=max(settings.batch_size, 16), progress=progress
     )
@@ -315,13 +315,9 @@ def run_sweep(
         rows.record(row)
     bar.close()
 
-    result = SweepResult(
+    return SweepResult(
         table.frame(), sep, doses, found, compare_directions(found) if found else None, folder.path, predictions, split.record()
     )
-    from ..reports.sweep_report import write_report
-
-    write_report(result, figure_formats)
-    return result
 
 
 def context_columns(layer: int, kind: str, method: str, sep_by: pd.DataFrame, pred_by: pd.DataFrame, nulls: ResultTable) -> dict[str, Any]:
