@@ -1,4 +1,10 @@
-"""analysis: judging and showing (readout items, separation, scoring, dose-response, sweeps, figures).
+"""analysis: judging and showing, in four stages that follow the data (each imports only those before it).
+
+`readouts` (items, the shipped sets, splits, the signed readout) → `measures` (dose-response, metrics,
+value profiles, predictions, separation, monitoring; they draw nothing) → `studies` (the sweep and the
+experiment, in run folders whose layout `studies.layout` owns) → `reports` (tables, figures, pages).
+This face keeps the public names; `analysis.compare`, `analysis.figures`, `analysis.report` name the
+modules now called `measures.evaluate`, `reports.regenerate` and `reports.sweep_report`.
 
 Example:
     >>> import analysis
