@@ -210,6 +210,7 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
         SUMMARY_COLUMNS,
         "Steerability sweep on test items, ranked by the mean item slope.",
         formats=("tex",),
+        newline=False,
     )
     figures = sweep_figures(result)
     plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)

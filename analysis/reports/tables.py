@@ -75,6 +75,7 @@ def write_table(
     formats: Sequence[str] = TABLE_FORMATS,
     heading: bool = True,
     note: str = "",
+    newline: bool = True,
 ) -> list[Path]:
     """Write ``table`` beside ``base`` in each of ``formats``, atomically, and return the files in that order:
 
@@ -82,15 +83,17 @@ def write_table(
     - ``base.md``: ``# caption`` (with ``heading``), the Markdown table of ``columns`` and ``note`` below it;
     - ``base.tex``: the LaTeX table of ``columns`` with ``caption``.
 
-    ``columns`` None means every column; each text file ends with a newline.
+    ``columns`` None means every column. Each Markdown and LaTeX file ends with a newline unless ``newline`` is
+    False (the sweep's ``summary.tex`` has always ended without one, and stays byte for byte as it was).
     """
     base = Path(base)
     unknown = [f for f in formats if f not in TABLE_FORMATS]
     if unknown:
         raise ValueError(f"Unknown table format(s) {unknown}; write_table writes {', '.join(TABLE_FORMATS)}.")
+    end = "\n" if newline else ""
     texts = {
         "csv": lambda: table.to_csv(index=False),
-        "md": lambda: (f"# {caption}\n\n" if heading else "") + markdown_table(table, columns) + (f"\n\n{note}" if note else "") + "\n",
-        "tex": lambda: latex_table(table, columns, caption) + "\n",
+        "md": lambda: (f"# {caption}\n\n" if heading else "") + markdown_table(table, columns) + (f"\n\n{note}" if note else "") + end,
+        "tex": lambda: latex_table(table, columns, caption) + end,
     }
     return [write_atomic(base.with_suffix(f".{suffix}"), texts[suffix]()) for suffix in formats]
