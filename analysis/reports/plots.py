@@ -19,6 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..measures.metrics import paired_changes
 from .figure_files import save_figure, save_figures, static_export_available  # noqa: F401  (re-exported)
 from .style import PALETTE, style
 
@@ -90,8 +91,6 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alph
 def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95, readout_label: str = "readout") -> go.Figure:
     """Paired change of the readout from c = 0 against c (mean and t-interval over items of each item's
     difference), one line per configuration, with each one's ΔNLL on neutral text on a secondary axis."""
-    from ..measures.metrics import paired_changes
-
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for index, (name, df) in enumerate(curves.items()):
         colour = PALETTE[index % len(PALETTE)]

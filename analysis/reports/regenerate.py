@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..studies.layout import check_run, holds_experiment, holds_sweep, load_sweep
 from . import plots
+from .paper import write_paper
 from .sweep_report import SUMMARY_COLUMNS, inferred, sweep_figures
 from .tables import write_table
 
@@ -59,7 +60,5 @@ def regenerate(run: str | Path, out: str | Path, formats: Sequence[str] = FORMAT
     figures = {out / stem: figure for stem, figure in run_figures(run).items()}
     written += plots.save_figures(figures, formats)
     if holds_experiment(run):
-        from .paper import write_paper
-
         written += write_paper(run, out, formats)
     return written

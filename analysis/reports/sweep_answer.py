@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..measures.metrics import balanced, item_slopes
+from ..measures.metrics import balanced, item_slopes, paired_changes
 from ..studies.layout import config_name
 
 ALPHA = 0.05
@@ -169,8 +169,6 @@ def answer_lines(result: Any, rows: pd.DataFrame, validation: pd.DataFrame | Non
 
 def dose_at(dose: pd.DataFrame | None, c: float) -> tuple[float, float, float] | None:
     """(mean, lo, hi) of the change from c = 0 at ``c`` over items, or None."""
-    from ..measures.metrics import paired_changes
-
     if dose is None:
         return None
     try:

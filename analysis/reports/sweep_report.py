@@ -20,6 +20,8 @@ from ..measures.predict import MIN_CONFIGS as MIN_CONFIGS_TO_VALIDATE
 from ..measures.predict import validate_predictors
 from ..studies.layout import RESULTS, config_name, read_config
 from . import plots
+from .report_page import Page
+from .sweep_answer import answer_lines, figure_captions, with_inference
 from .tables import format_cell, markdown_table, write_table
 
 SUMMARY_COLUMNS = [
@@ -103,8 +105,6 @@ COLUMN_NOTES = {
 
 def inferred(result: Any) -> pd.DataFrame:
     """The ranked rows with Holm-adjusted p-values and the paired comparison with their null."""
-    from .sweep_answer import with_inference
-
     return with_inference(ranked(result.results), getattr(result, "doses", {}) or {})
 
 
@@ -122,8 +122,6 @@ def compact_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_markdown(result: Any, top: int = 20) -> str:
-    from .sweep_answer import answer_lines
-
     table = inferred(result)
     failed = result.results[result.results["error"].notna()] if "error" in result.results else result.results.iloc[:0]
     best_sep = result.separation.sort_values("auroc", ascending=False).groupby("kind", sort=False).head(1)
@@ -199,9 +197,6 @@ def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
 
 def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -> Path:
     """Write ``summary.md``, ``summary.tex``, ``report.html`` and ``figures/`` into ``result.out``."""
-    from .report_page import Page
-    from .sweep_answer import answer_lines, figure_captions
-
     out = Path(result.out)
     write_atomic(out / "summary.md", summary_markdown(result))
     write_table(
