@@ -1,40 +1,39 @@
-"""analysis: judging and showing (readout items, separation, scoring, dose-response, sweeps, figures).
+"""analysis: judging and showing, in four stages that follow the data (each imports only those before it).
+
+`readouts` (items, the shipped sets, splits, the signed readout) → `measures` (dose-response, metrics,
+value profiles, predictions, separation, monitoring; they draw nothing) → `studies` (the sweep and the
+experiment, in run folders whose layout `studies.layout` owns) → `reports` (tables, figures, pages).
+This face keeps the public names; `analysis.compare`, `analysis.figures`, `analysis.report` name the
+modules now called `measures.evaluate`, `reports.regenerate` and `reports.sweep_report`.
 
 Example:
-    >>> import analysis
-    >>> split = analysis.split_items(analysis.eval_items("honesty"), test_fraction=0.5, seed=0)
-    >>> df = analysis.dose_response(model, direction, split.test, coeffs=(-1, 0, 1))
-    >>> analysis.dose_metrics(df)["item_slope"]
-    >>> analysis.save_figure(analysis.plots.dose_curves({"pca_diff": df}), "figures/dose")
+    import analysis
+    split = analysis.split_items(analysis.eval_items("honesty"), test_fraction=0.5, seed=0)
+    df = analysis.dose_response(model, direction, split.test, coeffs=(-1, 0, 1))
+    analysis.dose_metrics(df)["item_slope"]
+    analysis.save_figure(analysis.plots.dose_curves({"pca_diff": df}), "figures/dose")
 """
 
-from . import compare, experiment, figures, paper, plots, report, values
-from .agreement import compare_directions
-from .daily_dilemmas import for_value, load_daily_dilemmas, value_counts
-from .dose import dose_response, unsteered_baseline
-from .items import (
-    ReadoutItem,
-    Split,
-    concept_items,
-    controls,
-    dilemma,
-    dilemmas,
-    eval_items,
-    labelled_for,
-    load_dilemmas,
-    load_items,
-    moral_dilemmas,
-    neutral_texts,
-    sentiment_readouts,
-    split_items,
-)
-from .metrics import dose_metrics, paired_changes
-from .monitor import monitor, monitor_figure
-from .plots import save_figure
-from .predict import predict_steerability
-from .score import score_items, text_nll
-from .separation import separation
-from .sweep import sweep_steerability
+from .measures import evaluate as compare
+from .measures import values
+from .measures.agreement import compare_directions
+from .measures.dose import dose_response, unsteered_baseline
+from .measures.metrics import dose_metrics, paired_changes
+from .measures.monitor import monitor
+from .measures.predict import predict_steerability
+from .measures.separation import separation
+from .readouts.daily_dilemmas import for_value, load_daily_dilemmas, value_counts
+from .readouts.items import ReadoutItem, dilemma, labelled_for, load_dilemmas, load_items
+from .readouts.score import score_items, text_nll
+from .readouts.sets import concept_items, controls, dilemmas, eval_items, moral_dilemmas, neutral_texts, sentiment_readouts
+from .readouts.split import Split, split_items
+from .reports import paper, plots
+from .reports import regenerate as figures
+from .reports import sweep_report as report
+from .reports.monitor_plots import monitor_figure
+from .reports.plots import save_figure
+from .studies import experiment
+from .studies.sweep import sweep_steerability
 
 __all__ = [
     "ReadoutItem",

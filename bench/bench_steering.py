@@ -47,7 +47,7 @@ def main() -> None:
 
     import analysis
     import probes
-    from analysis import score as sc
+    from analysis.readouts import score as sc
     from steering import directions, steer
 
     model = probes.load_model()

@@ -63,7 +63,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     import analysis
     import probes
-    from analysis.dose import check_coeffs
+    from analysis.measures.dose import check_coeffs
 
     started = time.time()
     coeffs = check_coeffs(parse_floats(args.coeffs, "--coeffs"))  # before the model loads: fail fast
@@ -93,8 +93,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         null_model=not args.no_null,
         null_direction=not args.no_null,
     )
-    from analysis.report import SUMMARY_COLUMNS, markdown_table, ranked
+    from analysis.reports.sweep_report import SUMMARY_COLUMNS, ranked, write_report
+    from analysis.reports.tables import markdown_table
 
+    write_report(result)  # the study returns its result; its report is written here, as `paper` writes the experiment's
     print(markdown_table(ranked(result.results).head(10), SUMMARY_COLUMNS))
     print(f"\nWrote {args.out}/summary.md, results.csv, report.html and figures/ in {time.time() - started:.0f} s.")
     errors = result.results["error"].notna() if "error" in result.results else None
@@ -108,7 +110,7 @@ def experiment_items(args: argparse.Namespace):
     """The items the experiment judges: --items (steerscope's item JSONL, labelled for the target by their
     sign where unlabelled, or a DailyDilemmas copy), else the concept's shipped items."""
     import analysis
-    from analysis.items import is_readout_file
+    from analysis.readouts.items import is_readout_file
 
     if args.items and is_readout_file(args.items):
         return analysis.labelled_for(analysis.load_items(args.items), args.target)
@@ -122,7 +124,7 @@ def experiment_items(args: argparse.Namespace):
 def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
     import analysis
     import probes
-    from analysis.experiment import ExperimentSettings, run_experiment
+    from analysis.studies.experiment import ExperimentSettings, run_experiment
 
     started = time.time()
     args.target = args.target or args.concept
@@ -215,7 +217,7 @@ def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
 
 
 def run_figures(args: argparse.Namespace) -> int:
-    from analysis.figures import regenerate
+    from analysis.reports.regenerate import regenerate
 
     written = regenerate(args.run, args.out)
     print("\n".join(str(path) for path in written))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import analysis
 import probes
 import steering
-from analysis.predict import finite_difference_effects, predict_steerability
+from analysis.measures.predict import finite_difference_effects, predict_steerability
 from probes import sublayers as sl
 from steering import Direction, Steering, applied, load_directions, save_directions, steer
 from steering.plans import in_mode
@@ -73,8 +73,8 @@ def test_lens_margin_is_nan_off_the_residual_stream_even_at_its_width():
     lens = (torch_model.lm_head.weight.detach() @ v).float()
     expected = []
     for item in items:
-        positive = analysis.score.word_token_ids(model.tokenizer, item.positive)
-        negative = analysis.score.word_token_ids(model.tokenizer, item.negative)
+        positive = analysis.readouts.score.word_token_ids(model.tokenizer, item.positive)
+        negative = analysis.readouts.score.word_token_ids(model.tokenizer, item.negative)
         expected.append(item.sign * float(torch.logsumexp(lens[positive], -1) - torch.logsumexp(lens[negative], -1)))
     assert table["lens_margin"].iloc[1] == pytest.approx(np.mean(expected), rel=1e-4, abs=1e-6)
 
@@ -465,7 +465,7 @@ def test_validate_predictors_ranks_the_logit_lens_only_on_the_residual_stream():
             "lens_margin": generator.normal(size=2 * n),
         }
     )
-    row = analysis.predict.validate_predictors(results, predictors=["lens_margin"], n_boot=50).iloc[0]
+    row = analysis.measures.predict.validate_predictors(results, predictors=["lens_margin"], n_boot=50).iloc[0]
     resid = results[results["kind"] == "resid"]
     assert row["n_configs"] == n
     assert row["spearman"] == pytest.approx(spearmanr(resid["lens_margin"], resid["item_slope"]).statistic)
@@ -482,7 +482,7 @@ def test_validate_predictors_ranks_the_logit_lens_only_on_the_residual_stream():
             ),
             "auroc_null",
         ),
-        (lambda m, d, items: analysis.predict.validate_predictors(pd.DataFrame({"predicted_effect": [1.0, 2.0]})), "item_slope"),
+        (lambda m, d, items: analysis.measures.predict.validate_predictors(pd.DataFrame({"predicted_effect": [1.0, 2.0]})), "item_slope"),
     ],
 )
 def test_predictor_options_are_named(call, message):

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.daily_dilemmas import for_value, load_daily_dilemmas, value_counts
-from analysis.values import value_profile
+from analysis.measures.values import value_profile
+from analysis.readouts.daily_dilemmas import for_value, load_daily_dilemmas, value_counts
 from steerscope.cli import main
 
 

@@ -10,9 +10,9 @@ import pytest
 
 import analysis
 import probes
-from analysis.experiment import ExperimentSettings, run_experiment
-from analysis.run_folder import job_key
-from analysis.values import side_effects, value_profile
+from analysis.measures.values import side_effects, value_profile
+from analysis.studies.experiment import ExperimentSettings, run_experiment
+from analysis.studies.layout import job_key, read_runs
 from steerscope.cli import main
 from tests.tiny import checksum, tiny_model
 
@@ -129,7 +129,7 @@ def test_a_resumed_experiment_runs_nothing_twice(experiment, tmp_path, monkeypat
     read them back as finished, not run and append them again."""
     import shutil
 
-    import analysis.experiment as experiment_module
+    import analysis.studies.experiment as experiment_module
 
     out, items = experiment
     copy = tmp_path / "run"
@@ -153,7 +153,7 @@ def test_a_repeated_row_in_an_older_folder_counts_once(experiment, tmp_path):
     runs = pd.read_csv(out / "runs.csv")
     repeated = pd.concat([runs, runs[runs["method"] == "prompting"]], ignore_index=True)  # as older resumes wrote it
     repeated.to_csv(tmp_path / "runs.csv", index=False)
-    rows = analysis.paper.read_runs(tmp_path)
+    rows = read_runs(tmp_path)
     assert len(rows) == len(runs)
     assert analysis.paper.table1(rows).set_index("method").loc["prompting", "seeds"] == 1
 
@@ -162,7 +162,7 @@ def test_every_ablation_changes_the_full_method():
     """An ablation equal to the full method would show a 'drop' made of noise alone."""
     from dataclasses import fields
 
-    from analysis.experiment import ABLATIONS
+    from analysis.studies.experiment import ABLATIONS
     from steering.adapters.innerpissa import AdapterConfig
     from steering.adapters.reprpo import ReprPOConfig
 

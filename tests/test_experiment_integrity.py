@@ -9,9 +9,9 @@ import torch
 
 import analysis
 import probes
-from analysis.compare import greedy_generations
-from analysis.experiment import ExperimentSettings, plan
-from analysis.values import PROFILE_COLUMNS, transfer_table
+from analysis.measures.evaluate import greedy_generations
+from analysis.measures.values import PROFILE_COLUMNS, transfer_table
+from analysis.studies.experiment import ExperimentSettings, plan
 from tests.tiny import tiny_model
 
 
@@ -39,7 +39,7 @@ def test_generations_of_a_batch_equal_each_prompt_alone_whatever_the_padding_sid
     assert model.tokenizer.padding_side == "right"  # the tokenizer is left as it was
     alone = []
     for prompt in prompts:  # no padding at all: the reference
-        text = analysis.score.render_prompt(model.tokenizer, prompt)
+        text = analysis.readouts.score.render_prompt(model.tokenizer, prompt)
         ids = model.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
             out = probes.sublayers.unwrap(model).generate(
@@ -67,13 +67,12 @@ def test_every_job_of_every_study_has_its_own_key(tiny_plan):
 
 
 def test_the_paper_reads_a_folder_written_with_the_older_keys(tmp_path):
-    from analysis.paper import run_file
-    from analysis.run_folder import job_key
+    from analysis.studies.layout import job_file, job_key
 
     (tmp_path / "profiles").mkdir()
     old = tmp_path / "profiles" / "main__innerpissa__s0.csv"  # as folders written before injective keys name it
     old.write_text("value\n")
-    assert run_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == old
+    assert job_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == old
     new = tmp_path / "profiles" / f"{job_key('main', 'InnerPiSSA', 0)}.csv"
     new.write_text("value\n")
-    assert new != old and run_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == new
+    assert new != old and job_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == new

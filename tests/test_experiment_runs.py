@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import analysis
-import analysis.experiment as experiment_module
+import analysis.studies.experiment as experiment_module
 import probes
-from analysis.experiment import ExperimentSettings, run_experiment
+from analysis.studies.experiment import ExperimentSettings, run_experiment
 from steerscope.cli import main
 from tests.tiny import saved_folder, tiny_model
 
@@ -87,7 +87,7 @@ def test_when_every_run_fails_the_tables_are_written_and_name_the_error(model, i
 
 def test_the_cli_passes_min_pmass_and_exits_1_when_every_run_failed(model, items, tmp_path, monkeypatch, capsys):
     folder = saved_folder(model, tmp_path / "model")
-    rows = [json.loads(line) for line in analysis.items.shipped("moral_dilemmas.jsonl").read_text().splitlines()[:24]]
+    rows = [json.loads(line) for line in analysis.readouts.sets.shipped("moral_dilemmas.jsonl").read_text().splitlines()[:24]]
     (tmp_path / "dd.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     monkeypatch.setattr(experiment_module, "run_job", lambda *args: (_ for _ in ()).throw(RuntimeError("simulated")))
     options = ["--model", folder, "--items", str(tmp_path / "dd.jsonl"), "--layers", "0,1", "--rank", "2", "--steps", "1"]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.daily_dilemmas import for_value, load_daily_dilemmas
+from analysis.readouts.daily_dilemmas import for_value, load_daily_dilemmas
 
 SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "daily_dilemmas"
 

@@ -28,6 +28,7 @@ STAGES = {
         {"plans", "adapters", "calibrate"},
         {"formats"},
     ],
+    "analysis": [{"readouts"}, {"measures"}, {"studies"}, {"reports"}],
 }
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.metrics import dose_metrics, paired_changes
+from analysis.measures.metrics import dose_metrics, paired_changes
 
 
 def table(values: dict[str, dict[float, float]], invalid: set[tuple[str, float]] = frozenset(), nll=None) -> pd.DataFrame:

@@ -87,13 +87,13 @@ def test_predictors_table_recomputes_the_logit_lens_by_hand():
     row = table.iloc[0]
     hf = probes.torch_module(model)
     logits = hf.lm_head.weight @ (hf.model.norm.weight * direction.vector * direction.scale)
-    ids = lambda words: analysis.score.word_token_ids(model.tokenizer, words)  # noqa: E731
+    ids = lambda words: analysis.readouts.score.word_token_ids(model.tokenizer, words)  # noqa: E731
     by_hand = np.mean(
         [it.sign * float(torch.logsumexp(logits[ids(it.positive)], -1) - torch.logsumexp(logits[ids(it.negative)], -1)) for it in items]
     )
     assert row["lens_margin"] == pytest.approx(by_hand, rel=1e-4)
     assert row["separation_margin"] == pytest.approx(float(sep.query("layer == 1 and kind == 'resid'")["auroc"].iloc[0]) - 0.5)
-    effects = analysis.predict.first_order_effects(model, [direction], items)
+    effects = analysis.measures.predict.first_order_effects(model, [direction], items)
     assert row["predicted_effect"] == pytest.approx(effects["effect"].mean(), rel=1e-5)
 
 
@@ -111,7 +111,7 @@ def test_predictor_validation_is_spearman_by_hand_with_a_bootstrap_over_configur
         {"item_slope": measured, "predicted_effect": measured + generator.normal(scale=0.5, size=40), "auroc": generator.normal(size=40)}
     )
     table["layer"], table["kind"], table["method"] = range(40), "resid", "mean_diff"
-    result = analysis.predict.validate_predictors(table, n_boot=400).set_index("predictor")
+    result = analysis.measures.predict.validate_predictors(table, n_boot=400).set_index("predictor")
     for predictor in ("predicted_effect", "auroc"):
         by_hand = np.corrcoef(ranks(table[predictor].to_numpy()), ranks(measured))[0, 1]  # no ties: Pearson of ranks
         assert result.loc[predictor, "spearman"] == pytest.approx(by_hand, abs=1e-12)
@@ -125,7 +125,7 @@ def test_predictor_validation_is_spearman_by_hand_with_a_bootstrap_over_configur
 def test_a_sweep_report_validates_the_predictors_once_it_has_enough_configurations():
     from types import SimpleNamespace
 
-    from analysis.report import summary_markdown, sweep_figures
+    from analysis.reports.sweep_report import summary_markdown, sweep_figures
 
     generator = np.random.default_rng(0)
     n = 12

@@ -14,7 +14,7 @@ import torch
 
 import analysis
 import probes
-from analysis.sweep import SweepSettings, screen, sweep_steerability
+from analysis.studies.sweep import SweepSettings, screen, sweep_steerability
 from steering import directions as dirs
 from tests.tiny import FAMILIES, tiny_model
 
@@ -55,7 +55,6 @@ def test_a_sweep_doses_an_aliased_place_once_and_records_the_alias(tmp_path):
         progress=False,
         min_pmass=0.0,
         null_direction=False,
-        figure_formats=("html",),
     )
     results = pd.read_csv(tmp_path / "results.csv")
     assert sorted(zip(results["layer"], results["kind"])) == [(1, "down"), (1, "o"), (2, "down"), (2, "o")]
@@ -86,10 +85,10 @@ def test_predictor_check_refuses_fewer_configurations_than_its_minimum():
     generator = np.random.default_rng(0)
     few = pd.DataFrame({"item_slope": [0.1, 0.5, 0.3], "predicted_effect": [0.2, 0.6, 0.4]})  # ρ = 1 by chance
     with pytest.raises(ValueError, match="at least 8 configurations"):
-        analysis.predict.validate_predictors(few)
+        analysis.measures.predict.validate_predictors(few)
     enough = pd.DataFrame({"item_slope": generator.normal(size=8), "predicted_effect": generator.normal(size=8)})
     enough["auroc"] = [0.6, np.nan, np.nan, 0.7, 0.8, 0.5, 0.9, 0.55]  # known for only 6 of them
-    table = analysis.predict.validate_predictors(enough, n_boot=50).set_index("predictor")
+    table = analysis.measures.predict.validate_predictors(enough, n_boot=50).set_index("predictor")
     assert np.isfinite(table.loc["predicted_effect", "spearman"])
     assert table.loc["auroc", "n_configs"] == 6 and np.isnan(table.loc["auroc", "spearman"])
 
@@ -136,7 +135,7 @@ def test_notebook_figures_carry_a_png_beside_the_interactive_json():
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from analysis import figure_files, notebook
+    from analysis.reports import figure_files, notebook
 
     if not figure_files.static_export_available():
         pytest.skip("no Chromium here")
@@ -168,7 +167,7 @@ def test_without_chromium_notebook_figures_draw_offline_in_the_exported_html(tmp
         pytest.skip(no_browser_reason())
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
-        nbformat.v4.new_code_cell("from analysis.notebook import show_figures_everywhere\nshow_figures_everywhere()"),
+        nbformat.v4.new_code_cell("from analysis.reports.notebook import show_figures_everywhere\nshow_figures_everywhere()"),
         nbformat.v4.new_code_cell("import plotly.graph_objects as go\ngo.Figure(go.Scatter(y=[1, 3, 2]))"),
         nbformat.v4.new_code_cell("go.Figure(go.Bar(y=[1, 3, 2]))"),
     ]

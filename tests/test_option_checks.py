@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import analysis
-import analysis.experiment as experiment_module
-import analysis.sweep as sweep_module
+import analysis.studies.experiment as experiment_module
+import analysis.studies.sweep as sweep_module
 import probes
-from analysis.experiment import ExperimentSettings, run_experiment
+from analysis.studies.experiment import ExperimentSettings, run_experiment
 from steerscope.cli import main
 from tests.tiny import tiny_model
 

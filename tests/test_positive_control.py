@@ -7,9 +7,9 @@ import contextlib
 import json
 
 import analysis
-import analysis.experiment as experiment_module
+import analysis.studies.experiment as experiment_module
 import probes
-from analysis.items import shipped
+from analysis.readouts.sets import shipped
 from steerscope.cli import main
 from tests.tiny import saved_folder, tiny_model
 
@@ -19,7 +19,7 @@ def test_sentiment_readouts_are_labelled_for_sentiment_by_their_own_sign():
     items = analysis.concept_items("sentiment")
     assert [item.id for item in items] == [row["id"] for row in rows]
     assert [item.value_labels for item in items] == [{"sentiment": int(row.get("sign", 1))} for row in rows]
-    assert len(analysis.daily_dilemmas.for_value(items, "sentiment")) == len(rows)
+    assert len(analysis.readouts.daily_dilemmas.for_value(items, "sentiment")) == len(rows)
 
 
 def test_labelled_for_keeps_an_existing_label_and_leaves_unsigned_items_unlabelled():

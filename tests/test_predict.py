@@ -10,7 +10,7 @@ import pytest
 
 import analysis
 import probes
-from analysis.predict import finite_difference_effects, first_order_effects
+from analysis.measures.predict import finite_difference_effects, first_order_effects
 from steering import directions as dirs
 from tests.tiny import tiny_model
 

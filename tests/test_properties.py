@@ -127,7 +127,7 @@ def uninterrupted_sweep() -> pd.DataFrame:
 @settings(max_examples=4, **PROFILE)
 @given(fraction=st.floats(0.0, 1.0))
 def test_a_sweep_killed_at_a_random_row_and_resumed_equals_an_uninterrupted_one(tmp_path_factory, fraction):
-    import analysis.sweep as sweep_module
+    import analysis.studies.sweep as sweep_module
     from tests.test_sweep_faults import metrics, small_sweep
 
     complete = uninterrupted_sweep()

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.items import ReadoutItem
-from analysis.run_folder import RunFolder, job_key
+from analysis.readouts.items import ReadoutItem
+from analysis.studies.layout import job_key
+from analysis.studies.run_folder import RunFolder
 
 names = st.text(min_size=0, max_size=12)  # any Unicode: case, symbols (×, ÷), spaces, hyphens
 seeds = st.none() | st.integers(-3, 10**6)

@@ -182,7 +182,6 @@ def test_a_whole_sweep_follows_a_remote_model(remote_setup, tmp_path):
         stride=1,
         progress=False,
         min_pmass=0.0,
-        figure_formats=(),
     )
     remote = analysis.sweep_steerability(client, pairs, analysis.dilemmas()[:3], out=tmp_path / "remote", **options)
     here = analysis.sweep_steerability(local, pairs, analysis.dilemmas()[:3], out=tmp_path / "here", **options)

@@ -15,6 +15,7 @@ import pytest
 import analysis
 import probes
 from analysis import sweep_steerability
+from analysis.reports.sweep_report import write_report
 from tests.browser import artifacts_dir, no_browser_reason, open_page
 from tests.tiny import tiny_model
 
@@ -28,7 +29,7 @@ def sweep_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     model = tiny_model("llama")
     pairs = probes.honesty_pairs(n=8, tokenizer=model.tokenizer, chat=True)
-    sweep_steerability(
+    result = sweep_steerability(
         model,
         pairs,
         analysis.dilemmas()[:6],
@@ -41,8 +42,8 @@ def sweep_folder(tmp_path_factory):
         stride=1,
         progress=False,
         min_pmass=0.0,
-        figure_formats=("html", "png", "svg"),
     )
+    write_report(result, ("html", "png", "svg"))
     return out
 
 
@@ -83,7 +84,7 @@ def test_exported_svgs_and_figure_pages_keep_every_text_inside_and_clear(sweep_f
 @pytest.fixture(scope="module")
 def paper_folder(tmp_path_factory):
     """A tiny experiment (one seed, no LoRA, ablations), its tables and figures written by `write_paper`."""
-    from analysis.experiment import ExperimentSettings, run_experiment
+    from analysis.studies.experiment import ExperimentSettings, run_experiment
 
     out = tmp_path_factory.mktemp("paper")
     model = tiny_model("llama")

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from analysis import plots
-from analysis.report import summary_markdown, write_report
-from analysis.sweep_answer import holm, with_inference
+from analysis.reports.sweep_answer import holm, with_inference
+from analysis.reports.sweep_report import summary_markdown, write_report
 
 ITEMS = [f"i{i}" for i in range(12)]
 
@@ -115,14 +115,16 @@ def test_the_report_page_leads_with_the_answer_and_loads_plotly_from_one_file(tm
 
 
 def test_long_titles_wrap_to_the_figures_width():
-    fig = plots.style(plots.go.Figure(), "A title much longer than a narrow figure can hold on one single line", width=400)
+    from analysis.reports import style as house
+
+    fig = house.style(plots.go.Figure(), "A title much longer than a narrow figure can hold on one single line", width=400)
     lines = fig.layout.title.text.split("<br>")
-    assert len(lines) >= 2 and all(len(line) * plots.CHAR_WIDTH * plots.TITLE_SIZE <= 400 - 60 for line in lines)
-    assert fig.layout.margin.t == 30 + plots.LINE_HEIGHT * len(lines)
+    assert len(lines) >= 2 and all(len(line) * house.CHAR_WIDTH * house.TITLE_SIZE <= 400 - 60 for line in lines)
+    assert fig.layout.margin.t == 30 + house.LINE_HEIGHT * len(lines)
 
 
 def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_transfer(tmp_path):
-    from analysis.paper_page import write_paper_page
+    from analysis.reports.paper_page import write_paper_page
 
     (tmp_path / "config.json").write_text('{"target": "honesty", "seeds": [0, 1], "model": "/models/smollm2"}')
     pd.DataFrame(

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import analysis
-import analysis.experiment as experiment_module
-import analysis.sweep as sweep_module
+import analysis.studies.experiment as experiment_module
+import analysis.studies.sweep as sweep_module
 import probes
-from analysis.daily_dilemmas import load_daily_dilemmas
-from analysis.experiment import ExperimentSettings, run_experiment
+from analysis.readouts.daily_dilemmas import load_daily_dilemmas
+from analysis.studies.experiment import ExperimentSettings, run_experiment
 from tests.tiny import tiny_model
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "daily_dilemmas" / "dilemmas_with_detail_by_action_sample.csv"
@@ -68,7 +68,7 @@ def test_a_sweep_over_items_relabelled_under_the_same_ids_is_refused_with_a_diff
 
 
 def test_an_experiment_over_a_relabelled_copy_of_its_items_is_refused_with_a_diff(model, tmp_path, stopped):
-    rows = [json.loads(line) for line in analysis.items.shipped("moral_dilemmas.jsonl").read_text().splitlines()[:40]]
+    rows = [json.loads(line) for line in analysis.readouts.sets.shipped("moral_dilemmas.jsonl").read_text().splitlines()[:40]]
     (tmp_path / "first.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     rows[0]["values_aggregated"] = [*rows[0]["values_aggregated"], "thrift"]  # the same dilemmas, one more value
     (tmp_path / "edited.jsonl").write_text("\n".join(json.dumps(r) for r in rows))

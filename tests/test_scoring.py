@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import analysis
-from analysis import score as sc
-from analysis.dose import dose_response
+from analysis.measures.dose import dose_response
+from analysis.readouts import score as sc
 from probes import sublayers as sl
 from steering import Direction, steer
 from tests.tiny import tiny_model

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import steering
-from analysis import score as sc
+from analysis.readouts import score as sc
 from probes import sublayers as sl
 from steering import AdapterHandle, Direction, Steering, applied, load_steerable
 from steering.steerable import LOADERS

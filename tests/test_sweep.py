@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 import analysis
-import analysis.sweep as sweep_module
+import analysis.studies.sweep as sweep_module
 import probes
 from analysis import sweep_steerability
+from analysis.reports.sweep_report import write_report
 from steerscope.cli import main
 from tests.tiny import saved_folder, tiny_model, tiny_sweep_args
 
@@ -26,13 +27,14 @@ def small_sweep(out, **overrides):
         stride=2,
         progress=False,
         min_pmass=0.0,
-        figure_formats=("html",),
     )
     return sweep_steerability(model, pairs, analysis.dilemmas()[:4], **(options | overrides))
 
 
 def test_short_sweep_writes_every_output(tmp_path):
     result = small_sweep(tmp_path)
+    assert not (tmp_path / "summary.md").exists()  # a study returns its result; its report is written on request
+    write_report(result, ("html",))
     for name in (
         "results.csv",
         "separation.csv",
@@ -97,6 +99,7 @@ def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tmp_path, mon
 
     monkeypatch.setitem(directions.METHODS, "broken", directions.Method("broken", broken))
     result = small_sweep(tmp_path, methods=("broken", "mean_diff"), kinds=("resid",), top_k=1, stride=3)
+    write_report(result, ("html",))
     failed = result.results[result.results["error"].notna()]
     assert set(failed["method"]) == {"broken"} and failed["error"].str.contains("this method is broken").all()
     assert result.results[result.results["method"] == "mean_diff"]["score"].notna().all()
@@ -126,7 +129,7 @@ def test_cli_figures_regenerates_png_and_svg_of_the_expected_size(tmp_path):
         png = (tmp_path / "figures" / f"{stem}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = struct.unpack(">II", png[16:24])
-        figure = analysis.report.sweep_figures(analysis.sweep.load_sweep(tmp_path / "run"))[stem]
+        figure = analysis.report.sweep_figures(analysis.studies.layout.load_sweep(tmp_path / "run"))[stem]
         assert (width, height) == (2 * figure.layout.width, 2 * figure.layout.height)
         svg = (tmp_path / "figures" / f"{stem}.svg").read_text()
         assert svg.lstrip().startswith("<svg") and len(svg) > 1000
@@ -137,7 +140,7 @@ def test_cli_figures_without_chromium_writes_html_and_tables_and_says_so_once(tm
     import sys
     from pathlib import Path
 
-    from analysis import figure_files
+    from analysis.reports import figure_files
 
     small_sweep(tmp_path / "run")
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no Chromium to be found

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 
 import analysis
-import analysis.sweep as sweep_module
+import analysis.studies.sweep as sweep_module
 import probes
 from analysis import sweep_steerability
+from analysis.reports.sweep_report import write_report
 from steerscope.cli import main
 from tests.tiny import saved_folder, tiny_model, tiny_sweep_args
 
@@ -30,7 +31,6 @@ OPTIONS = dict(
     stride=2,
     progress=False,
     min_pmass=0.0,
-    figure_formats=("html",),
 )
 
 
@@ -59,7 +59,7 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path):
             sys.executable,
             "-c",
             (
-                "import sys, time; from analysis.run_folder import RunFolder\n"
+                "import sys, time; from analysis.studies.run_folder import RunFolder\n"
                 f"with RunFolder({str(tmp_path)!r}).locked():\n    print('locked', flush=True); time.sleep(60)"
             ),
         ],
@@ -93,6 +93,7 @@ def test_a_configuration_that_failed_then_succeeds_keeps_only_its_success(tmp_pa
     assert first.results["error"].notna().sum() == 1 and "transient failure" in first.results["error"].dropna().iloc[0]
     resumed = small_sweep(tmp_path, resume=True)
     assert resumed.results["error"].isna().all() and len(resumed.results) == len(first.results)
+    write_report(resumed, ("html",))
     assert "(0 failed)" in (tmp_path / "summary.md").read_text()
 
 
@@ -181,7 +182,7 @@ def nullcontext():
 
 
 def test_a_run_recorded_before_an_option_existed_resumes_while_that_option_keeps_its_default(tmp_path):
-    from analysis.run_folder import RunFolder
+    from analysis.studies.run_folder import RunFolder
 
     folder = RunFolder(tmp_path)
     folder.record_options({"coeffs": [-1, 0, 1]}, resume=False)  # written by a version without "modes"

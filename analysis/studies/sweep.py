@@ -9,7 +9,7 @@ Choices are made on validation items and results reported on test items
    not evidence of the concept.
 2. *Selection* on validation items: each direction's first-order effect on the
    readout (dR/dc at c = 0, one backward pass for all of them, see
-   `analysis.predict`); the ``top_k`` (layer, kind) with the largest effect are
+   `analysis.measures.predict`); the ``top_k`` (layer, kind) with the largest effect are
    dosed, plus the first kind at every ``stride``-th layer (a layer profile);
    ``full=True`` doses every one. Raw AUROC is not used to choose.
 3. *Dose-response* on test items for every method at the selected (layer, kind),
@@ -21,14 +21,16 @@ so an interrupted run keeps its rows and ``resume=True`` continues it. A
 configuration that fails is recorded with its error and the sweep goes on; a
 resumed run retries it. The options are recorded in ``config.json`` (a resume
 must match them) and the environment in ``manifest.json``; one sweep at a time
-may write into a folder (see `analysis.run_folder`).
+may write into a folder (see `analysis.studies.run_folder`; the folder's file names
+are `analysis.studies.layout`'s).
 
 Example:
-    >>> concept = "sentiment"
-    >>> pairs = probes.concept_pairs(concept, n=64, tokenizer=model.tokenizer, chat=True)
-    >>> result = sweep_steerability(model, pairs, analysis.eval_items(concept), layers="all",
-    ...                             kinds=("resid", "o", "down"), out="runs/sentiment")
-    >>> result.results.sort_values("item_slope", ascending=False).head()
+    concept = "sentiment"
+    pairs = probes.concept_pairs(concept, n=64, tokenizer=model.tokenizer, chat=True)
+    result = sweep_steerability(model, pairs, analysis.eval_items(concept), layers="all",
+                                kinds=("resid", "o", "down"), out="runs/sentiment")
+    result.results.sort_values("item_slope", ascending=False).head()
+    analysis.report.write_report(result)            # summary.md, summary.tex, report.html, figures/
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +51,32 @@ import probes
 import steering
 from probes.batching import check_batch_size
 from probes.files import write_atomic, write_json
+from probes.model_handle import model_handle
 from probes.remote import has_weights
 from steering import directions as dirs
 
-from .agreement import compare_directions
-from .dose import check_coeffs, dose_response, unsteered_baseline
+from ..measures.agreement import compare_directions
+from ..measures.dose import check_coeffs, dose_response, unsteered_baseline
+from ..measures.metrics import METRIC_KEYS, dose_metrics
+from ..measures.predict import finite_difference_effects, first_order_effects, lens_predictions, summarise_effects
+from ..measures.separation import separation, with_null
+from ..readouts.items import ReadoutItem, check_items
+from ..readouts.split import Split, split_items
 from .experiment_checks import whole_number
-from .items import ReadoutItem, Split, check_items, split_items
-from .metrics import METRIC_KEYS, dose_metrics
-from .predict import finite_difference_effects, first_order_effects, lens_predictions, summarise_effects
+from .layout import (
+    DIRECTIONS,
+    DOSES,
+    NULL_DIRECTIONS,
+    NULLS,
+    PREDICTIONS,
+    RESULTS,
+    SEPARATION,
+    SPLIT,
+    SweepResult,
+    config_name,
+    entry_file,
+)
 from .run_folder import ResultTable, RunFolder
-from .separation import separation, with_null
 
 RESULT_COLUMNS = [
     "layer",
@@ -128,25 +145,9 @@ class SweepSettings:
         )
 
 
-@dataclass
-class SweepResult:
-    results: pd.DataFrame
-    separation: pd.DataFrame
-    doses: dict[str, pd.DataFrame] = field(default_factory=dict)
-    directions: list[dirs.Direction] = field(default_factory=list)
-    cosines: pd.DataFrame | None = None
-    out: Path | None = None
-    predictions: pd.DataFrame | None = None
-    split: dict[str, Any] | None = None
-
-
 def job_names(methods: Sequence[str], modes: Sequence[str]) -> list[str]:
     """A row's ``method``: the method for ``add``, ``method+mode`` for the other modes."""
     return [method if mode == "add" else f"{method}+{mode}" for method in methods for mode in modes]
-
-
-def config_name(layer: int, kind: str, method: str) -> str:
-    return f"L{layer:02d}_{kind}_{method}"
 
 
 def select_configs(predictions: pd.DataFrame, kinds: Sequence[str], top_k: int, stride: int, full: bool) -> list[tuple[int, str]]:
@@ -169,10 +170,11 @@ def sweep_steerability(
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    figure_formats: Sequence[str] = ("html", "png", "svg"),
     **overrides: Any,
 ) -> SweepResult:
-    """Run the sweep; see the module docstring. ``overrides`` set `SweepSettings` fields by name.
+    """Run the sweep into ``out`` and return its result; see the module docstring. ``overrides`` set
+    `SweepSettings` fields by name. The report (``summary.md``, ``report.html``, figures) is not written
+    here: `analysis.reports.sweep_report.write_report(result)` writes it, as ``steerscope sweep`` does.
 
     ``out=None`` writes into a fresh temporary folder (``result.out``). Every option is checked
     before any work starts; ``resume=True`` refuses a folder written with other options, and a
@@ -186,7 +188,7 @@ def sweep_steerability(
     items = check_items(items)
     split = split_items(items, settings.test_fraction, settings.seed)
     options = asdict(settings) | {
-        "model": getattr(probes.sublayers.config_of(model), "name_or_path", None),
+        "model": model_handle(model).model_id,
         "pairs": probes.shards.texts_digest(pairs),
         "n_pairs": len(pairs),
         "items": [i.id for i in items],
@@ -198,8 +200,8 @@ def sweep_steerability(
         folder.write_manifest(
             model, options, pairs, items, seeds={"split": settings.seed, "null_model": settings.seed, "null_direction": settings.seed}
         )
-        write_json(folder.file("split.json"), split.record())
-        return run_sweep(model, pairs, split, settings, folder, progress, figure_formats)
+        write_json(folder.file(SPLIT), split.record())
+        return run_sweep(model, pairs, split, settings, folder, progress)
 
 
 def screen(model: Any, acts: Any, pairs: list, split: Split, settings: SweepSettings, progress: bool) -> pd.DataFrame:
@@ -230,9 +232,7 @@ def screen(model: Any, acts: Any, pairs: list, split: Split, settings: SweepSett
     return summary
 
 
-def run_sweep(
-    model: Any, pairs: list, split: Split, settings: SweepSettings, folder: RunFolder, progress: bool, figure_formats: Sequence[str]
-) -> SweepResult:
+def run_sweep(model: Any, pairs: list, split: Split, settings: SweepSettings, folder: RunFolder, progress: bool) -> SweepResult:
     acts = probes.collect(
         model, pairs, layers=settings.layers, sublayers=settings.kinds, batch_size=max(settings.batch_size, 16), progress=progress
     )
@@ -253,16 +253,16 @@ def run_sweep(
             ),
         )
         del null_model
-    write_atomic(folder.file("separation.csv"), sep.to_csv(index=False))
+    write_atomic(folder.file(SEPARATION), sep.to_csv(index=False))
     predictions = screen(model, acts, pairs, split, settings, progress)
     aliased = probes.sublayers.aliases(model, settings.kinds)  # e.g. attn = o: the same states, dosed once (as o)
     predictions["alias_of"] = predictions["kind"].map(aliased)
-    write_atomic(folder.file("predictions.csv"), predictions.to_csv(index=False))
+    write_atomic(folder.file(PREDICTIONS), predictions.to_csv(index=False))
     kept = [kind for kind in settings.kinds if kind not in aliased]
     selected = select_configs(predictions[predictions["alias_of"].isna()], kept, settings.top_k, settings.stride, settings.full)
 
-    table = ResultTable(folder.file("results.csv"), RESULT_COLUMNS, key=("layer", "kind", "method"))
-    nulls = ResultTable(folder.file("nulls.csv"), NULL_COLUMNS, key=("layer", "kind"))
+    table = ResultTable(folder.file(RESULTS), RESULT_COLUMNS, key=("layer", "kind", "method"))
+    nulls = ResultTable(folder.file(NULLS), NULL_COLUMNS, key=("layer", "kind"))
     baseline = unsteered_baseline(model, split.test, batch_size=settings.batch_size, min_pmass=settings.min_pmass)
 
     def dose(direction: dirs.Direction, mode: str) -> pd.DataFrame:
@@ -301,8 +301,8 @@ def run_sweep(
             direction = dirs.compute("random" if is_null else method, acts, layer, kind, model=model, pairs=pairs)
             df = dose(direction, mode or "add")
             row |= dose_metrics(df) | {"vote_share": direction.meta["vote_share"], "scale": direction.scale}
-            write_atomic(folder.file("doses") / f"{name}.csv", df.to_csv(index=False))
-            dirs.save_directions([direction], folder.file("nulls" if is_null else "directions") / f"{name}.safetensors")
+            write_atomic(entry_file(folder.path, DOSES, name), df.to_csv(index=False))
+            dirs.save_directions([direction], entry_file(folder.path, NULL_DIRECTIONS if is_null else DIRECTIONS, name, ".safetensors"))
             doses[name] = df
             if not is_null:
                 found.append(direction)
@@ -316,13 +316,9 @@ def run_sweep(
         rows.record(row)
     bar.close()
 
-    result = SweepResult(
+    return SweepResult(
         table.frame(), sep, doses, found, compare_directions(found) if found else None, folder.path, predictions, split.record()
     )
-    from .report import write_report
-
-    write_report(result, figure_formats)
-    return result
 
 
 def context_columns(layer: int, kind: str, method: str, sep_by: pd.DataFrame, pred_by: pd.DataFrame, nulls: ResultTable) -> dict[str, Any]:
@@ -346,26 +342,11 @@ def context_columns(layer: int, kind: str, method: str, sep_by: pd.DataFrame, pr
 def reload(folder: RunFolder, name: str, found: list | None, doses: dict, is_null: bool) -> bool:
     """Load a finished configuration's files; False (with a warning) when they are unreadable, to run it again."""
     try:
-        found_here = dirs.load_directions(folder.file("nulls" if is_null else "directions") / f"{name}.safetensors")
-        doses[name] = pd.read_csv(folder.file("doses") / f"{name}.csv")
+        found_here = dirs.load_directions(entry_file(folder.path, NULL_DIRECTIONS if is_null else DIRECTIONS, name, ".safetensors"))
+        doses[name] = pd.read_csv(entry_file(folder.path, DOSES, name))
         if found is not None:
             found += found_here
         return True
     except Exception as error:  # a finished configuration whose files were lost or damaged
         warnings.warn(f"{name}: its saved files are unreadable ({type(error).__name__}); recomputing it.", stacklevel=2)
         return False
-
-
-def load_sweep(out: str | Path) -> SweepResult:
-    """Read a finished (or interrupted) sweep folder back into a `SweepResult`."""
-    out = Path(out)
-    if not (out / "results.csv").exists():
-        raise FileNotFoundError(f"{out} holds no results.csv: is it a steerscope sweep folder?")
-    results = pd.read_csv(out / "results.csv")
-    doses = {path.stem: pd.read_csv(path) for path in sorted((out / "doses").glob("*.csv"))}
-    found = [d for path in sorted((out / "directions").glob("*.safetensors")) for d in dirs.load_directions(path)]
-    predictions = pd.read_csv(out / "predictions.csv") if (out / "predictions.csv").exists() else None
-    split = probes.files.read_json(out / "split.json", "the sweep's item split") if (out / "split.json").exists() else None
-    return SweepResult(
-        results, pd.read_csv(out / "separation.csv"), doses, found, compare_directions(found) if found else None, out, predictions, split
-    )

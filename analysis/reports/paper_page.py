@@ -1,14 +1,13 @@
 """``paper.html``: the experiment's answer, then Table 1, Table 2 and the transfer table, then the figures,
-each with a caption from the run's numbers. Written by `analysis.paper.write_paper` after its tables
+each with a caption from the run's numbers. Written by `analysis.reports.paper.write_paper` after its tables
 (read back from their CSVs, so the page shows exactly what the files hold).
 
 Example:
-    >>> write_paper_page(Path("runs/paper"), Path("runs/paper"), {Path("runs/paper/pareto"): fig})
+    write_paper_page(Path("runs/paper"), Path("runs/paper"), {Path("runs/paper/pareto"): fig})
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..studies.layout import read_config
 from .report_page import Page
 from .sweep_answer import ALPHA, num, p_text
 
@@ -139,7 +139,7 @@ def figure_caption(stem: str, figure: go.Figure, main: pd.DataFrame, target: str
 def write_paper_page(run: Path, out: Path, figures: Mapping[Path, go.Figure]) -> Path:
     """Write ``out/paper.html`` from the tables already written into ``out`` and ``figures`` (by path stem)."""
     run, out = Path(run), Path(out)
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    config = read_config(run, missing_ok=True)
     target = config.get("target", "honesty")
     main, ablations, transfer = (read_csv(out / f"{name}.csv") for name in ("table1", "table2", "transfer"))
     note = table_note(out / "table2.md")

@@ -1,4 +1,4 @@
-"""Evaluation items: contrastive next-token readouts, the shipped sets, and held-out splits.
+"""Readout items: one contrastive next-token readout each, read from JSONL in two schemas, and checked.
 
 A readout item is a prompt (the user turn), a prefilled start of the answer and
 two word sets. The model's next-token distribution after the prefill is read once:
@@ -14,25 +14,23 @@ when "Yes" is the honest answer, −1 when "No"), so a model that always says
 (+1 the action serves the value, −1 it works against it) for value profiles.
 
 Example:
-    >>> items = eval_items("sentiment")                  # or "honesty"
-    >>> split = split_items(items, test_fraction=0.5, seed=0)
-    >>> split.validation, split.test                     # disjoint, balanced by sign, seeded
+    item = dilemma("d1", "You broke a vase.", "Do you tell the owner?", honest_answer="Yes", values=["honesty"])
+    item.sign, item.value_labels
+    # (1.0, {'honesty': 1})
+    items = load_items("my_items.jsonl")             # either schema; see `item_from_row`
 """
 
 from __future__ import annotations
 
 import json
-import random
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 YES_NO_PREFILL = "My choice:"
 YES_NO_INSTRUCTION = "Answer with Yes or No only."
-CONCEPTS = ("honesty", "sentiment")
 
 
 @dataclass(frozen=True)
@@ -149,53 +147,20 @@ def load_items(path: Path | str) -> list[ReadoutItem]:
 load_dilemmas = load_items
 
 
-def shipped(name: str) -> Path:
-    return Path(str(resources.files("analysis.data").joinpath(name)))
-
-
-def dilemmas() -> list[ReadoutItem]:
-    """The 64 shipped Yes/No honesty dilemmas written for steerscope (honest answer "Yes" in exactly half)."""
-    return load_items(shipped("dilemmas.jsonl"))
-
-
-def sentiment_readouts() -> list[ReadoutItem]:
-    """48 prompts written for steerscope whose next word is an evaluative adjective (good … vs bad …)."""
-    return load_items(shipped("sentiment_readouts.jsonl"))
-
-
-def moral_dilemmas(value: str = "honesty") -> list[ReadoutItem]:
-    """103 everyday dilemmas written for steerscope, both actions of each as a Yes/No item (206 rows),
-    every action labelled with the values it serves (honesty on about a third of them), in the
-    Hugging Face DailyDilemmas schema. ``sign`` is the label for ``value``."""
-    from .daily_dilemmas import load_daily_dilemmas
-
-    return load_daily_dilemmas(shipped("moral_dilemmas.jsonl"), value=value)
-
-
 def labelled_for(items: Iterable[ReadoutItem], value: str) -> list[ReadoutItem]:
     """Readout items labelled for ``value`` by their own sign (+1: the positive answer expresses it), so
     that an experiment can take ``value`` as its target; items that already carry a label for it keep it.
 
     Example:
-        >>> [item.value_labels for item in labelled_for(sentiment_readouts()[:2], "sentiment")]
-        [{'sentiment': 1}, {'sentiment': 1}]
+        >>> item = ReadoutItem("s1", "Describe the film in one word.", "It was", ("good",), ("bad",))
+        >>> labelled_for([item], "sentiment")[0].value_labels
+        {'sentiment': 1}
     """
     name = value_name(value)
     return [
         item if name in item.value_labels or item.sign == 0 else replace(item, labels=(*item.labels, (name, int(item.sign))))
         for item in items
     ]
-
-
-def concept_items(concept: str) -> list[ReadoutItem]:
-    """The shipped items on which the experiment (``steerscope train --concept``) judges a concept, labelled
-    with it as a value: ``honesty`` the value-labelled moral dilemmas, ``sentiment`` the sentiment readouts
-    (the training positive control: a concept this small model demonstrably has)."""
-    if concept == "honesty":
-        return moral_dilemmas("honesty")
-    if concept == "sentiment":
-        return labelled_for(sentiment_readouts(), "sentiment")
-    raise ValueError(f"No shipped experiment items for concept {concept!r}; shipped: honesty, sentiment (or pass --items PATH).")
 
 
 def is_readout_file(path: Path | str) -> bool:
@@ -211,27 +176,6 @@ def is_readout_file(path: Path | str) -> bool:
     return isinstance(row, dict) and "id" in row and ("prompt" in row or "question" in row)
 
 
-def controls() -> list[ReadoutItem]:
-    """Capability checks: arithmetic and facts (answer known) and preferences (none)."""
-    return [
-        dilemma(row["id"], row["situation"], row["question"], row["answer"], (), row["kind"])
-        for row in read_jsonl(shipped("controls.jsonl"))
-    ]
-
-
-def neutral_texts() -> list[str]:
-    """Fixed neutral paragraphs on which steering's NLL cost is measured."""
-    return [t.strip() for t in shipped("neutral.txt").read_text(encoding="utf-8").split("\n\n") if t.strip()]
-
-
-def eval_items(concept: str) -> list[ReadoutItem]:
-    """The shipped evaluation items of a concept: ``honesty`` (dilemmas) or ``sentiment`` (readouts)."""
-    loaders = {"honesty": dilemmas, "sentiment": sentiment_readouts}
-    if concept not in loaders:
-        raise ValueError(f"No shipped evaluation items for concept {concept!r}; shipped: {', '.join(loaders)}.")
-    return loaders[concept]()
-
-
 def check_items(items: Iterable[ReadoutItem]) -> list[ReadoutItem]:
     """The items as a list; refuses an empty list, non-items and duplicate ids (per-item statistics key on them)."""
     items = list(items)
@@ -245,55 +189,3 @@ def check_items(items: Iterable[ReadoutItem]) -> list[ReadoutItem]:
     if duplicates:
         raise ValueError(f"Item ids must be unique (per-item statistics key on them); repeated: {duplicates[:10]}.")
     return items
-
-
-@dataclass(frozen=True)
-class Split:
-    """Disjoint validation and test items (choices are made on validation, results reported on test)."""
-
-    validation: list[ReadoutItem]
-    test: list[ReadoutItem]
-    seed: int
-    test_fraction: float
-
-    def record(self) -> dict[str, Any]:
-        """What ``split.json`` holds."""
-        return {
-            "seed": self.seed,
-            "test_fraction": self.test_fraction,
-            "validation": [i.id for i in self.validation],
-            "test": [i.id for i in self.test],
-        }
-
-
-def split_items(items: Sequence[ReadoutItem], test_fraction: float = 0.5, seed: int = 0) -> Split:
-    """A seeded split into validation and test items.
-
-    Items of one ``group`` go to the same side; groups are stratified by their signs, so each side
-    keeps the set's balance of "Yes"-honest and "No"-honest items (a plain answer bias still cancels).
-
-    Example:
-        >>> split = split_items(analysis.dilemmas(), test_fraction=0.5, seed=0)
-        >>> len(split.validation), len(split.test)
-        (32, 32)
-    """
-    items = check_items(items)
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction={test_fraction}: must be strictly between 0 and 1.")
-    groups: dict[str, list[ReadoutItem]] = {}
-    for item in items:
-        groups.setdefault(item.group or item.id, []).append(item)
-    strata: dict[tuple, list[str]] = {}
-    for name, members in groups.items():
-        strata.setdefault(tuple(sorted(m.sign for m in members)), []).append(name)
-    rng = random.Random(seed)
-    test_groups: set[str] = set()
-    for names in strata.values():
-        names = sorted(names)
-        rng.shuffle(names)
-        test_groups |= set(names[: round(len(names) * test_fraction)])
-    test = [i for i in items if (i.group or i.id) in test_groups]
-    validation = [i for i in items if (i.group or i.id) not in test_groups]
-    if not test or not validation:
-        raise ValueError(f"{len(items)} items are too few to split with test_fraction={test_fraction}: both sides need items.")
-    return Split(validation, test, seed, test_fraction)

@@ -4,9 +4,9 @@ Every number is out-of-fold: folds split by pair (both texts of a pair stay in
 the same fold), directions and probes are fitted on the training folds only.
 
 Example:
-    >>> from analysis import separation
-    >>> table = separation(acts)          # one row per (layer, kind)
-    >>> table.sort_values("auroc", ascending=False).head()
+    from analysis import separation
+    table = separation(acts)          # one row per (layer, kind)
+    table.sort_values("auroc", ascending=False).head()
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def with_null(table: pd.DataFrame, null_table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with the null model's metrics as ``*_null`` columns and ``auroc_margin = auroc − auroc_null``.
 
     Example:
-        >>> sep = with_null(separation(acts), separation(probes.collect(null_model, pairs, layers="all")))
+        sep = with_null(separation(acts), separation(probes.collect(null_model, pairs, layers="all")))
     """
     metrics = ["probe_acc", "auroc", "cohens_d", "pc1_share"]
     null = null_table.set_index(["layer", "kind"])[metrics].add_suffix("_null")

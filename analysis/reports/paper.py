@@ -1,4 +1,4 @@
-"""The paper's tables and figures from an experiment folder (`analysis.experiment`), all on test items.
+"""The paper's tables and figures from an experiment folder (`analysis.studies.experiment`), all on test items.
 
 - **Table 1** (``table1``): each main method's effect on the target value (mean ± SD over
   seeds), its item-level p (median over seeds), side effects (mean |effect| on the
@@ -16,12 +16,11 @@ Each table is written as Markdown, LaTeX and CSV; each figure as PNG, SVG and HT
 (HTML only without Chromium).
 
 Example:
-    >>> write_paper("runs/paper")                 # also: steerscope paper --run runs/paper
+    write_paper("runs/paper")                 # also: steerscope paper --run runs/paper
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,15 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from probes.files import write_atomic
-
+from ..measures.evaluate import SUMMARY
+from ..measures.metrics import readout_column
+from ..measures.values import transfer_table
+from ..studies.layout import ADAPTERS, DOSES, HISTORIES, PROFILES, RUNS, job_file, read_config, read_runs, target_labels
 from . import plots
-from .compare import SUMMARY, pareto_figure
-from .metrics import readout_column
+from .experiment_plots import pareto_figure, transfer_figure
 from .paper_page import write_paper_page
-from .report import latex_table, markdown_table
-from .run_folder import job_key, legacy_job_key
-from .values import transfer_figure, transfer_table
+from .style import PALETTE, style
+from .tables import write_table
 
 TABLE1_COLUMNS = [
     "method",
@@ -81,9 +80,9 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
 def missing_runs(run: Path) -> list[str]:
     """What the tables lack, in words: the runs that failed (with their error) and the runs without an
     effect (no test item valid at every coefficient). Empty when nothing is missing."""
-    rows = pd.read_csv(run / "runs.csv") if (run / "runs.csv").exists() else pd.DataFrame()
+    rows = pd.read_csv(run / RUNS) if (run / RUNS).exists() else pd.DataFrame()
     if rows.empty:
-        return ["No run finished: runs.csv holds no row yet."]
+        return [f"No run finished: {RUNS} holds no row yet."]
     rows = rows.drop_duplicates(["study", "method", "seed"], keep="last")
     errors = rows["error"].notna() if "error" in rows else pd.Series(False, index=rows.index)
     named = lambda row: f"{row['study']} / {row['method']}" + ("" if pd.isna(row["seed"]) else f" (seed {int(row['seed'])})")  # noqa: E731
@@ -97,7 +96,7 @@ def missing_runs(run: Path) -> list[str]:
         )
     no_effect = rows[~errors & (rows["effect"].isna() if "effect" in rows else True)]
     if len(no_effect):
-        config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+        config = read_config(run, missing_ok=True)
         listed = "; ".join(named(row) for _, row in no_effect.head(6).iterrows())
         lines.append(
             f"{len(no_effect)} run(s) have no effect: no valid test item (min_pmass={config.get('min_pmass')}) "
@@ -105,24 +104,6 @@ def missing_runs(run: Path) -> list[str]:
             "that the model answers the items with their answer words."
         )
     return lines
-
-
-def read_runs(run: Path) -> pd.DataFrame:
-    """The rows of ``runs.csv`` that finished without an error, one per (study, method, seed)."""
-    if not (run / "runs.csv").exists():
-        raise FileNotFoundError(f"{run} holds no runs.csv: is it a folder written by steerscope train / paper?")
-    rows = pd.read_csv(run / "runs.csv")
-    rows = rows[rows["error"].isna()] if "error" in rows else rows
-    # one row per (study, method, seed): folders resumed before 9557670 repeat their seedless baselines
-    return rows.drop_duplicates(["study", "method", "seed"], keep="last")
-
-
-def run_file(run: Path, kind: str, study: str, method: str, seed: Any, suffix: str = ".csv") -> Path:
-    """The file of one run in ``run/kind`` (``doses``, ``profiles``, ``histories``, ``adapters``): named by its
-    injective `job_key`, or by the older key in folders written before (when only that file exists)."""
-    path = run / kind / f"{job_key(study, method, seed)}{suffix}"
-    legacy = run / kind / f"{legacy_job_key(study, method, seed)}{suffix}"
-    return legacy if not path.exists() and legacy.exists() else path
 
 
 def table1(rows: pd.DataFrame) -> pd.DataFrame:
@@ -166,7 +147,7 @@ def full_settings(run: Path, seeds: Sequence[int]) -> str | None:
     ablation changes one of them), or None when that adapter is not in the folder."""
     from steering.adapters.innerpissa_files import read_adapter_config
 
-    folder = run_file(run, "adapters", "main", "InnerPiSSA", seeds[0], "") if seeds else None
+    folder = job_file(run, ADAPTERS, "main", "InnerPiSSA", seeds[0], "") if seeds else None
     if folder is None or not (folder / "adapter.json").exists():
         return None
     config = read_adapter_config(folder)
@@ -180,7 +161,7 @@ def seed_mean_profiles(run: Path, rows: pd.DataFrame) -> dict[str, pd.DataFrame]
     """Per main method: its value profile with each value's effect averaged over seeds."""
     profiles: dict[str, pd.DataFrame] = {}
     for method, group in rows[rows["study"] == "main"].groupby("method", sort=False):
-        paths = [run_file(run, "profiles", "main", method, seed) for seed in group["seed"]]
+        paths = [job_file(run, PROFILES, "main", method, seed) for seed in group["seed"]]
         frames = [pd.read_csv(path) for path in paths if path.exists()]
         if frames:
             merged = pd.concat(frames)
@@ -195,22 +176,13 @@ def figure1(run: Path, rows: pd.DataFrame, target: str) -> go.Figure | None:
     curves = {}
     labels = target_labels(run, target)
     for method, group in rows[rows["study"] == "main"].groupby("method", sort=False):
-        path = run_file(run, "doses", "main", method, group["seed"].iloc[0])
+        path = job_file(run, DOSES, "main", method, group["seed"].iloc[0])
         if path.exists() and method != "prompting":
             dose = pd.read_csv(path)
             dose = dose[dose["item"].isin(labels)].copy()
             dose[readout_column(dose)] = dose["logratio"] * dose["item"].map(labels)
             curves[method] = dose
     return plots.dose_curves(curves, readout_label=f"{target} readout") if curves else None
-
-
-def target_labels(run: Path, target: str) -> dict[str, int]:
-    """Each item's label for the target value (``labels.json``, written by the experiment)."""
-    labels_file = run / "labels.json"
-    if not labels_file.exists():
-        raise FileNotFoundError(f"{labels_file} is missing: the experiment stores every item's value labels there.")
-    labels = json.loads(labels_file.read_text())
-    return {item: values[target] for item, values in labels.items() if target in values}
 
 
 def figure2(rows: pd.DataFrame) -> go.Figure | None:
@@ -221,23 +193,14 @@ def figure2(rows: pd.DataFrame) -> go.Figure | None:
         go.Bar(
             x=depth["method"],
             y=depth["effect"],
-            marker_color=plots.PALETTE[0],
+            marker_color=PALETTE[0],
             error_y=dict(type="data", array=depth.get("effect_sd", pd.Series(0, index=depth.index)).fillna(0)),
         )
     )
     fig.add_hline(y=0, line=dict(color="grey", dash="dot", width=1))
     fig.update_xaxes(title_text="InnerPiSSA at one layer (depth fraction and index)")
     fig.update_yaxes(title_text="effect on the target value (nats per unit c)")
-    return plots.style(fig, "Effect by layer depth (error bars: SD over seeds)", height=440, width=760)
-
-
-def write_table(base: Path, table: pd.DataFrame, columns: Sequence[str] | None, caption: str, note: str = "") -> list[Path]:
-    written = [
-        write_atomic(base.with_suffix(".csv"), table.to_csv(index=False)),
-        write_atomic(base.with_suffix(".md"), f"# {caption}\n\n" + markdown_table(table, columns) + (f"\n\n{note}" if note else "") + "\n"),
-        write_atomic(base.with_suffix(".tex"), latex_table(table, columns, caption) + "\n"),
-    ]
-    return written
+    return style(fig, "Effect by layer depth (error bars: SD over seeds)", height=440, width=760)
 
 
 def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequence[str] = ("html", "png", "svg")) -> list[Path]:
@@ -246,17 +209,17 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
     run = Path(run)
     out = Path(out) if out is not None else run
     rows = read_runs(run)
-    config = json.loads((run / "config.json").read_text())
+    config = read_config(run)
     target = config.get("target", "honesty")
     written = write_table(
         out / "table1",
         table1(rows),
         TABLE1_COLUMNS,
         f"Steering {target} on held-out value-labelled dilemmas (test items; mean and SD over seeds)",
-        "\n\n".join(missing_runs(run)),
+        note="\n\n".join(missing_runs(run)),
     )
     t2, note = table2(rows, full_settings(run, config.get("seeds") or []))
-    written += write_table(out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note)
+    written += write_table(out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note=note)
     profiles = seed_mean_profiles(run, rows)
     figures: dict[Path, go.Figure] = {}
     transfer = transfer_table(profiles) if profiles else pd.DataFrame()
@@ -274,7 +237,7 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
     for name, figure in (("figure1_dose", figure1(run, rows, target)), ("figure2_depth", figure2(rows))):
         if figure is not None:
             figures[out / name] = figure
-    history = run_file(run, "histories", "main", "InnerPiSSA", config["seeds"][0]) if config.get("seeds") else None
+    history = job_file(run, HISTORIES, "main", "InnerPiSSA", config["seeds"][0]) if config.get("seeds") else None
     if history is not None and history.exists():
         figures[out / "training_curves"] = plots.training_curves(pd.read_csv(history))
     return written + plots.save_figures(figures, formats) + [write_paper_page(run, out, figures)]  # paper.html

@@ -11,9 +11,9 @@ Two statistics are added to the ranked rows here:
   ``vs_null_p_holm < 0.05``.
 
 Example:
-    >>> rows = with_inference(ranked(result.results), result.doses)
-    >>> answer_lines(result, rows)[0]
-    'Best: L12 o mean_diff moves the readout by 0.31 nats per unit c [0.12, 0.50], p = 0.002 (Holm 0.04) ...'
+    rows = with_inference(ranked(result.results), result.doses)
+    answer_lines(result, rows)[0]
+    # 'Best: L12 o mean_diff moves the readout by 0.31 nats per unit c [0.12, 0.50], p = 0.002 (Holm 0.04) ...'
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .metrics import balanced, item_slopes
+from ..measures.metrics import balanced, item_slopes, paired_changes
+from ..studies.layout import config_name
 
 ALPHA = 0.05
 
@@ -42,10 +43,6 @@ def holm(p_values: Any) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return adjusted
-
-
-def dose_name(layer: Any, kind: str, method: str) -> str:
-    return f"L{int(layer):02d}_{kind}_{method}"
 
 
 def slopes_by_item(dose: pd.DataFrame) -> pd.Series:
@@ -72,7 +69,7 @@ def with_inference(rows: pd.DataFrame, doses: Mapping[str, pd.DataFrame]) -> pd.
         out["p_holm"] = holm(out["p_value"])
     differences, p_values = [], []
     for row in out.itertuples():
-        dose, null = doses.get(dose_name(row.layer, row.kind, row.method)), doses.get(dose_name(row.layer, row.kind, "null"))
+        dose, null = doses.get(config_name(row.layer, row.kind, row.method)), doses.get(config_name(row.layer, row.kind, "null"))
         difference, p = versus_null(dose, null) if dose is not None and null is not None else (float("nan"), float("nan"))
         differences.append(difference)
         p_values.append(p)
@@ -172,8 +169,6 @@ def answer_lines(result: Any, rows: pd.DataFrame, validation: pd.DataFrame | Non
 
 def dose_at(dose: pd.DataFrame | None, c: float) -> tuple[float, float, float] | None:
     """(mean, lo, hi) of the change from c = 0 at ``c`` over items, or None."""
-    from .metrics import paired_changes
-
     if dose is None:
         return None
     try:
@@ -186,7 +181,7 @@ def dose_at(dose: pd.DataFrame | None, c: float) -> tuple[float, float, float] |
 
 
 def figure_captions(result: Any, rows: pd.DataFrame, validation: pd.DataFrame | None, shown: list[str]) -> dict[str, str]:
-    """A caption per figure stem of `analysis.report.sweep_figures`, quoting this run's numbers."""
+    """A caption per figure stem of `analysis.reports.sweep_report.sweep_figures`, quoting this run's numbers."""
     captions: dict[str, str] = {}
     if len(rows) and "item_slope" in rows:
         best = rows.iloc[0]
@@ -208,7 +203,7 @@ def figure_captions(result: Any, rows: pd.DataFrame, validation: pd.DataFrame | 
     if shown:
         best = rows.iloc[0]
         at_one = dose_at(result.doses.get(shown[0]), 1.0)
-        null_at_one = dose_at(result.doses.get(f"L{int(best.layer):02d}_{best.kind}_null"), 1.0)
+        null_at_one = dose_at(result.doses.get(config_name(best.layer, best.kind, "null")), 1.0)
         numbers = ""
         if at_one:
             numbers += (

@@ -1,4 +1,5 @@
-"""A run's output folder: its file names, an exclusive lock, its recorded options, its results table.
+"""A run's output folder: an exclusive lock, its recorded options and items, its manifest, its results table
+(the file names are `analysis.studies.layout`'s).
 
 Long runs (sweeps, training comparisons) write into one folder, row by row, so
 that a run killed at any point keeps its finished work and ``resume`` continues
@@ -15,11 +16,11 @@ it. `RunFolder` makes that safe:
   incomplete last line.
 
 Example:
-    >>> folder = RunFolder("runs/sweep")
-    >>> with folder.locked():
-    ...     folder.record_options({"coeffs": [-1, 0, 1]}, resume=True)
-    ...     table = ResultTable(folder.file("results.csv"), COLUMNS, key=("layer", "kind", "method"))
-    ...     table.record({"layer": 3, "kind": "resid", "method": "pca_diff", "score": 0.1})
+    folder = RunFolder("runs/sweep")
+    with folder.locked():
+        folder.record_options({"coeffs": [-1, 0, 1]}, resume=True)
+        table = ResultTable(folder.file(RESULTS), COLUMNS, key=("layer", "kind", "method"))
+        table.record({"layer": 3, "kind": "resid", "method": "pca_diff", "score": 0.1})
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,11 +39,9 @@ from typing import Any
 import pandas as pd
 
 from probes.files import read_json, write_atomic, write_json
+from probes.model_handle import model_handle
 
-CONFIG = "config.json"
-MANIFEST = "manifest.json"
-ITEMS = "items.json"
-LOCK = ".lock"
+from .layout import CONFIG, ITEMS, LOCK, MANIFEST, RESULTS, is_missing
 
 
 class RunFolder:
@@ -74,9 +71,7 @@ class RunFolder:
             handle.flush()
             yield self
 
-    def record_options(
-        self, options: dict[str, Any], resume: bool, results: str = "results.csv", defaults: dict[str, Any] | None = None
-    ) -> None:
+    def record_options(self, options: dict[str, Any], resume: bool, results: str = RESULTS, defaults: dict[str, Any] | None = None) -> None:
         """Write ``config.json``; when resuming, first check the recorded options are these.
 
         An option the recorded run does not name (added in a later version) matches when it has its
@@ -142,7 +137,6 @@ class RunFolder:
         import time
 
         from probes.fingerprint import model_fingerprint
-        from probes.sublayers import config_of
 
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         path = self.file(MANIFEST)
@@ -154,7 +148,7 @@ class RunFolder:
                 "created": now,
                 "command": sys.argv,
                 **environment(),
-                "model": getattr(config_of(model), "name_or_path", None),
+                "model": model_handle(model).model_id,
                 "weights": model_fingerprint(model),
                 "config_hash": digest(options),
                 "pairs_hash": digest([[p.positive, p.negative] for p in pairs]),
@@ -163,28 +157,6 @@ class RunFolder:
                 "options": options,
             }
         write_json(path, manifest)
-
-
-def slug(name: str) -> str:
-    """A file-name part for ``name``: lowercase letters, digits and hyphens, injective (names that are
-    not already such a slug get 8 hex digits of their hash, so ``coherence ×100`` and ``coherence ÷100``,
-    or ``LoRA`` and ``lora``, stay apart, also on case-insensitive disks)."""
-    readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    if readable == name and readable and not re.search(r"(^|-)[0-9a-f]{8}$", readable):  # cannot look hashed
-        return readable
-    return "-".join(filter(None, [readable, hashlib.sha256(name.encode()).hexdigest()[:8]]))
-
-
-def job_key(study: str, method: str, seed: Any) -> str:
-    """The file name of one run of an experiment (its dose table, profile, history, adapter, samples):
-    injective in (study, method, seed); a missing seed (None, NaN, empty) is ``s-``."""
-    return f"{slug(str(study))}__{slug(str(method))}__s{'-' if is_missing(seed) else int(float(seed))}"
-
-
-def legacy_job_key(study: str, method: str, seed: Any) -> str:
-    """The key folders written before job keys were injective use (read-only fallback)."""
-    readable = re.sub(r"[^a-z0-9]+", "-", str(method).lower()).strip("-")
-    return f"{study}__{readable}__s{'-' if is_missing(seed) else int(float(seed))}"
 
 
 def items_hash(items: Sequence[Any]) -> str:
@@ -284,11 +256,6 @@ def try_lock(handle: Any) -> bool:
         return False
 
 
-def is_missing(value: Any) -> bool:
-    """None, an empty string or NaN: how a missing cell looks in memory and after a CSV round trip."""
-    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
-
-
 class ResultTable:
     """A CSV of one row per configuration (identified by ``key`` columns), rewritten atomically."""
 
@@ -322,7 +289,7 @@ class ResultTable:
     def is_finished(self, **key: Any) -> bool:
         """Whether the configuration with these key values finished without an error.
 
-        >>> table.is_finished(study="main", method="prompting", seed=None)  # doctest: +SKIP
+        table.is_finished(study="main", method="prompting", seed=None)  # doctest: +SKIP
         """
         return self.key_of(key) in self.finished()
 

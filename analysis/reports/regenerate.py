@@ -1,12 +1,12 @@
 """Regenerate every figure and table of a finished run, in the paper style.
 
 A run folder is a sweep (``results.csv``, from ``steerscope sweep``) or an
-experiment (``runs.csv``, from ``steerscope train`` or ``paper``; see `analysis.paper`).
+experiment (``runs.csv``, from ``steerscope train`` or ``paper``; see `analysis.reports.paper`).
 
 Example:
-    >>> regenerate("runs/sweep", "figures/")       # also: steerscope figures --run runs/sweep --out figures/
-    >>> figures = run_figures("runs/sweep")         # {file stem: plotly figure}, to show in a notebook
-    >>> figures["steerability_score"]
+    regenerate("runs/sweep", "figures/")       # also: steerscope figures --run runs/sweep --out figures/
+    figures = run_figures("runs/sweep")         # {file stem: plotly figure}, to show in a notebook
+    figures["steerability_score"]
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ from typing import Any
 
 import pandas as pd
 
+from ..studies.layout import check_run, holds_experiment, holds_sweep, load_sweep
 from . import plots
-from .report import SUMMARY_COLUMNS, inferred, latex_table, markdown_table, sweep_figures
-from .sweep import load_sweep
+from .paper import write_paper
+from .sweep_report import SUMMARY_COLUMNS, inferred, sweep_figures
+from .tables import write_table
 
 FORMATS = ("html", "png", "svg")
-
-
-def check_run(run: Path) -> None:
-    if not any((run / name).exists() for name in ("results.csv", "runs.csv")):
-        raise FileNotFoundError(f"{run} holds neither results.csv (a sweep) nor runs.csv (a train or paper run).")
 
 
 def run_figures(run: str | Path) -> dict[str, Any]:
@@ -34,7 +31,7 @@ def run_figures(run: str | Path) -> dict[str, Any]:
     run = Path(run)
     check_run(run)
     figures: dict[str, Any] = {}
-    if (run / "results.csv").exists():
+    if holds_sweep(run):
         figures |= sweep_figures(load_sweep(run))
     return figures
 
@@ -42,7 +39,7 @@ def run_figures(run: str | Path) -> dict[str, Any]:
 def run_tables(run: Path) -> dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]]:
     """The run's tables by file stem: (table, columns, caption)."""
     tables: dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]] = {}
-    if (run / "results.csv").exists():
+    if holds_sweep(run):
         tables["sweep_summary"] = (
             inferred(load_sweep(run)).head(20),
             SUMMARY_COLUMNS,
@@ -59,18 +56,9 @@ def regenerate(run: str | Path, out: str | Path, formats: Sequence[str] = FORMAT
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for stem, (table, columns, caption) in run_tables(run).items():
-        written += write_tables(out / stem, table, columns, caption)
+        written += write_table(out / stem, table, columns, caption, formats=("md", "tex"), heading=False)
     figures = {out / stem: figure for stem, figure in run_figures(run).items()}
     written += plots.save_figures(figures, formats)
-    if (run / "runs.csv").exists():
-        from .paper import write_paper
-
+    if holds_experiment(run):
         written += write_paper(run, out, formats)
     return written
-
-
-def write_tables(base: Path, table: pd.DataFrame, columns: Sequence[str] | None, caption: str) -> list[Path]:
-    markdown, latex = base.with_suffix(".md"), base.with_suffix(".tex")
-    markdown.write_text(markdown_table(table, columns) + "\n")
-    latex.write_text(latex_table(table, columns, caption) + "\n")
-    return [markdown, latex]

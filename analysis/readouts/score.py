@@ -1,17 +1,20 @@
 """Scoring readout items with the model as it is now, and NLL on neutral text.
 
 Each item is rendered with the chat template, the assistant turn prefilled, and
-the next-token distribution read once (see `analysis.items`):
+the next-token distribution read once (see `analysis.readouts.items`):
 
     logratio = log P(positive words) − log P(negative words),   readout = sign · logratio
 
 ``pmass`` = P(positive) + P(negative); items below ``min_pmass`` are marked
 invalid (the model is not answering in those words). Steering hooks and
-adapters active around the call apply.
+adapters active around the call apply. `signed_readouts` is the one place this
+formula is computed (scoring, and the first-order effects and logit lens of
+`analysis.measures.predict`).
 
 Example:
-    >>> table = score_items(model, analysis.eval_items("honesty"))   # item, logratio, pmass, valid, readout
-    >>> text_nll(model)                                               # mean NLL per token of neutral paragraphs
+    table = score_items(model, analysis.eval_items("honesty"))   # item, logratio, pmass, valid, readout
+    signed_readouts(logprobs, items, model.tokenizer).readout     # the same, from log-probabilities in hand
+    text_nll(model)                                               # mean NLL per token of neutral paragraphs
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 import nnsight
@@ -32,7 +35,8 @@ from probes import tracing
 from probes.batching import Batch, check_batch_size, encode, pad_batch
 from probes.remote import Remote, resolve_remote
 
-from .items import ReadoutItem, check_items, neutral_texts
+from .items import ReadoutItem, check_items
+from .sets import neutral_texts
 
 token_index: WeakKeyDictionary[Any, dict[str, list[int]]] = WeakKeyDictionary()
 warned_missing_words: set[tuple[str, ...]] = set()
@@ -147,6 +151,37 @@ def traced_last_logprobs(model: Any, batch: Batch, remote: Remote) -> Float[torc
     return logprobs
 
 
+class Readouts(NamedTuple):
+    """Per row: the signed ``readout``, its ``logratio`` and the answer words' probability mass ``pmass``."""
+
+    readout: Float[torch.Tensor, " n"]
+    logratio: Float[torch.Tensor, " n"]
+    pmass: Float[torch.Tensor, " n"]
+
+
+def signed_readouts(logprobs: Float[torch.Tensor, "n vocab"], items: Sequence[ReadoutItem], tokenizer: Any) -> Readouts:
+    """The signed readout of row ``i`` for ``items[i]``: ``sign · (log P(positive) − log P(negative))``, from
+    next-token log-probabilities (logits give the same log-ratio; their ``pmass`` means nothing).
+
+    The one place the readout is computed: scoring (`logratio_table`), the first-order effect (it is
+    differentiable: `analysis.measures.predict` back-propagates through it) and the logit lens use it.
+    Items that share their answer words are read together.
+    """
+    logratio = torch.empty(len(items), device=logprobs.device)
+    pmass = torch.empty(len(items), device=logprobs.device)
+    by_words: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
+    for row, item in enumerate(items):
+        by_words.setdefault((item.positive, item.negative), []).append(row)
+    for (positive, negative), rows in by_words.items():
+        # the answer words' columns first, then the rows: a broadcast (expanded) logprobs is never copied whole
+        log_pos = torch.logsumexp(logprobs[:, word_token_ids(tokenizer, positive)][rows], -1)
+        log_neg = torch.logsumexp(logprobs[:, word_token_ids(tokenizer, negative)][rows], -1)
+        logratio[rows] = (log_pos - log_neg).float()
+        pmass[rows] = (log_pos.exp() + log_neg.exp()).float()
+    signs = torch.tensor([item.sign for item in items], device=logprobs.device)
+    return Readouts(logratio * signs, logratio, pmass)
+
+
 def logratio_table(logprobs: torch.Tensor, items: Sequence[ReadoutItem], tokenizer: Any, min_pmass: float) -> pd.DataFrame:
     """Per item: ``logratio``, ``pmass``, ``valid`` and the signed ``readout`` from next-token log-probabilities."""
     if torch.isnan(logprobs).any():
@@ -155,24 +190,14 @@ def logratio_table(logprobs: torch.Tensor, items: Sequence[ReadoutItem], tokeniz
             f"The model gave NaN log-probabilities for {len(bad)} item(s) (e.g. {bad[:3]}): its "
             "weights or this steering dose break it. Check the dtype (float16 overflows), or lower the coefficient."
         )
-    logratio, pmass = torch.empty(len(items)), torch.empty(len(items))
-    by_words: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
-    for row, item in enumerate(items):
-        by_words.setdefault((item.positive, item.negative), []).append(row)
-    for (positive, negative), rows in by_words.items():
-        part = logprobs[rows]
-        log_pos = torch.logsumexp(part[:, word_token_ids(tokenizer, positive)], -1)
-        log_neg = torch.logsumexp(part[:, word_token_ids(tokenizer, negative)], -1)
-        logratio[rows] = (log_pos - log_neg).float()
-        pmass[rows] = (log_pos.exp() + log_neg.exp()).float()
-    signs = torch.tensor([item.sign for item in items])
+    read = signed_readouts(logprobs, items, tokenizer)
     return pd.DataFrame(
         {
             "item": [item.id for item in items],
-            "logratio": logratio.numpy(),
-            "pmass": pmass.numpy(),
-            "valid": (pmass >= min_pmass).numpy(),
-            "readout": (logratio * signs).numpy(),
+            "logratio": read.logratio.numpy(),
+            "pmass": read.pmass.numpy(),
+            "valid": (read.pmass >= min_pmass).numpy(),
+            "readout": read.readout.numpy(),
         }
     )
 

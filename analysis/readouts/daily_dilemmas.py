@@ -18,9 +18,9 @@ value: within a dilemma the labels of each value cancel.
 Nothing is downloaded: pass the path of a local copy (CSV, JSON/JSONL or Parquet).
 
 Example:
-    >>> items = load_daily_dilemmas("daily_dilemmas.csv", value="honesty")   # sign = the honesty label
-    >>> for_value(items, "honesty")       # only the items that carry an honesty label
-    >>> value_counts(items)               # how many items label each value
+    items = load_daily_dilemmas("daily_dilemmas.csv", value="honesty")   # sign = the honesty label
+    for_value(items, "honesty")       # only the items that carry an honesty label
+    value_counts(items)               # how many items label each value
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ items. `finite_difference_effects` estimates the same number from readouts at
 ±h (it also runs remotely); the tests check the two agree.
 
 Example:
-    >>> table = first_order_effects(model, directions, split.validation)   # item, direction, effect
-    >>> table.groupby("direction")["effect"].mean().sort_values()
-    >>> analysis.predict_steerability(model, directions, split.validation, separation=sep)  # + logit lens, null margin
+    table = first_order_effects(model, directions, split.validation)   # item, direction, effect
+    table.groupby("direction")["effect"].mean().sort_values()
+    analysis.predict_steerability(model, directions, split.validation, separation=sep)  # + logit lens, null margin
 """
 
 from __future__ import annotations
@@ -39,20 +39,15 @@ from probes.remote import require_weights
 from steering.directions import Direction
 from steering.intervene import check_fits, steer
 
-from . import score as sc
-from .items import ReadoutItem, check_items
+from ..readouts import score as sc
+from ..readouts.items import ReadoutItem, check_items
 
 
 def readouts(model: Any, logits: Tensor, batch: Any, items: Sequence[ReadoutItem]) -> Tensor:
-    """The signed readout of each row from the logits at its last real position."""
+    """The signed readout of each row from the logits at its last real position (differentiable)."""
     rows = torch.arange(len(items), device=logits.device)
     logp = F.log_softmax(logits[rows, batch.last_positions[:, 0].to(logits.device)].float(), -1)
-    values = []
-    for row, item in enumerate(items):
-        positive = sc.word_token_ids(model.tokenizer, item.positive)
-        negative = sc.word_token_ids(model.tokenizer, item.negative)
-        values.append(item.sign * (torch.logsumexp(logp[row, positive], -1) - torch.logsumexp(logp[row, negative], -1)))
-    return torch.stack(values)
+    return sc.signed_readouts(logp, items, model.tokenizer).readout
 
 
 class ShiftSite:
@@ -222,18 +217,14 @@ def lens_predictions(model: Any, directions: Sequence[Direction], items: Sequenc
     items = check_items(items)
     if isinstance(top_tokens, bool) or not isinstance(top_tokens, int) or top_tokens < 0:
         raise ValueError(f"top_tokens={top_tokens!r}: give how many promoted tokens to list, a whole number ≥ 0.")
-    answers = [
-        (item.sign, sc.word_token_ids(model.tokenizer, item.positive), sc.word_token_ids(model.tokenizer, item.negative)) for item in items
-    ]
     rows = []
     for direction in directions:
         in_stream = direction.kind in RESIDUAL_KINDS  # a q or v vector may have the model's width, but is not read out
         logits = lens_direction(model, direction.vector.float() * direction.scale) if in_stream else None
         margin, promotes = float("nan"), ""
         if logits is not None:
-            margin = sum(
-                sign * float(torch.logsumexp(logits[pos], -1) - torch.logsumexp(logits[neg], -1)) for sign, pos, neg in answers
-            ) / len(answers)
+            # each item's signed readout of the logits the direction writes (the same logits for every item)
+            margin = sum(sc.signed_readouts(logits.expand(len(items), -1), items, model.tokenizer).readout.tolist()) / len(items)
             top = logits.topk(min(top_tokens, logits.shape[0])).indices.tolist()
             promotes = " | ".join(model.tokenizer.decode([t]) for t in top)
         rows.append(
@@ -262,8 +253,8 @@ def predict_steerability(
     model's AUROC at the same (layer, kind).
 
     Example:
-        >>> table = predict_steerability(model, directions, split.validation, separation=sep)
-        >>> table.sort_values("predicted_effect", ascending=False).head()
+        table = predict_steerability(model, directions, split.validation, separation=sep)
+        table.sort_values("predicted_effect", ascending=False).head()
     """
     directions = check_directions(directions)
     if separation is not None and not {"layer", "kind", "auroc", "auroc_null"} <= set(separation.columns):
@@ -304,7 +295,7 @@ def validate_predictors(
     value) for fewer of them gets NaN.
 
     Example:
-        >>> validate_predictors(pd.read_csv("runs/sentiment-full/results.csv"))
+        validate_predictors(pd.read_csv("runs/sentiment-full/results.csv"))
     """
     from scipy.stats import spearmanr
 

@@ -1,9 +1,9 @@
 """How much do direction methods agree? Cosine similarity per (layer, kind).
 
 Example:
-    >>> dirs = [directions.compute(m, acts, 12, "resid") for m in ("mean_diff", "pca_diff", "logistic")]
-    >>> cos = compare_directions(dirs)             # long table: layer, kind, method_a, method_b, cosine
-    >>> plots.cosine_heatmap(cos, layer=12, kind="resid")
+    dirs = [directions.compute(m, acts, 12, "resid") for m in ("mean_diff", "pca_diff", "logistic")]
+    cos = compare_directions(dirs)             # long table: layer, kind, method_a, method_b, cosine
+    plots.cosine_heatmap(cos, layer=12, kind="resid")
 """
 
 from __future__ import annotations

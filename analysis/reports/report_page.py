@@ -6,11 +6,11 @@ Each figure's title becomes the heading above it, so plotly's mode bar never cov
 takes the page's width up to a little more than it was drawn for.
 
 Example:
-    >>> page = Page("Steerability sweep", "SmolLM2-135M, honesty")
-    >>> page.add_answer(["Best: L12 o mean_diff, slope 0.3 [0.1, 0.5]"])
-    >>> page.add_table("Ranked configurations", compact, full=everything, csv="results.csv")
-    >>> page.add_figure(fig, "How to read it, in numbers")
-    >>> page.write(Path("out/report.html"), plotlyjs=Path("out/figures/plotly.min.js"))
+    page = Page("Steerability sweep", "SmolLM2-135M, honesty")
+    page.add_answer(["Best: L12 o mean_diff, slope 0.3 [0.1, 0.5]"])
+    page.add_table("Ranked configurations", compact, full=everything, csv="results.csv")
+    page.add_figure(fig, "How to read it, in numbers")
+    page.write(Path("out/report.html"), plotlyjs=Path("out/figures/plotly.min.js"))
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .figure_files import HTML_CONFIG, MODEBAR_HEIGHT, write_plotlyjs
-from .plots import LINE_HEIGHT
-from .report import format_cell
+from .style import LINE_HEIGHT
+from .tables import format_cell
 
 PAGE_WIDTH = 1180  # CSS px of the text column; figures may use it all
 STYLE = f"""
@@ -66,7 +66,7 @@ def page_figure(fig: go.Figure, div_id: str) -> str:
     shown = go.Figure(fig)
     lines = title.count("<br") + 1 if title else 0
     top = shown.layout.margin.t if shown.layout.margin.t is not None else 30
-    title_room = LINE_HEIGHT * lines if lines else 0  # what `plots.style` added to the top margin for the title
+    title_room = LINE_HEIGHT * lines if lines else 0  # what `style.style` added to the top margin for the title
     height = (shown.layout.height or 450) - title_room + MODEBAR_HEIGHT
     width = shown.layout.width or 700
     shown.update_layout(title=None, margin_t=top - title_room + MODEBAR_HEIGHT, width=None, height=None, autosize=True)

@@ -9,22 +9,19 @@ non-target values"). Because both actions of a dilemma are kept with opposite
 labels, a plain shift towards "Yes" moves no value.
 
 Example:
-    >>> profile = value_profile(dose, items, target="honesty")       # one row per value
-    >>> side_effects(profile)
-    >>> transfer_table({"InnerPiSSA": profile, "PCA": pca_profile})    # values × methods
+    profile = value_profile(dose, items, target="honesty")       # one row per value
+    side_effects(profile)
+    transfer_table({"InnerPiSSA": profile, "PCA": pca_profile})    # values × methods
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from .items import ReadoutItem, value_name
+from ..readouts.items import ReadoutItem, value_name
 from .metrics import dose_metrics
-from .plots import style
 
 PROFILE_COLUMNS = ["value", "target", "n_items", "effect", "item_slope", "item_slope_lo", "item_slope_hi", "p_value"]
 
@@ -72,26 +69,3 @@ def transfer_table(profiles: Mapping[str, pd.DataFrame], min_items: int = 4, top
     table = table.loc[order[:top] if top else order]
     table.insert(0, "n_items", counts.reindex(table.index).astype(int))
     return table
-
-
-def transfer_figure(table: pd.DataFrame, title: str = "Transfer: effect on every value (nats of log-ratio per unit c)") -> go.Figure:
-    """A values × methods heatmap of a `transfer_table`, numbers in the cells."""
-    values = table.drop(columns=["n_items"])
-    bound = float(np.nanmax(np.abs(values.to_numpy()))) if values.notna().any().any() else 1.0
-    fig = go.Figure(
-        go.Heatmap(
-            z=values.to_numpy(),
-            x=list(values.columns),
-            y=[f"{v} ({n})" for v, n in zip(values.index, table["n_items"])],
-            colorscale="RdBu",
-            zmid=0,
-            zmin=-bound,
-            zmax=bound,
-            text=np.round(values.to_numpy(), 3),
-            texttemplate="%{text}",
-            colorbar=dict(title="effect"),
-        )
-    )
-    fig.update_yaxes(autorange="reversed", title_text="value (items)")
-    fig.update_xaxes(title_text="method")
-    return style(fig, title, height=max(380, 34 * len(values) + 140), width=max(560, 130 * len(values.columns) + 260))

@@ -22,7 +22,7 @@ optionally the neutral-text ``nll`` at that coefficient.
   (item, c) rows as independent samples.
 
 Example:
-    >>> dose_metrics(df)["item_slope"], dose_metrics(df)["p_value"]
+    dose_metrics(df)["item_slope"], dose_metrics(df)["p_value"]
 """
 
 from __future__ import annotations

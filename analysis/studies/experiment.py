@@ -18,12 +18,12 @@ recorded in ``choices.json``); every reported number uses test items (``split.js
 Each finished run is a row of ``runs.csv`` with its dose table, value profile,
 training history and greedy samples (``generations/``, gathered into ``generations.md``
 after every run), so a killed run resumes where it stopped and loses none of them.
-Every option is checked before any work starts (`analysis.experiment_checks`).
+Every option is checked before any work starts (`analysis.studies.experiment_checks`).
 
 Example:
-    >>> settings = ExperimentSettings(seeds=(0, 1, 2), ablations=True, depths=True)
-    >>> run_experiment(model, pairs, analysis.moral_dilemmas(), settings, out="runs/paper")
-    >>> analysis.paper.write_paper("runs/paper")
+    settings = ExperimentSettings(seeds=(0, 1, 2), ablations=True, depths=True)
+    run_experiment(model, pairs, analysis.moral_dilemmas(), settings, out="runs/paper")
+    analysis.paper.write_paper("runs/paper")
 """
 
 from __future__ import annotations
@@ -43,16 +43,32 @@ import probes
 import steering
 from probes import sublayers as sl
 from probes.files import read_json, write_atomic, write_json
+from probes.model_handle import model_handle
 from steering import directions as dirs
 from steering.adapters.lora import attach_lora
 from steering.adapters.reprpo import default_loss_layer
 
-from .compare import SUMMARY, MethodRun, evaluate, generations_markdown
-from .daily_dilemmas import for_value
+from ..measures.evaluate import SUMMARY, MethodRun, evaluate, generations_markdown
+from ..measures.predict import first_order_effects
+from ..readouts.daily_dilemmas import for_value
+from ..readouts.items import ReadoutItem, check_items
+from ..readouts.split import split_items
 from .experiment_checks import checked_settings
-from .items import ReadoutItem, check_items, split_items
-from .predict import first_order_effects
-from .run_folder import ResultTable, RunFolder, job_key
+from .layout import (
+    ADAPTERS,
+    CHOICES,
+    DOSES,
+    GENERATIONS,
+    GENERATIONS_MD,
+    HISTORIES,
+    LABELS,
+    PROFILES,
+    RUNS,
+    SPLIT,
+    entry_file,
+    job_key,
+)
+from .run_folder import ResultTable, RunFolder
 
 RUN_COLUMNS = [
     "study",
@@ -117,7 +133,7 @@ class Job:
 
     @property
     def key(self) -> str:
-        """The name of this run's files; injective in (study, method, seed) (see `run_folder.job_key`)."""
+        """The name of this run's files; injective in (study, method, seed) (see `layout.job_key`)."""
         return job_key(self.study, self.method, self.seed)
 
 
@@ -227,20 +243,20 @@ def run_experiment(
     settings = checked_settings(settings, model, layers, split)  # before any work: the baselines take minutes
     options = asdict(settings) | {
         "layers": layers,
-        "model": getattr(sl.config_of(model), "name_or_path", None),
+        "model": model_handle(model).model_id,
         "pairs": probes.shards.texts_digest(pairs),
         "items": [i.id for i in items],
     }
     folder = RunFolder(out)
     with folder.locked():
-        folder.record_options(options, resume, results="runs.csv", defaults=asdict(ExperimentSettings()))
+        folder.record_options(options, resume, results=RUNS, defaults=asdict(ExperimentSettings()))
         folder.record_items(items, resume)
         folder.write_manifest(model, options, pairs, items, seeds={"split": settings.split_seed, "training": list(settings.seeds)})
-        write_json(folder.file("split.json"), split.record())
-        write_json(folder.file("labels.json"), {item.id: item.value_labels for item in items})
+        write_json(folder.file(SPLIT), split.record())
+        write_json(folder.file(LABELS), {item.id: item.value_labels for item in items})
         choice = choose_layer(model, pairs, split.validation, layers, settings.target)
-        write_json(folder.file("choices.json"), choice)
-        table = ResultTable(folder.file("runs.csv"), RUN_COLUMNS, key=("study", "method", "seed"))
+        write_json(folder.file(CHOICES), choice)
+        table = ResultTable(folder.file(RUNS), RUN_COLUMNS, key=("study", "method", "seed"))
         jobs = plan(model, pairs, settings, layers, choice)
         write_generations(folder, jobs)  # brings generations.md up to date after a kill right after a row
         for job in tqdm(jobs, desc="experiment", unit="run", disable=not progress):
@@ -282,13 +298,13 @@ def write_generations(folder: RunFolder, jobs: list[Job]) -> None:
     atomically after each run, so a killed and resumed experiment keeps the samples of its finished runs."""
     runs = []
     for job in jobs:
-        path = folder.file("generations") / f"{job.key}.json"
+        path = entry_file(folder.path, GENERATIONS, job.key, ".json")
         if path.exists():
             saved = read_json(path, "a run's greedy samples")
             generations = {float(c): texts for c, texts in saved["generations"].items()}
             runs.append(MethodRun(saved["method"], pd.DataFrame(), pd.DataFrame(), {}, saved["seed"], generations=generations))
     if runs:
-        write_atomic(folder.file("generations.md"), generations_markdown(runs))
+        write_atomic(folder.file(GENERATIONS_MD), generations_markdown(runs))
 
 
 def run_job(model: Any, job: Job, test: list[ReadoutItem], settings: ExperimentSettings, folder: RunFolder) -> MethodRun:
@@ -311,15 +327,15 @@ def run_job(model: Any, job: Job, test: list[ReadoutItem], settings: ExperimentS
             capability=main and settings.capability,
             generation_tokens=settings.generation_tokens if samples else 0,
         )
-        write_atomic(folder.file("doses") / f"{job.key}.csv", run.dose.to_csv(index=False))
-        write_atomic(folder.file("profiles") / f"{job.key}.csv", run.profile.to_csv(index=False))
+        write_atomic(entry_file(folder.path, DOSES, job.key), run.dose.to_csv(index=False))
+        write_atomic(entry_file(folder.path, PROFILES, job.key), run.profile.to_csv(index=False))
         if history is not None:
-            write_atomic(folder.file("histories") / f"{job.key}.csv", history.to_csv(index=False))
+            write_atomic(entry_file(folder.path, HISTORIES, job.key), history.to_csv(index=False))
         if run.generations:
             saved = {"method": job.method, "seed": job.seed, "generations": {str(c): t for c, t in run.generations.items()}}
-            write_json(folder.file("generations") / f"{job.key}.json", saved)
+            write_json(entry_file(folder.path, GENERATIONS, job.key, ".json"), saved)
         if main and job.seed == settings.seeds[0] and hasattr(intervention, "save"):
-            intervention.save(folder.file("adapters") / job.key)
+            intervention.save(entry_file(folder.path, ADAPTERS, job.key, ""))
         return run
     finally:
         if hasattr(intervention, "detach"):

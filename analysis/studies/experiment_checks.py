@@ -1,8 +1,8 @@
 """Every option of the paper experiment checked before any work starts (the baselines take minutes).
 
 Example:
-    >>> settings = checked_settings(ExperimentSettings(rank=0), model, layers, split)
-    ValueError: rank=0: the adapters' rank, a whole number of at least 1 (e.g. 16).
+    settings = checked_settings(ExperimentSettings(rank=0), model, layers, split)
+    # ValueError: rank=0: the adapters' rank, a whole number of at least 1 (e.g. 16).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import probes
 import steering
 
-from .daily_dilemmas import check_value
-from .dose import check_coeffs
-from .items import Split, value_name
+from ..measures.dose import check_coeffs
+from ..readouts.daily_dilemmas import check_value
+from ..readouts.items import value_name
+from ..readouts.split import Split
 
 if TYPE_CHECKING:
     from .experiment import ExperimentSettings

@@ -7,10 +7,10 @@ nothing fails. HTML files load plotly.js from a ``plotly.min.js`` written once
 beside them, so they open offline, and leave a band above the title for plotly's mode bar.
 
 Example:
-    >>> from analysis import plots
-    >>> plots.save_figure(plots.dose_curves({"pca_diff": df}), "figures/dose")   # .html (+ .png/.svg/.pdf)
-    >>> plots.static_export_available()
-    True
+    from analysis import plots
+    plots.save_figure(plots.dose_curves({"pca_diff": df}), "figures/dose")   # .html (+ .png/.svg/.pdf)
+    plots.static_export_available()
+    # True
 """
 
 from __future__ import annotations
@@ -118,6 +118,6 @@ def save_figure(fig: go.Figure, path: str | Path, formats: Sequence[str] = ("htm
     ``path`` is given without extension. Returns the files written.
 
     Example:
-        >>> save_figure(plots.dose_curves({"pca_diff": df}), "figures/dose")
+        save_figure(plots.dose_curves({"pca_diff": df}), "figures/dose")
     """
     return save_figures({path: fig}, formats, scale)

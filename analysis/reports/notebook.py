@@ -13,7 +13,7 @@ called once at the top of a notebook, chooses the renderer for the whole kernel:
   first figure's output (offline, no CDN; about 4.7 MB), and one warning saying why.
 
 Example:
-    >>> from analysis.notebook import show_figures_everywhere
+    >>> from analysis.reports.notebook import show_figures_everywhere
     >>> show_figures_everywhere()
     'plotly_mimetype+png'
 """
@@ -70,7 +70,7 @@ def progress_bars(show: bool) -> bool:
     smoke run's stored outputs hold no bars and a real run shows one widget per bar (ipywidgets).
 
     Example:
-        >>> PROGRESS = progress_bars(not FAST)
+        PROGRESS = progress_bars(not FAST)
     """
     from transformers.utils import logging
 

@@ -1,22 +1,28 @@
-"""Tables and the HTML report of a sweep: ``summary.md``, ``report.html``, ``figures/``.
+"""The report of a sweep, written into its folder: ``summary.md``, ``summary.tex``, ``report.html``, ``figures/``.
 
 Example:
-    >>> from analysis.report import write_report, markdown_table
-    >>> write_report(result)                # after analysis.sweep_steerability(..., out=...)
+    from analysis.reports.sweep_report import write_report
+    result = analysis.sweep_steerability(model, pairs, items, out="runs/sweep")
+    write_report(result)                # what `steerscope sweep` writes after the sweep
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from probes.files import write_atomic
+
+from ..measures.predict import MIN_CONFIGS as MIN_CONFIGS_TO_VALIDATE
+from ..measures.predict import validate_predictors
+from ..studies.layout import RESULTS, config_name, read_config
 from . import plots
-from .predict import MIN_CONFIGS as MIN_CONFIGS_TO_VALIDATE
-from .predict import validate_predictors
+from .report_page import Page
+from .sweep_answer import answer_lines, figure_captions, with_inference
+from .tables import format_cell, markdown_table, write_table
 
 SUMMARY_COLUMNS = [
     "layer",
@@ -28,7 +34,7 @@ SUMMARY_COLUMNS = [
     "p_value",
     "null_item_slope",
     "null_p_value",
-    "p_holm",  # p_value adjusted (Holm) for every configuration compared; see analysis.sweep_answer
+    "p_holm",  # p_value adjusted (Holm) for every configuration compared; see analysis.reports.sweep_answer
     "effect",
     "delta_nll",
     "normalized_gain",
@@ -52,45 +58,6 @@ METRICS_NOTE = (
     "NLL increase at c = ±1; gain = 100 · effect · max(0, ρ) / (1 + max(0, ΔNLL)); score = |slope| · R² · valid_frac² "
     "of the per-coefficient means."
 )
-
-
-def format_cell(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3g}"
-    return str(value)
-
-
-def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
-    """A GitHub-style markdown table (no extra dependency)."""
-    columns = [c for c in (columns or frame.columns) if c in frame.columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for row in frame[columns].itertuples(index=False):
-        lines.append("| " + " | ".join(format_cell(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
-def latex_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, caption: str = "") -> str:
-    """A booktabs LaTeX table of ``frame`` (for papers)."""
-    columns = [c for c in (columns or frame.columns) if c in frame.columns]
-    escape = lambda text: str(text).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
-    body = [" & ".join(escape(format_cell(v)) for v in row) + r" \\" for row in frame[columns].itertuples(index=False)]
-    return "\n".join(
-        [
-            r"\begin{table}[t]",
-            r"\centering",
-            r"\begin{tabular}{" + "l" * len(columns) + "}",
-            r"\toprule",
-            " & ".join(escape(c) for c in columns) + r" \\",
-            r"\midrule",
-            *body,
-            r"\bottomrule",
-            r"\end{tabular}",
-            rf"\caption{{{escape(caption)}}}" if caption else "",
-            r"\end{table}",
-        ]
-    )
 
 
 def ranked(results: pd.DataFrame) -> pd.DataFrame:
@@ -138,8 +105,6 @@ COLUMN_NOTES = {
 
 def inferred(result: Any) -> pd.DataFrame:
     """The ranked rows with Holm-adjusted p-values and the paired comparison with their null."""
-    from .sweep_answer import with_inference
-
     return with_inference(ranked(result.results), getattr(result, "doses", {}) or {})
 
 
@@ -157,8 +122,6 @@ def compact_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_markdown(result: Any, top: int = 20) -> str:
-    from .sweep_answer import answer_lines
-
     table = inferred(result)
     failed = result.results[result.results["error"].notna()] if "error" in result.results else result.results.iloc[:0]
     best_sep = result.separation.sort_values("auroc", ascending=False).groupby("kind", sort=False).head(1)
@@ -204,9 +167,9 @@ def dose_names(table: pd.DataFrame, top: int = 5) -> list[str]:
     """The dose curves the report draws: the ``top`` configurations, then the random direction at the best place."""
     if not len(table):
         return []
-    names = [f"L{int(r.layer):02d}_{r.kind}_{r.method}" for r in table.head(top).itertuples()]
+    names = [config_name(r.layer, r.kind, r.method) for r in table.head(top).itertuples()]
     best = table.iloc[0]
-    return [*names, f"L{int(best.layer):02d}_{best.kind}_null"]
+    return [*names, config_name(best.layer, best.kind, "null")]
 
 
 def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
@@ -234,13 +197,15 @@ def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
 
 def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -> Path:
     """Write ``summary.md``, ``summary.tex``, ``report.html`` and ``figures/`` into ``result.out``."""
-    from .report_page import Page
-    from .sweep_answer import answer_lines, figure_captions
-
     out = Path(result.out)
-    (out / "summary.md").write_text(summary_markdown(result))
-    (out / "summary.tex").write_text(
-        latex_table(inferred(result).head(20), SUMMARY_COLUMNS, "Steerability sweep on test items, ranked by the mean item slope.")
+    write_atomic(out / "summary.md", summary_markdown(result))
+    write_table(
+        out / "summary",
+        inferred(result).head(20),
+        SUMMARY_COLUMNS,
+        "Steerability sweep on test items, ranked by the mean item slope.",
+        formats=("tex",),
+        newline=False,
     )
     figures = sweep_figures(result)
     plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)
@@ -254,7 +219,7 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
         compact_table(table.head(10)),
         caption=SELECTION_RULE,
         full=table.drop(columns=[c for c in ("error",) if c in table]),
-        csv="results.csv",
+        csv=RESULTS,
         labels=COMPACT_LABELS,
         notes=COLUMN_NOTES,
     )
@@ -270,10 +235,8 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
 
 def run_description(out: Path, n_rows: int) -> str:
     """Model, concept and size of the run, from its ``config.json``."""
-    import json
-
     try:
-        config = json.loads((out / "config.json").read_text())
+        config = read_config(out)
     except (OSError, ValueError):
         return f"{n_rows} configurations"
     model = Path(str(config.get("model") or "model")).name

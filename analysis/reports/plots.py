@@ -1,12 +1,13 @@
 """Plotly figures for notebooks and papers, in one consistent style.
 
-Every function returns a ``plotly.graph_objects.Figure``; `save_figure` (from
-`analysis.figure_files`) writes HTML and, when kaleido can find a Chromium, PNG/SVG/PDF.
+Every function returns a ``plotly.graph_objects.Figure`` in the house style (`analysis.reports.style`);
+`save_figure` (from `analysis.reports.figure_files`) writes HTML and, when kaleido can find a Chromium,
+PNG/SVG/PDF.
 
 Example:
-    >>> from analysis import plots
-    >>> fig = plots.steerability_heatmap(results)
-    >>> plots.save_figure(fig, "figures/steerability")   # .html (+ .png/.svg/.pdf)
+    from analysis import plots
+    fig = plots.steerability_heatmap(results)
+    plots.save_figure(fig, "figures/steerability")   # .html (+ .png/.svg/.pdf)
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..measures.metrics import paired_changes
 from .figure_files import save_figure, save_figures, static_export_available  # noqa: F401  (re-exported)
+from .style import PALETTE, style
 
-# Okabe–Ito: distinguishable under the common colour-vision deficiencies.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-FONT = dict(family="Helvetica, Arial, sans-serif", size=14)
 KIND_ORDER = ["resid", "attn", "mlp", "q", "k", "v", "o", "gate", "up", "down"]
 METRIC_TITLES = {
     "item_slope": "readout change per unit c (mean item slope)",
@@ -37,44 +37,6 @@ METRIC_TITLES = {
 }
 # colour-bar titles stand beside the bar (side="right"), so they are short
 COLORBAR_TITLES = {"item_slope": "nats per unit c", "normalized_gain": "gain (%)", "score": "score", "predicted_effect": "dR/dc"}
-
-
-TITLE_SIZE = 16
-LINE_HEIGHT = int(1.3 * TITLE_SIZE)
-# from the top of the image; plotly places a multi-line title's first line ~14 px above its anchor, so the pad holds it inside
-TITLE_PLACE = dict(y=1, yref="container", yanchor="top", pad=dict(t=16))
-CHAR_WIDTH = 0.56  # of the font size: a wide average for Helvetica/Arial, so an estimate errs towards wrapping
-
-
-def wrap_title(title: str, width: float, size: int = TITLE_SIZE) -> list[str]:
-    """``title`` broken at spaces into lines that fit ``width`` pixels (minus a margin each side)."""
-    per_line = max(12, int((width - 60) / (CHAR_WIDTH * size)))
-    lines: list[str] = []
-    for word in title.split(" "):
-        if lines and len(lines[-1]) + 1 + len(word) <= per_line:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines
-
-
-def style(fig: go.Figure, title: str | None = None, height: int | None = None, width: int | None = None) -> go.Figure:
-    """The house style; a title longer than the figure is wrapped onto lines (and the top margin grows to hold
-    them), so no export cuts it off."""
-    lines = wrap_title(title, width or fig.layout.width or 700) if title else []
-    fig.update_layout(
-        template="simple_white",
-        font=FONT,
-        colorway=PALETTE,
-        title=dict(text="<br>".join(lines), x=0.02, xanchor="left", **TITLE_PLACE, font=dict(size=TITLE_SIZE)) if lines else None,
-        legend=dict(bgcolor="rgba(255,255,255,0.8)"),
-        margin=dict(l=70, r=30, t=30 + LINE_HEIGHT * len(lines) if lines else 30, b=60),
-    )
-    if height:
-        fig.update_layout(height=height + LINE_HEIGHT * max(0, len(lines) - 1))
-    if width:
-        fig.update_layout(width=width)
-    return fig
 
 
 def ordered_kinds(kinds: Sequence[str]) -> list[str]:
@@ -129,8 +91,6 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alph
 def dose_curves(curves: Mapping[str, pd.DataFrame], confidence: float = 0.95, readout_label: str = "readout") -> go.Figure:
     """Paired change of the readout from c = 0 against c (mean and t-interval over items of each item's
     difference), one line per configuration, with each one's ΔNLL on neutral text on a secondary axis."""
-    from .metrics import paired_changes
-
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for index, (name, df) in enumerate(curves.items()):
         colour = PALETTE[index % len(PALETTE)]
@@ -313,7 +273,7 @@ def adapter_changes(adapter) -> go.Figure:
 
 
 def predictor_scatter(results: pd.DataFrame, validation: pd.DataFrame, measured: str = "item_slope") -> go.Figure:
-    """One panel per predictor (rows of `analysis.predict.validate_predictors`): the predictor against the
+    """One panel per predictor (rows of `analysis.measures.predict.validate_predictors`): the predictor against the
     measured effect, one point per configuration (hover: layer, kind, method), Spearman ρ and its CI in the title."""
     shown = validation.dropna(subset=["spearman"])
     titles = [f"{r.predictor}<br>ρ = {r.spearman:.2f} [{r.ci_lo:.2f}, {r.ci_hi:.2f}], n = {r.n_configs}" for r in shown.itertuples()]

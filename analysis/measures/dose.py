@@ -7,8 +7,8 @@ a time; c = 0 is scored by a plain unsteered pass, so it reproduces
 `score.score_items` exactly.
 
 Example:
-    >>> df = dose_response(model, direction, eval_items("honesty"), coeffs=(-2, -1, 0, 1, 2))
-    >>> dose_metrics(df)["normalized_gain"]
+    df = dose_response(model, direction, eval_items("honesty"), coeffs=(-2, -1, 0, 1, 2))
+    analysis.dose_metrics(df)["normalized_gain"]
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from probes.batching import check_batch_size
 from probes.remote import Remote, resolve_remote
 from steering.plans import applied, as_steerable
 
-from . import score as sc
-from .items import ReadoutItem, check_items
-from .items import neutral_texts as shipped_neutral_texts
-from .metrics import dose_metrics  # noqa: F401  (re-exported: analysis.dose.dose_metrics)
+from ..readouts import score as sc
+from ..readouts.items import ReadoutItem, check_items
+from ..readouts.sets import neutral_texts as shipped_neutral_texts
 
 
 def score_at_coeffs(

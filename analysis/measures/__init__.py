@@ -1,0 +1,8 @@
+"""Measures: numbers about directions and interventions, computed from readouts; they draw nothing.
+
+Dose-response tables (`dose`) and their metrics with item-level inference (`metrics`), value profiles
+(`values`), the evaluation of one intervention against its baselines (`evaluate`), first-order
+predictions of steerability (`predict`), separation of the pairs' states (`separation`), agreement
+between direction methods (`agreement`) and token-by-token monitoring (`monitor`). Each returns data
+(DataFrames, dicts, dataclasses) that `analysis.studies` runs at scale and `analysis.reports` draws.
+"""
