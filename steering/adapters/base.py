@@ -20,10 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -107,6 +109,20 @@ class AdapterHandle:
     def peft_factors(self, c: float) -> dict[str, PeftFactors]:
         """Weight path -> ``(A, B)`` with ``B @ A`` the adapter's weight change at ``c``, for `export_peft`."""
         raise TypeError(f"{type(self).__name__} cannot be written as a PEFT LoRA folder (it defines no peft_factors).")
+
+    def weight_change_norm(self, c: float = 1.0) -> float | None:
+        """‖ΔW(c)‖_F over every adapted weight (the root of the summed squares), from `peft_factors` with
+        PEFT's ``alpha / r`` scaling; None for an adapter without them. Compares ablations at matched ‖ΔW‖."""
+        try:
+            factors = self.peft_factors(c)
+        except TypeError:
+            return None
+        alpha, total = self.peft_alpha(), 0.0
+        with torch.no_grad():
+            for A, B in factors.values():
+                scaling = alpha / A.shape[0] if alpha is not None else 1.0
+                total += float((B.double() @ A.double()).square().sum()) * scaling**2
+        return math.sqrt(total)
 
     # -- lifecycle -----------------------------------------------------------
     def detach(self) -> None:

@@ -6,11 +6,19 @@ untouched rest), the adapted forward is
     y(c) = W x + [ (U_r R_u(c)) S_r(c) (V_r R_v(c))ᵀ x − U_r S_r V_rᵀ x ]
 
 computed factored from ``x`` (no dense weight copy). ``R_v(c)`` is the Cayley
-rotation of ``c·A`` with ``A`` a learnable skew-symmetric generator whose entries
-are bounded by ``max_angle`` (so ``R(−c) = R(c)ᵀ``: steering is reversible in c);
-``R_u`` is the same, off by default. Singular values: ``add`` S + c·δ, ``tanh``
-S + c·tanh(λ), ``mult`` S·exp(c·λ), or ``none``. At c = 0 the correction is skipped,
-so the model is exactly the base model.
+rotation of ``c·A`` with ``A`` a learnable skew-symmetric generator, squashed so that
+the largest principal angle of ``R(c)`` is at most ``max_angle`` for |c| ≤ 1
+(``angle_bound="largest"``; see `cayley`), and ``R(−c) = R(c)ᵀ``: steering is
+reversible in c. ``R_u`` is the same, off by default. Singular values: ``add`` S + c·δ,
+``tanh`` S + c·tanh(λ), ``mult`` S·exp(c·λ), or ``none``. At c = 0 the correction is
+skipped, so the model is exactly the base model.
+
+The no-SVD ablation (``basis="random"``) runs the same adapter in random orthonormal
+bases. With ``random_scale="matched"`` (the default) their ``S`` are the weight's true
+singular values of the components the SVD adapter would adapt, so a parameter moves the
+output about as much in both (matched leverage); ``"projected"`` keeps the old
+``S = diag(Uᵀ W V)``, 1–2 orders of magnitude smaller, under which the same parameter
+step barely moves the output.
 
 The correction is an edit-output callback (forward hook) on the target module:
 the module tree, the base weights and nnsight's view of the model are untouched,
@@ -49,6 +57,10 @@ from .frozen import freeze
 
 ScaleMode = Literal["add", "tanh", "mult", "none"]
 SCALE_MODES = ("add", "tanh", "mult", "none")
+AngleBound = Literal["largest", "entries"]
+ANGLE_BOUNDS = ("largest", "entries")
+RandomScale = Literal["matched", "projected"]
+RANDOM_SCALES = ("matched", "projected")
 FINGERPRINT_VALUES = 8  # top singular values stored per target to recognise its weight
 
 
@@ -66,6 +78,12 @@ class AdapterConfig:
     init_std: float = 1e-3
     select: Literal["top", "data"] = "top"
     basis: Literal["svd", "random"] = "svd"  # "random": the same adapter in random orthonormal bases (the no-SVD ablation)
+    # "largest": the largest principal angle of R(c) is ≤ max_angle for |c| ≤ 1; "entries": each generator entry
+    # is ≤ max_angle (adapters saved before the angle bound; it does not bound the angle: up to ~2 rad at rank 16)
+    angle_bound: AngleBound = "largest"
+    # basis="random" only: "matched": S = the weight's singular values of the adapted components (same leverage as
+    # the SVD bases); "projected": S = diag(Uᵀ W V) of the random bases (adapters saved before; 30–180× smaller)
+    random_scale: RandomScale = "matched"
     sign: float = 1.0
     seed: int = 0  # of the parameters' initialisation and, for basis="random", of the bases (rebuilt on load)
     model: str | None = None
@@ -79,6 +97,14 @@ class AdapterConfig:
             problems.append(f"scale_mode={self.scale_mode!r} (use one of {SCALE_MODES})")
         if not (isinstance(self.max_angle, (int, float)) and math.isfinite(self.max_angle) and self.max_angle > 0):
             problems.append(f"max_angle={self.max_angle!r} (the rotation bound must be a finite number > 0, e.g. 0.3)")
+        elif self.angle_bound == "largest" and not self.max_angle < math.pi:
+            problems.append(
+                f"max_angle={self.max_angle!r} (a Cayley rotation's angles stay below π: give a bound in radians < π, e.g. 0.3)"
+            )
+        if self.angle_bound not in ANGLE_BOUNDS:
+            problems.append(f"angle_bound={self.angle_bound!r} (use one of {ANGLE_BOUNDS})")
+        if self.random_scale not in RANDOM_SCALES:
+            problems.append(f"random_scale={self.random_scale!r} (use one of {RANDOM_SCALES})")
         if self.sign not in (1.0, -1.0):
             problems.append(f"sign={self.sign!r} (must be 1 or -1)")
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -93,15 +119,41 @@ class AdapterConfig:
             raise ValueError("Invalid InnerPiSSA configuration: " + "; ".join(problems) + ".")
 
 
-def cayley(generator: Float[Tensor, "r r"], c: Tensor | float, max_angle: float) -> Float[Tensor, "... r r"]:
-    """Orthogonal ``(I − cA)(I + cA)⁻¹`` for ``A`` the bounded skew-symmetric part of ``generator``.
+def bounded_generator(generator: Float[Tensor, "r r"], max_angle: float, bound: AngleBound = "largest") -> Float[Tensor, "r r"]:
+    """The skew-symmetric part ``K`` of ``generator``, squashed so that the rotation it generates is bounded.
 
-    ``c`` may be a scalar or one value per batch row (then one rotation per row).
+    The eigenvalues of a skew-symmetric ``A`` are ``±iθ_k``, and those of its Cayley rotation
+    ``(I − cA)(I + cA)⁻¹`` are ``e^{∓2i·atan(cθ_k)}``: the principal angles are ``2·atan(|c|·θ_k)``.
+    ``bound="largest"`` scales ``K`` radially, ``A = K · t·tanh(‖K‖₂/t)/‖K‖₂`` with ``t = tan(max_angle/2)``
+    (``‖K‖₂`` = the largest θ), so ``‖A‖₂ < t`` and every principal angle is below ``max_angle`` for
+    |c| ≤ 1 (below ``2·atan(|c|·t)`` beyond); near 0, ``A ≈ K``. ``bound="entries"`` is the
+    bound adapters were saved with before: each entry ``max_angle·tanh(K/max_angle)``, which
+    bounds the entries but not the angle.
     """
     if not max_angle > 0:
         raise ValueError(f"max_angle={max_angle}: the rotation bound must be > 0.")
     skew = (generator - generator.T) / 2
-    bounded = max_angle * torch.tanh(skew / max_angle)  # odd, so still skew-symmetric
+    if bound == "entries":
+        return max_angle * torch.tanh(skew / max_angle)  # odd, so still skew-symmetric
+    if bound != "largest":
+        raise ValueError(f"bound={bound!r}: use one of {ANGLE_BOUNDS}.")
+    if not max_angle < math.pi:
+        raise ValueError(f"max_angle={max_angle}: a Cayley rotation's angles stay below π; give a bound < π.")
+    limit = math.tan(max_angle / 2)
+    norm = torch.linalg.matrix_norm(skew.float(), ord=2).to(skew.dtype)  # the largest singular value: stable gradients
+    safe = norm.clamp_min(1e-12)
+    factor = torch.where(norm > 1e-12, limit * torch.tanh(safe / limit) / safe, torch.ones_like(norm))
+    return skew * factor
+
+
+def cayley(generator: Float[Tensor, "r r"], c: Tensor | float, max_angle: float, bound: AngleBound = "largest") -> Float[Tensor, "... r r"]:
+    """Orthogonal ``(I − cA)(I + cA)⁻¹`` for ``A`` the bounded skew-symmetric part of ``generator``
+    (`bounded_generator`: with ``bound="largest"`` every principal angle of the rotation is at most
+    ``max_angle`` for |c| ≤ 1).
+
+    ``c`` may be a scalar or one value per batch row (then one rotation per row).
+    """
+    bounded = bounded_generator(generator, max_angle, bound)
     c = torch.as_tensor(c, dtype=generator.dtype, device=generator.device)
     scaled = c.reshape(-1, 1, 1) * bounded if c.ndim else c * bounded
     eye = torch.eye(generator.shape[0], dtype=generator.dtype, device=generator.device)
@@ -130,6 +182,19 @@ class InnerPiSSALayer(nn.Module):
         self.theta_u = init(r, r) if config.rotate_u else None
         self.scale = init(r) if config.scale_mode != "none" else None
 
+    def rotation(self, generator: Tensor, c: Tensor | float) -> Tensor:
+        """``R(c)`` for ``generator`` (``theta_v`` or ``theta_u``) under this adapter's bound."""
+        return cayley(generator, c, self.config.max_angle, self.config.angle_bound)
+
+    @torch.no_grad()
+    def largest_angles(self, c: float = 1.0) -> dict[str, float]:
+        """The largest principal angle (radians) of each rotation at ``c`` (``"v"``, ``"u"`` when learned)."""
+        found = {}
+        for name, generator in (("v", self.theta_v), ("u", self.theta_u)):
+            if generator is not None:
+                found[name] = float(torch.linalg.eigvals(self.rotation(generator, c).double()).angle().abs().max())
+        return found
+
     def singular_values(self, c: Tensor) -> Tensor:
         """``S(c)``: shape ``[r]`` or ``[batch, r]`` for per-row c."""
         c = c.reshape(-1, 1) if c.ndim else c
@@ -149,14 +214,14 @@ class InnerPiSSALayer(nn.Module):
         coords = x @ self.V  # [b, s, r]: V_rᵀ x
         rotated = coords
         if self.theta_v is not None:  # (V R_v)ᵀ x = R_vᵀ (V_rᵀ x)
-            R_v = cayley(self.theta_v, c, self.config.max_angle)
+            R_v = self.rotation(self.theta_v, c)
             rotated = coords @ R_v  # R_v: [r, r] or [b, r, r]
         S_c = self.singular_values(c)
         scaled = rotated * (S_c[:, None, :] if S_c.ndim == 2 else S_c)
         original = coords * self.S
         if self.theta_u is None:  # both parts share U: one projection back instead of two
             return (scaled - original) @ self.U.T
-        R_u = cayley(self.theta_u, c, self.config.max_angle)
+        R_u = self.rotation(self.theta_u, c)
         return (scaled @ R_u.transpose(-1, -2) - original) @ self.U.T
 
     def delta_weight(self, c: float) -> Float[Tensor, "d_out d_in"]:
@@ -214,6 +279,15 @@ class InnerPiSSA(AdapterHandle):
 
     def _apply_coeff(self) -> None:
         """Nothing to push: the hooks read ``self.c`` and the sign at every forward."""
+
+    def largest_angles(self, c: float = 1.0) -> dict[str, float]:
+        """Per target and rotation (``"3.o:v"``): the largest principal angle (radians) of its rotation at
+        ``c`` (sign included), at most ``max_angle`` for |c| ≤ 1 under ``angle_bound="largest"``."""
+        return {
+            f"{target.name}:{which}": angle
+            for target in self.targets
+            for which, angle in self.layer(target).largest_angles(c * self.config.sign).items()
+        }
 
     def adapted_layers(self) -> list[int]:
         return sorted(set(self.config.layers))
@@ -307,6 +381,8 @@ def attach_innerpissa(
     init_std: float = 1e-3,
     select: Literal["top", "data"] = "top",
     basis: Literal["svd", "random"] = "svd",
+    angle_bound: AngleBound = "largest",
+    random_scale: RandomScale = "matched",
     pairs: Sequence[Any] | None = None,
     seed: int = 0,
     components: dict[str, list[int]] | None = None,
@@ -315,8 +391,11 @@ def attach_innerpissa(
 
     ``select="data"`` (needs ``pairs``) keeps the components that separate the pairs
     most instead of the top-r by singular value. ``basis="random"`` is the no-SVD ablation:
-    the same rotations and scalings in random orthonormal bases, with ``S = diag(Uᵀ W V)``. Raises ``ValueError`` for a rank the
-    weight cannot hold or a kind the model lacks.
+    the same rotations and scalings in random orthonormal bases, with ``S`` the weight's singular values
+    of the components the SVD adapter would adapt (``random_scale="matched"``, same leverage) or
+    ``diag(Uᵀ W V)`` (``"projected"``). ``max_angle`` bounds the largest principal angle of every
+    rotation for |c| ≤ 1 (``angle_bound="largest"``; ``"entries"`` is the old entry-wise bound).
+    Raises ``ValueError`` for a rank the weight cannot hold or a kind the model lacks.
     """
     if select == "data" and pairs is None and components is None:
         raise ValueError("select='data' needs pairs=... to find the components that separate them.")
@@ -331,6 +410,8 @@ def attach_innerpissa(
         init_std=init_std,
         select=select,
         basis=basis,
+        angle_bound=angle_bound,
+        random_scale=random_scale,
         seed=seed,
         model=model_handle(model).model_id,
         components=dict(components or {}),
@@ -366,7 +447,8 @@ def attach_config(model: Any, config: AdapterConfig, pairs: Sequence[Any] | None
             config.components[name] = list(index)
             config.targets[name] = weight_identity(full)
             if config.basis == "random":
-                chosen = random_basis(sl.weight_matrix(model, sublayer), rank, generator, layer, kind)
+                scale = full.S[index] if config.random_scale == "matched" else None
+                chosen = random_basis(sl.weight_matrix(model, sublayer), rank, generator, layer, kind, singular_values=scale)
             else:
                 chosen = probes.WeightSVD(full.U[:, index], full.S[index], full.V[:, index], layer, kind)
             adapted[name] = InnerPiSSALayer(chosen, config, generator)
@@ -376,12 +458,25 @@ def attach_config(model: Any, config: AdapterConfig, pairs: Sequence[Any] | None
     return handle.to(device)
 
 
-def random_basis(weight: Tensor, rank: int, generator: torch.Generator, layer: int, kind: str) -> probes.WeightSVD:
-    """Random orthonormal ``U [d_out, r]``, ``V [d_in, r]`` and ``S = diag(Uᵀ W V)``: no singular vectors."""
+def random_basis(
+    weight: Tensor, rank: int, generator: torch.Generator, layer: int, kind: str, *, singular_values: Tensor | None = None
+) -> probes.WeightSVD:
+    """Random orthonormal ``U [d_out, r]``, ``V [d_in, r]``: no singular vectors.
+
+    ``S`` is ``singular_values`` when given (the weight's own, for matched leverage: the
+    adapter's change ``U (R S(c) − S) Vᵀ`` then has the size it has in the SVD bases), else
+    ``diag(Uᵀ W V)``, the weight's (tiny) gain along the random directions.
+    """
     matrix = weight.detach().to("cpu", torch.float32)
     U = torch.linalg.qr(torch.randn(matrix.shape[0], rank, generator=generator)).Q
     V = torch.linalg.qr(torch.randn(matrix.shape[1], rank, generator=generator)).Q
-    return probes.WeightSVD(U, torch.diagonal(U.T @ matrix @ V).clone(), V, layer, kind)
+    if singular_values is None:
+        S = torch.diagonal(U.T @ matrix @ V).clone()
+    else:
+        if singular_values.shape != (rank,):
+            raise ValueError(f"singular_values has shape {tuple(singular_values.shape)}; the bases need {rank} values.")
+        S = singular_values.detach().to("cpu", torch.float32).clone()
+    return probes.WeightSVD(U, S, V, layer, kind)
 
 
 def weight_identity(basis: probes.WeightSVD) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Saving and loading InnerPiSSA adapters, checked against the weights they were made for.
 
 ``adapter.json`` holds the configuration and, per target, its weight's shape and top
-singular values; ``adapter.safetensors`` the learned parameters. A load first checks
+singular values; ``adapter.safetensors`` the learned parameters. A configuration saved
+before ``angle_bound`` and ``random_scale`` existed loads with the forward it was trained
+with (``"entries"``, ``"projected"``). A load first checks
 the targets, and a load that fails for any reason leaves the model as it was.
 
 Example:
@@ -66,7 +68,9 @@ def read_adapter_config(path: Path) -> AdapterConfig:
         raise ValueError(
             f"{path / 'adapter.json'} is not an InnerPiSSA configuration" + (f" (unknown fields {unknown})" if unknown else "") + "."
         )
-    return AdapterConfig(**raw)
+    # files written before these options existed: keep the forward they were trained with
+    legacy: dict[str, Any] = {"angle_bound": "entries", "random_scale": "projected"}
+    return AdapterConfig(**({name: value for name, value in legacy.items() if name not in raw} | raw))
 
 
 @register_loader(

@@ -20,11 +20,23 @@ reference (c = 0, i.e. the base model), inside a per-token coherence bound:
 ``direction_space="uspace"`` takes the frozen direction inside the span of the
 loss layer's top ``direction_rank`` output singular vectors of ``down_proj`` (PCA of
 the pair differences projected there), so it differs from the activation-space one.
+`TrainResult` records how well that direction agrees with the pairs: the share of
+training pairs it orders the right way at c = 0 (``direction_vote``) and its cosine with
+the mean pair difference (``direction_mean_diff_cos``; PC1 of centred differences can be
+nearly orthogonal to it).
+
+A training budget chosen by validation: with ``val_pairs`` the same loss (no gradient,
+the training pairs' frozen direction and scale) is measured on held-out pairs before
+training and every ``eval_every`` steps; training stops after ``patience`` steps
+without a better validation loss, and the parameters of the best validation step are
+put back (``best_step`` updates; 0 = the initial ones). Without ``val_pairs``,
+``patience`` watches the (noisy) training-batch loss and the last parameters are kept.
 
 Example:
     adapter = steering.attach_innerpissa(model, layers=range(10, 20), kinds=("o", "down"), rank=16)
-    result = steering.train_reprpo(model, adapter, pairs, steps=40, lr=3e-3)
-    result.history.tail()
+    result = steering.train_reprpo(model, adapter, pairs, val_pairs=held_out, steps=64, lr=3e-3, patience=16)
+    result.summary()                                     # steps run, best step, lr, losses, direction checks
+    result.history.tail(); result.validation
     analysis.plots.training_curves(result.history)      # the training-curve figure
 """
 
@@ -34,6 +46,7 @@ import math
 import numbers
 import random
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
@@ -64,6 +77,7 @@ WHOLE_NUMBERS = {  # option: what it counts
     "direction_rank": "singular vectors spanning the direction",
     "direction_topk": "principal components to choose from (or None)",
     "patience": "steps without improvement (or None)",
+    "eval_every": "steps between validation losses",
     "check_pairs": "pairs for the sign check",
     "seed": "the random seed",
 }
@@ -94,7 +108,8 @@ class ReprPOConfig:
     direction_rank: int = 16  # for direction_space="uspace": top output singular vectors spanning the direction
     direction_topk: int | None = None  # pick the best-aligned of the top-k PCs (None: PC1)
     clip_grad: float = 1.0
-    patience: int | None = None  # early stop after this many steps without improvement
+    patience: int | None = None  # stop after this many steps without a better validation loss (training loss without val_pairs)
+    eval_every: int = 4  # with val_pairs: steps between validation losses (also measured before the first step and after the last)
     check_pairs: int = 16  # training pairs used by the sign check after training
     progress: bool = True
 
@@ -128,12 +143,53 @@ class ReprPOConfig:
 
 @dataclass
 class TrainResult:
+    """What `train_reprpo` did: the per-step history, the budget it used and checks of its frozen direction.
+
+    ``steps_run`` optimizer steps were taken; the adapter holds the parameters after
+    ``best_step`` of them (the best validation loss; ``steps_run`` without validation pairs).
+    ``train_loss`` and ``val_loss`` are the full loss at those parameters on all training and
+    validation pairs (no gradient, before any sign flip); ``validation`` has the validation loss
+    and its parts at each evaluation (``step`` = steps taken). Per loss layer, ``direction_vote``
+    is the share of training pairs whose positive−negative gap along the frozen direction at
+    c = 0 (mean over the read tokens, as in the loss) is positive, and ``direction_mean_diff_cos``
+    the direction's cosine with the mean positive−negative difference of the read states at
+    c = 0. ``weight_change`` is ‖ΔW‖_F at c = +1 over all targets (`AdapterHandle.weight_change_norm`).
+    """
+
     history: pd.DataFrame
     sign_flipped: bool
     seconds: float
     config: ReprPOConfig
     directions: dict[int, Tensor] = field(default_factory=dict)
     separation: dict[str, float] = field(default_factory=dict)
+    steps_run: int = 0
+    best_step: int = 0
+    lr: float = float("nan")
+    train_loss: float = float("nan")
+    val_loss: float | None = None
+    validation: pd.DataFrame | None = None
+    direction_vote: dict[int, float] = field(default_factory=dict)
+    direction_mean_diff_cos: dict[int, float] = field(default_factory=dict)
+    weight_change: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """One flat row for a table: budget, losses, direction checks (per loss layer) and cost."""
+        row: dict[str, Any] = {
+            "steps": self.config.steps,
+            "steps_run": self.steps_run,
+            "best_step": self.best_step,
+            "lr": self.lr,
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "stopped_early": self.steps_run < self.config.steps,
+            "sign_flipped": self.sign_flipped,
+            "weight_change": self.weight_change,
+            "seconds": self.seconds,
+        }
+        for layer in self.direction_vote:
+            row[f"direction_vote_L{layer}"] = self.direction_vote[layer]
+            row[f"direction_mean_diff_cos_L{layer}"] = self.direction_mean_diff_cos[layer]
+        return row
 
 
 @dataclass
@@ -277,6 +333,86 @@ def coherence_loss(logp_c: Tensor, logp_ref: Tensor, mask: Tensor, config: ReprP
     return (excess**2).sum() / mask.sum().clamp_min(1)
 
 
+@dataclass
+class Reference:
+    """What the loss compares with, for one set of pairs: the c = 0 gaps along the frozen directions
+    (``[layer, pair]``) and each text's target log-probs."""
+
+    gaps: Tensor
+    logp: list[Tensor]
+
+
+def batch_loss(
+    model: Any,
+    adapter: AdapterHandle,
+    encoded: Encoded,
+    index: list[int],
+    reference: Reference,
+    directions: dict[str, Tensor],
+    scale: Tensor,
+    paths: list[str],
+    config: ReprPOConfig,
+    grad: bool,
+) -> tuple[Tensor, dict[str, float]]:
+    """The ReprPO loss of the pairs ``index`` (forwards at c = +1 and −1) and its parts as numbers."""
+    batch = encoded.batch(index, config.tokens)
+    ref_gap = reference.gaps[:, index]
+    gaps, logp_gaps, losses = {}, {}, []
+    parts = {"projection": 0.0, "coherence": 0.0}
+    for c in (1.0, -1.0):
+        with adapter.coeff(c):
+            states, logp, mask = forward_states(model, batch, paths, grad=grad)
+        gaps[c] = separations(states, directions)
+        logp_gaps[c] = pair_logp_gap(logp, mask)
+        projection = projection_loss(gaps[c], ref_gap.to(gaps[c].device), scale.to(gaps[c].device), c, config)
+        coherence = coherence_loss(logp, aligned_reference(reference.logp, batch, mask), mask, config)
+        losses.append((projection, coherence))
+        parts["projection"] += projection.item()
+        parts["coherence"] += coherence.item()
+    ref_logp_gap = torch.stack([(reference.logp[2 * p].mean() - reference.logp[2 * p + 1].mean()) for p in index])
+    monotonic = monotonic_loss(logp_gaps[1.0], logp_gaps[-1.0], ref_logp_gap.to(logp_gaps[1.0].device), config.monotonic_margin)
+    loss = sum(p + config.coherence_weight * c for p, c in losses) + config.monotonic_weight * monotonic
+    parts = {"loss": float(loss.item()), **parts, "monotonic": monotonic.item()}
+    for name, c in (("gain_pos", 1.0), ("gain_neg", -1.0)):
+        gain = (gaps[c].detach() - ref_gap.to(gaps[c].device)) / scale.to(gaps[c].device)
+        parts[name] = gain.mean().item()
+    return torch.as_tensor(loss), parts
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: Any,
+    adapter: AdapterHandle,
+    encoded: Encoded,
+    reference: Reference,
+    directions: dict[str, Tensor],
+    scale: Tensor,
+    paths: list[str],
+    config: ReprPOConfig,
+) -> dict[str, float]:
+    """The loss and its parts over every pair of ``encoded`` (batches weighted by their pairs), no gradient."""
+    n_pairs = len(encoded.ids) // 2
+    total: dict[str, float] = {}
+    for start in range(0, n_pairs, config.batch_pairs * 2):
+        index = list(range(start, min(n_pairs, start + config.batch_pairs * 2)))
+        _, parts = batch_loss(model, adapter, encoded, index, reference, directions, scale, paths, config, grad=False)
+        for name, value in parts.items():
+            total[name] = total.get(name, 0.0) + value * len(index) / n_pairs
+    return total
+
+
+def direction_checks(reference: dict[str, Tensor], directions: dict[str, Tensor], gaps: Tensor) -> tuple[list[float], list[float]]:
+    """Per loss layer: the share of pairs with a positive gap (``gaps`` ``[layer, pair]``) and the direction's
+    cosine with the mean positive − negative difference of the read states."""
+    votes = [float((row > 0).double().mean()) for row in gaps]
+    cosines = []
+    for path, direction in directions.items():
+        hs = reference[path].double()  # [texts, tokens, d]
+        mean_diff = (hs[0::2] - hs[1::2]).mean((0, 1))
+        cosines.append(float(mean_diff @ direction.double() / (mean_diff.norm() * direction.double().norm()).clamp_min(1e-30)))
+    return votes, cosines
+
+
 def reference_pass(model: Any, adapter: AdapterHandle, encoded: Encoded, n_pairs: int, paths: list[str], config: ReprPOConfig):
     """States and token log-probs of every training text at c = 0 (the base model), computed once."""
     states: dict[str, list[Tensor]] = {path: [] for path in paths}
@@ -303,14 +439,22 @@ def aligned_reference(token_logp: list[Tensor], batch, mask: Tensor) -> Tensor:
 
 
 def train_reprpo(
-    model: Any, adapter: AdapterHandle, pairs: Sequence[Any], config: ReprPOConfig | None = None, **overrides: Any
+    model: Any,
+    adapter: AdapterHandle,
+    pairs: Sequence[Any],
+    config: ReprPOConfig | None = None,
+    *,
+    val_pairs: Sequence[Any] | None = None,
+    **overrides: Any,
 ) -> TrainResult:
     """Train ``adapter`` on ``pairs`` with the ReprPO loss; see the module docstring.
 
-    Returns a `TrainResult` (history DataFrame, whether the sign was flipped, seconds); plot the
-    history with ``analysis.plots.training_curves``.
-    After training, a sign check on the training pairs flips the adapter if c = +1
-    separates the wrong way.
+    With ``val_pairs`` (held-out pairs) the loss is measured on them before training and every
+    ``eval_every`` steps, training stops after ``patience`` steps without a better one, and the
+    adapter keeps the parameters of the best validation step. Returns a `TrainResult` (history
+    DataFrame, budget used, losses, direction checks, whether the sign was flipped, seconds);
+    plot the history with ``analysis.plots.training_curves``. After training, a sign check on
+    the training pairs flips the adapter if c = +1 separates the wrong way.
     """
     if not isinstance(adapter, AdapterHandle):
         raise TypeError(
@@ -324,6 +468,17 @@ def train_reprpo(
     encoded = encode(model, pairs, config.tokens, config.max_length)
     if len(pairs) < 2:
         raise ValueError("ReprPO needs at least 2 pairs (the preference direction is a PCA of their differences).")
+    held_out = None
+    if val_pairs is not None:
+        val_pairs = probes.as_pairs(val_pairs)
+        shared = {tuple(p) for p in val_pairs} & {tuple(p) for p in pairs}
+        if shared:
+            warnings.warn(
+                f"{len(shared)} of the {len(val_pairs)} validation pairs are also training pairs: the budget chosen on them "
+                "is not a held-out choice.",
+                stacklevel=2,
+            )
+        held_out = encode(model, val_pairs, config.tokens, config.max_length)
     torch.manual_seed(config.seed)
     order_rng = random.Random(config.seed)
     loss_layers = sl.resolve_layers(
@@ -333,17 +488,38 @@ def train_reprpo(
     paths = [sl.resolve(model, layer, "resid").path for layer in loss_layers]
     started = time.time()
 
-    reference, ref_logp = reference_pass(model, adapter, encoded, len(pairs), paths, config)
-    directions = preference_directions(reference, model, loss_layers, config, paths)
-    ref_gap_all = separations(reference, directions)  # [layer, pair]
-    scale = ref_gap_all.abs().mean(-1, keepdim=True).clamp_min(1e-6)
+    reference_states, ref_logp = reference_pass(model, adapter, encoded, len(pairs), paths, config)
+    directions = preference_directions(reference_states, model, loss_layers, config, paths)
+    reference = Reference(separations(reference_states, directions), ref_logp)  # gaps [layer, pair]
+    scale = reference.gaps.abs().mean(-1, keepdim=True).clamp_min(1e-6)
+    votes, cosines = direction_checks(reference_states, directions, reference.gaps)
+    val_reference = None
+    if held_out is not None:
+        val_states, val_logp = reference_pass(model, adapter, held_out, len(held_out.ids) // 2, paths, config)
+        val_reference = Reference(separations(val_states, directions), val_logp)
 
     parameters = adapter.trainable_parameters()
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    history = []
+    history, validation = [], []
     best, since_best = float("inf"), 0
+    best_step, kept = 0, list[Tensor]()
+
+    def validate(steps_taken: int) -> None:
+        nonlocal best, best_step, kept, since_best
+        assert held_out is not None and val_reference is not None
+        parts = evaluate_loss(model, adapter, held_out, val_reference, directions, scale, paths, config)
+        validation.append({"step": steps_taken, **{f"val_{name}": value for name, value in parts.items()}})
+        if parts["loss"] < best:
+            best, best_step, since_best = parts["loss"], steps_taken, 0
+            kept = [p.detach().clone() for p in parameters]
+        else:
+            since_best = steps_taken - best_step
+
+    if held_out is not None:
+        validate(0)
     bar = tqdm(range(config.steps), desc="ReprPO", disable=not config.progress)
     schedule: list[int] = []
+    steps_run = 0
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
@@ -353,31 +529,14 @@ def train_reprpo(
             if len(schedule) < config.batch_pairs:
                 schedule += order_rng.sample(range(len(pairs)), len(pairs))
             index, schedule = schedule[: config.batch_pairs], schedule[config.batch_pairs :]
-            batch = encoded.batch(index, config.tokens)
-            ref_gap = ref_gap_all[:, index]
-            gaps, logp_gaps, losses = {}, {}, []
-            for c in (1.0, -1.0):
-                with adapter.coeff(c):
-                    states, logp, mask = forward_states(model, batch, paths, grad=True)
-                gaps[c] = separations(states, directions)
-                logp_gaps[c] = pair_logp_gap(logp, mask)
-                projection = projection_loss(gaps[c], ref_gap.to(gaps[c].device), scale.to(gaps[c].device), c, config)
-                coherence = coherence_loss(logp, aligned_reference(ref_logp, batch, mask), mask, config)
-                losses.append((projection, coherence))
-                parts["projection"] += projection.item() / config.grad_accum
-                parts["coherence"] += coherence.item() / config.grad_accum
-            ref_logp_gap = torch.stack([(ref_logp[2 * p].mean() - ref_logp[2 * p + 1].mean()) for p in index])
-            monotonic = monotonic_loss(logp_gaps[1.0], logp_gaps[-1.0], ref_logp_gap.to(logp_gaps[1.0].device), config.monotonic_margin)
-            loss = sum(p + config.coherence_weight * c for p, c in losses) + config.monotonic_weight * monotonic
+            loss, found = batch_loss(model, adapter, encoded, index, reference, directions, scale, paths, config, grad=True)
             (loss / config.grad_accum).backward()
-            parts["loss"] += loss.item() / config.grad_accum
-            parts["monotonic"] += monotonic.item() / config.grad_accum
-            for name, c in (("gain_pos", 1.0), ("gain_neg", -1.0)):
-                gain = (gaps[c].detach() - ref_gap.to(gaps[c].device)) / scale.to(gaps[c].device)
-                parts[name] += gain.mean().item() / config.grad_accum
+            for name, value in found.items():
+                parts[name] += value / config.grad_accum
         if config.clip_grad:
             torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad)
         optimizer.step()
+        steps_run = step + 1
         history.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **parts, "seconds": time.time() - started})
         bar.set_postfix(
             loss=f"{parts['loss']:.3f}",
@@ -386,6 +545,12 @@ def train_reprpo(
             up=f"{parts['gain_pos']:+.2f}",
             down=f"{parts['gain_neg']:+.2f}",
         )
+        if held_out is not None:
+            if steps_run % config.eval_every == 0 or steps_run == config.steps:
+                validate(steps_run)
+                if config.patience is not None and since_best >= config.patience:
+                    break
+            continue
         if parts["loss"] < best - 1e-4:
             best, since_best = parts["loss"], 0
         else:
@@ -393,6 +558,18 @@ def train_reprpo(
             if config.patience is not None and since_best >= config.patience:
                 break
     bar.close()
+
+    val_loss = None
+    if held_out is not None:
+        if validation[-1]["step"] != steps_run:  # the last parameters compete too
+            validate(steps_run)
+        with torch.no_grad():
+            for parameter, saved in zip(parameters, kept, strict=True):
+                parameter.copy_(saved)
+        val_loss = best
+    else:
+        best_step = steps_run
+    train_loss = evaluate_loss(model, adapter, encoded, reference, directions, scale, paths, config)["loss"]
 
     check = separation_check(model, adapter, encoded, min(len(pairs), config.check_pairs), paths, directions, config)
     flipped = check["c=+1"] < check["c=0"]
@@ -406,6 +583,15 @@ def train_reprpo(
         config,
         {layer: directions[path] for layer, path in zip(loss_layers, paths)},
         check,
+        steps_run=steps_run,
+        best_step=best_step,
+        lr=config.lr,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        validation=pd.DataFrame(validation) if held_out is not None else None,
+        direction_vote=dict(zip(loss_layers, votes)),
+        direction_mean_diff_cos=dict(zip(loss_layers, cosines)),
+        weight_change=adapter.weight_change_norm(1.0),
     )
 
 
