@@ -80,7 +80,7 @@ class SteeringEdit:
     path: str
     step: Float[Tensor, " d_out"] | None = None
     V: Float[Tensor, "d_in r"] | None = None
-    coords: Float[Tensor, " r"] | None = None
+    coords: Float[Tensor, "*rows r"] | None = None  # one set per row allowed (broadcast over positions)
     U_out: Float[Tensor, "r d_out"] | None = None
     unit: Float[Tensor, " d_out"] | None = None  # set for ablate, clamp and conditional modes (see steering.modes)
     alpha: float = 0.0

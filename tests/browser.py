@@ -4,8 +4,8 @@ what a reader would see: figures drawn, JavaScript errors, overflow, text cut of
 choreographer never downloads a browser here: it is given the installed binary's path.
 
 Example:
-    >>> seen = open_page(Path("runs/sweep/report.html"), screenshot=Path("out/report.png"))
-    >>> seen.figures, seen.drawn, seen.errors, seen.scroll_width
+    seen = open_page(Path("runs/sweep/report.html"), screenshot=Path("out/report.png"))
+    seen.figures, seen.drawn, seen.errors, seen.scroll_width
 """
 
 from __future__ import annotations

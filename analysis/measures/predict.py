@@ -34,10 +34,10 @@ from torch import Tensor
 
 import probes
 from probes import sublayers as sl
-from probes.module_output import module_hidden
+from probes.module_output import edit_hidden, module_hidden
 from probes.remote import require_weights
 from steering.directions import Direction
-from steering.intervene import check_fits, steer
+from steering.intervene import SteeringEdit, check_fits, steer
 
 from ..readouts import score as sc
 from ..readouts.items import ReadoutItem, check_items
@@ -62,13 +62,11 @@ class ShiftSite:
         hidden = module_hidden(output)
         if self.basis is None:
             self.shift = torch.zeros(hidden.shape[0], 1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device, requires_grad=True)
-            edited = hidden + self.shift
-        else:
-            V, U = (t.to(hidden.device, hidden.dtype) for t in (self.basis.V, self.basis.U))
-            self.shift = torch.zeros(hidden.shape[0], 1, V.shape[1], dtype=hidden.dtype, device=hidden.device, requires_grad=True)
-            step = ((args[0].to(hidden.dtype) @ V) * self.shift) @ U.T
-            edited = hidden + (step if self.sublayer.fused is None else self.sublayer.fused.place(step, like=hidden))
-        return (edited, *output[1:]) if isinstance(output, tuple) else edited
+            return edit_hidden(output, lambda hs: hs + self.shift)
+        self.shift = torch.zeros(hidden.shape[0], 1, self.basis.V.shape[1], dtype=hidden.dtype, device=hidden.device, requires_grad=True)
+        # the factored U-space step of steering (one formula): ((x @ V) ⊙ shift) @ U_out
+        edit = SteeringEdit(self.sublayer.path, V=self.basis.V, coords=self.shift, U_out=self.sublayer.place(self.basis.U.T))
+        return edit_hidden(output, lambda hs: hs + edit.delta(hs, args[0]))
 
 
 def check_directions(directions: Sequence[Direction]) -> list[Direction]:
