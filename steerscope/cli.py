@@ -143,6 +143,8 @@ def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
         steps=args.steps,
         lr=args.lr,
         batch_pairs=args.batch_pairs,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
         lora=not args.no_lora,
         ablations=full or args.ablations,
         depths=full or args.depths,
@@ -205,6 +207,13 @@ def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
     parser.add_argument("--steps", type=at_least(1, "training steps"), default=16)
     parser.add_argument("--lr", type=positive_number("the learning rate"), default=3e-3)
     parser.add_argument("--batch-pairs", type=at_least(1, "pairs per training step"), default=4)
+    parser.add_argument(
+        "--val-fraction",
+        type=fraction(True, "the share of training pairs held out to choose the training budget"),
+        default=0.25,
+        help="training pairs held out; the adapter's best validation step is kept (0: none)",
+    )
+    parser.add_argument("--patience", type=at_least(1, "steps without a better validation loss"), default=None)
     parser.add_argument("--pairs", type=at_least(2, "contrastive pairs for training and the baselines"), default=64)
     parser.add_argument("--min-pmass", type=MIN_PMASS, default=0.1, help="items with P(yes)+P(no) below this are invalid")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of every trainable method (at least 3 for spread)")

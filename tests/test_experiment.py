@@ -117,6 +117,27 @@ def test_trainable_rows_have_every_seed_and_their_spread(experiment):
     assert (out / "adapters" / job_key("main", "InnerPiSSA", 0) / "adapter.safetensors").exists()
 
 
+def test_trained_rows_record_the_budget_chosen_on_held_out_pairs(experiment):
+    out, _ = experiment
+    runs = pd.read_csv(out / "runs.csv")
+    trained = runs[runs["method"].isin(["InnerPiSSA", "LoRA"])]
+    assert len(trained) and trained["best_step"].between(0, 2).all() and trained["steps_run"].le(2).all()
+    assert trained["val_loss"].notna().all() and trained["weight_change"].ge(0).all()
+    assert trained["direction_vote"].between(0, 1).all() and trained["direction_mean_diff_cos"].between(-1, 1).all()
+    assert runs[runs["method"] == "prompting"]["best_step"].isna().all()  # nothing trained
+
+
+def test_held_out_pairs_are_disjoint_seeded_and_skipped_when_too_few():
+    from analysis.studies.experiment import held_out_pairs
+
+    pairs = [(f"yes {i}", f"no {i}") for i in range(8)]
+    train, val = held_out_pairs(pairs, 0.25, seed=0)
+    assert len(val) == 2 and len(train) == 6 and not set(train) & set(val) and set(train) | set(val) == set(pairs)
+    assert held_out_pairs(pairs, 0.25, seed=0) == (train, val)
+    assert held_out_pairs(pairs[:3], 0.25, seed=0) == (pairs[:3], [])
+    assert held_out_pairs(pairs, 0.0, seed=0) == (pairs, [])
+
+
 def test_paper_rebuilds_the_tables_from_the_folder(experiment, tmp_path):
     out, _ = experiment
     code = main(["paper", "--run", str(out), "--out", str(tmp_path)])

@@ -61,8 +61,9 @@ class ShiftSite:
     def hook(self, module: Any, args: tuple, output: Any) -> Any:
         hidden = module_hidden(output)
         if self.basis is None:
-            self.shift = torch.zeros(hidden.shape[0], 1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device, requires_grad=True)
-            return edit_hidden(output, lambda hs: hs + self.shift)
+            shift = torch.zeros(hidden.shape[0], 1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device, requires_grad=True)
+            self.shift = shift
+            return edit_hidden(output, lambda hs: hs + shift)
         self.shift = torch.zeros(hidden.shape[0], 1, self.basis.V.shape[1], dtype=hidden.dtype, device=hidden.device, requires_grad=True)
         # the factored U-space step of steering (one formula): ((x @ V) ⊙ shift) @ U_out
         edit = SteeringEdit(self.sublayer.path, V=self.basis.V, coords=self.shift, U_out=self.sublayer.place(self.basis.U.T))

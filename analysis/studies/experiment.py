@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 import probes
@@ -70,6 +71,15 @@ from .layout import (
 )
 from .run_folder import ResultTable, RunFolder
 
+TRAINING_COLUMNS = [  # from steering's TrainResult.summary(), for trained methods (see held_out_pairs)
+    "steps_run",
+    "best_step",
+    "train_loss",
+    "val_loss",
+    "weight_change",
+    "direction_vote",
+    "direction_mean_diff_cos",
+]
 RUN_COLUMNS = [
     "study",
     "method",
@@ -80,6 +90,7 @@ RUN_COLUMNS = [
     "item_slope_hi",
     "parameters",
     "train_s",
+    *TRAINING_COLUMNS,
     "layers",
     "seconds",
     "error",
@@ -111,6 +122,8 @@ class ExperimentSettings:
     steps: int = 16
     lr: float = 3e-3
     batch_pairs: int = 4
+    val_fraction: float = 0.25  # training pairs held out to choose the training budget (the best validation step is kept); 0: none
+    patience: int | None = None  # stop after this many steps without a better validation loss (None: run every step)
     coeffs: Sequence[float] = (-1.0, 0.0, 1.0, 2.0, 5.0)  # the tables read −1, 0, +1; Figure 1 all of them
     test_fraction: float = 0.5
     split_seed: int = 0
@@ -128,7 +141,7 @@ class Job:
     study: str
     method: str
     seed: int | None
-    build: Callable[[], tuple[Any, float, pd.DataFrame | None]]  # -> (intervention, train seconds, history)
+    build: Callable[[], tuple[Any, float, pd.DataFrame | None, dict[str, Any]]]  # -> (intervention, train s, history, training)
     layers: list[int] = field(default_factory=list)
 
     @property
@@ -164,9 +177,38 @@ def choose_layer(model: Any, pairs: list, validation: list[ReadoutItem], layers:
     }
 
 
+def held_out_pairs(pairs: list, fraction: float, seed: int) -> tuple[list, list]:
+    """``(training, validation)`` pairs: a seeded ``fraction`` of the pairs (at least 2, leaving at least 2) held out
+    so the training budget is chosen on pairs the adapter never trained on; none when too few pairs or fraction 0."""
+    n_val = round(len(pairs) * fraction)
+    if fraction <= 0 or n_val < 2 or len(pairs) - n_val < 2:
+        return list(pairs), []
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = set(order[:n_val])
+    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+
+def training_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """The `TRAINING_COLUMNS` of a `TrainResult.summary()` (its one loss layer's direction checks unprefixed)."""
+    row = {key: summary.get(key) for key in TRAINING_COLUMNS}
+    for key, value in summary.items():
+        for name in ("direction_vote", "direction_mean_diff_cos"):
+            if key.startswith(f"{name}_L"):
+                row[name] = value
+    return row
+
+
 def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int], choice: dict[str, Any]) -> list[Job]:
     """Every (study, method, seed) to run, in order."""
-    train = {"steps": settings.steps, "lr": settings.lr, "batch_pairs": settings.batch_pairs, "progress": False}
+    train_pairs, val_pairs = held_out_pairs(pairs, settings.val_fraction, settings.split_seed)
+    train = {
+        "steps": settings.steps,
+        "lr": settings.lr,
+        "batch_pairs": settings.batch_pairs,
+        "progress": False,
+        "val_pairs": val_pairs or None,
+        "patience": settings.patience,
+    }
 
     def adapter(attach_layers: list[int], options: dict, overrides: dict, seed: int, lora: bool = False):
         def build():
@@ -178,11 +220,13 @@ def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int
             # the loss reads the default layer, or the deepest adapted one when that is deeper (steering.adapters.reprpo refuses otherwise)
             loss_layer = max(default_loss_layer(sl.n_layers(model)), *attach_layers)
             try:
-                result = steering.train_reprpo(model, handle, pairs, **(train | {"loss_layers": [loss_layer]} | overrides | {"seed": seed}))
+                result = steering.train_reprpo(
+                    model, handle, train_pairs, **(train | {"loss_layers": [loss_layer]} | overrides | {"seed": seed})
+                )
             except BaseException:
                 handle.detach()
                 raise
-            return handle, result.seconds, result.history
+            return handle, result.seconds, result.history, training_row(result.summary())
 
         return build
 
@@ -190,7 +234,10 @@ def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int
     acts = probes.collect(model, pairs, layers=[layer], sublayers=("resid", "down"), progress=False)
     pca = dirs.compute("pca_diff", acts, layer, "resid")
     random = replace(dirs.compute("random", acts, layer, "resid"), scale=pca.scale)  # matched norm
-    static = lambda value: lambda: (value, 0.0, None)  # noqa: E731
+
+    def static(value: Any) -> Callable[[], tuple[Any, float, None, dict[str, Any]]]:
+        return lambda: (value, 0.0, None, {})
+
     jobs = [Job("main", "InnerPiSSA", seed, adapter(layers, {}, {}, seed), layers) for seed in settings.seeds]
     jobs += [
         Job("main", "prompting", None, static(steering.Prompting(*probes.pairs.prompting_personas(settings.concept)))),
@@ -199,7 +246,7 @@ def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int
             "main",
             f"S-space (L{layer} down)",
             None,
-            lambda: (dirs.compute("uspace_pca", acts, layer, "down", model=model), 0.0, None),
+            lambda: (dirs.compute("uspace_pca", acts, layer, "down", model=model), 0.0, None, {}),
             [layer],
         ),
         Job("main", f"random (L{layer})", None, static(random), [layer]),
@@ -265,11 +312,15 @@ def run_experiment(
             started = time.time()
             row: dict[str, Any] = {"study": job.study, "method": job.method, "seed": job.seed, "layers": str(job.layers)}
             try:
-                run = run_job(model, job, split.test, settings, folder)
-                row |= {k: run.metrics.get(k) for k in RUN_COLUMNS if k in run.metrics} | {
-                    "parameters": run.parameters,
-                    "train_s": round(run.train_seconds, 1),
-                }
+                run, training = run_job(model, job, split.test, settings, folder)
+                row |= (
+                    training
+                    | {k: run.metrics.get(k) for k in RUN_COLUMNS if k in run.metrics}
+                    | {
+                        "parameters": run.parameters,
+                        "train_s": round(run.train_seconds, 1),
+                    }
+                )
                 if not run.metrics.get("n_items"):
                     warn_no_valid_items(job, settings, progress)
             except Exception as error:  # one failing run must not lose the others
@@ -307,9 +358,12 @@ def write_generations(folder: RunFolder, jobs: list[Job]) -> None:
         write_atomic(folder.file(GENERATIONS_MD), generations_markdown(runs))
 
 
-def run_job(model: Any, job: Job, test: list[ReadoutItem], settings: ExperimentSettings, folder: RunFolder) -> MethodRun:
-    """Build (train) one job's intervention, judge it on the test items, save what it produced, detach it."""
-    intervention, seconds, history = job.build()
+def run_job(
+    model: Any, job: Job, test: list[ReadoutItem], settings: ExperimentSettings, folder: RunFolder
+) -> tuple[MethodRun, dict[str, Any]]:
+    """Build (train) one job's intervention, judge it on the test items, save what it produced, detach it; returns
+    the judged run and its training record (`TRAINING_COLUMNS`; empty for what is not trained)."""
+    intervention, seconds, history, training = job.build()
     try:
         main = job.study == "main"
         samples = main and job.method.split(" ")[0] in ("InnerPiSSA", "prompting", "PCA") and job.seed in (None, settings.seeds[0])
@@ -336,7 +390,7 @@ def run_job(model: Any, job: Job, test: list[ReadoutItem], settings: ExperimentS
             write_json(entry_file(folder.path, GENERATIONS, job.key, ".json"), saved)
         if main and job.seed == settings.seeds[0] and hasattr(intervention, "save"):
             intervention.save(entry_file(folder.path, ADAPTERS, job.key, ""))
-        return run
+        return run, training
     finally:
         if hasattr(intervention, "detach"):
             intervention.detach()

@@ -59,6 +59,13 @@ def checked_settings(settings: ExperimentSettings, model: Any, layers: list[int]
         raise ValueError(
             f"min_pmass={settings.min_pmass!r}: the least P(positive)+P(negative) words for an item to count, between 0 and 1 (e.g. 0.1)."
         )
+    if not isinstance(settings.val_fraction, numbers.Real) or not 0 <= settings.val_fraction < 1:
+        raise ValueError(
+            f"val_fraction={settings.val_fraction!r}: the share of training pairs held out to choose the training budget, "
+            "at least 0 and below 1 (e.g. 0.25; 0 trains on every pair for every step)."
+        )
+    if settings.patience is not None:
+        whole_number(settings.patience, "patience", "steps without a better validation loss before stopping", 1, 4)
     coeffs = check_coeffs(settings.coeffs)
     if not {-1.0, 0.0, 1.0} <= {float(c) for c in coeffs}:
         raise ValueError(f"coeffs={list(coeffs)} must include -1, 0 and +1 (the tables' effect is read there).")
