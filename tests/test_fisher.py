@@ -227,7 +227,15 @@ def test_relative_damping_and_ledoit_wolf_equal_an_independent_solve():
         default = directions.compute(f"fisher_{variant}", acts, 0, "resid", **options)  # the default: rel = 1
         torch.testing.assert_close(default.vector, directions.compute(f"fisher_{variant}_rel1", acts, 0, "resid", **options).vector)
         assert default.meta["rel"] == 1.0 and default.meta["shrinkage"] is None
-    for side in (grads.positive.double(), grads.negative.double()):  # dual: each side's uncentred second moment
+    sides = (grads.positive.double(), grads.negative.double())  # dual: each side's uncentred second moment, its own μ
+    for rel in (1e-1, 1.0):
+        solved = []
+        for side in sides:
+            moment = side.T @ side / len(side)
+            solved.append(unit(solve(moment, side.mean(0), rel * float(moment.trace()) / moment.shape[0])))
+        found = directions.compute("fisher_dual", acts, 0, "resid", rel=rel, **options)
+        assert abs(float(found.vector.double() @ unit(solved[0] - solved[1]))) > 0.999, rel
+    for side in sides:
         rho = ledoit_wolf_shrinkage(side.numpy(), assume_centered=True)
         assert ledoit_wolf(side) == pytest.approx(rho, rel=1e-6)
 

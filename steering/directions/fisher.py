@@ -37,7 +37,8 @@ Directions (``F`` a Fisher matrix of the q_i, ``ḡ = q̄``):
   (Wu et al. 2024), ``F_iEF = mean q qᵀ / ‖∂L_i/∂o_i‖²``: each pair's gradient outer product
   divided by the squared norm of the loss's gradient with respect to the model outputs it
   reads, ``o_i`` = the logits of both texts (coherence term) and their read states h
-  (separation term, ‖∂L_i/∂(h₊, h₋)‖² = 2 since ‖p‖ = 1). With ``coherence=0`` every pair's
+  (separation term, ‖∂L_i/∂(h₊, h₋)‖² = 2 since ‖p‖ = 1; the paper's loss reads only logits, this
+  one reads h too, and without it the weight would be 1/0 at coherence 0). With ``coherence=0`` every pair's
   output gradient is the same, so iEF is the empirical Fisher ``E = C + q̄q̄ᵀ`` and gives
   ``fisher_cov``'s direction (Sherman–Morrison, below);
 - ``fisher_unit``: ``−(F_u + λI)⁻¹ q̄`` with ``F_u = mean q qᵀ / ‖q‖²``, the Fisher of unit-
@@ -50,7 +51,7 @@ Directions (``F`` a Fisher matrix of the q_i, ``ḡ = q̄``):
 The uncentred empirical Fisher ``E = mean q qᵀ`` is not offered: ``E = C + q̄q̄ᵀ``, so by
 Sherman–Morrison ``(E + λI)⁻¹q̄ ∝ (C + λI)⁻¹q̄`` for every λ > 0: it is ``fisher_cov`` again.
 
-Damping. With n pairs in d dimensions F has rank < n, and the default run has fewer pairs
+Damping. With n pairs in d dimensions F has rank ≤ n (C ≤ n − 1), and the default run has fewer pairs
 than dimensions (64 pairs, 576 dimensions). A small λ then lets ``(F + λI)⁻¹ḡ`` fit the n
 pairs exactly: for ``fisher_cov`` it collapses onto ``ḡ⊥``, the part of ḡ outside the range
 of C (the one direction along which every pair's gradient agrees), amplified by 1/λ, and the
@@ -61,7 +62,7 @@ pseudo-inverse (λ = 0) discards exactly that part. So λ is relative to the spe
   ``fisher_cov_rel10``; the bare name is ``…_rel1``;
 - ``shrinkage="lw"``: Ledoit–Wolf shrinkage of F towards ``μI``, ``F_ρ = (1 − ρ)F + ρμI`` with ρ
   estimated from the samples (sklearn's ``ledoit_wolf_shrinkage``), i.e. ``λ = μ·ρ/(1 − ρ)``
-  (names ``…_lw``). It shrinks little when a few eigenvalues dominate, even with n ≤ d (ρ ≈ 0.001
+  (names ``…_lw``). It shrinks little when a few eigenvalues dominate, even with n ≤ d (ρ ≈ 0.001–0.002
   on the planted test model), so it is offered, not the default;
 - ``reg=λ``: an absolute λ (the seeds' names ``reg0`` … ``reg5`` are 0, 1e-1 … 1e-5 as the notes'
   README lists them; λ = 0 uses the pseudo-inverse).
