@@ -25,7 +25,7 @@ already active (``0.99·b > b`` for a negative ``b``), so its gradient is
 ``−2w·0.01|b|·∇logp``, a push to raise each text's own likelihood (in q_i: the positive
 text's against the negative's), not the separation along p: at w = 10⁴ its pair gradients are about 28× the separation term's (RMS norm)
 on the tiny test model, where the direction then loses mean_diff (cos 0.27 → −0.04), and about
-4.5× on SmolLM2-135M (layer 12, 64 honesty pairs). Pass
+3.4× on SmolLM2-135M (layer 12, 64 honesty pairs). Pass
 ``coherence=SEEDS_COHERENCE`` for the seeds' full loss. The separation term makes the positive
 and negative gradients oppose; ``q_i = g₊ − g₋`` is the pair's gradient for a shift that
 moves the two texts apart.
