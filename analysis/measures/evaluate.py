@@ -43,7 +43,7 @@ from ..readouts.sets import controls, neutral_texts
 from .dose import dose_response
 from .metrics import dose_metrics, with_dilemmas
 from .precision import best_of, paired_tests, seed_summary
-from .values import side_effect_null, side_effects, value_profile
+from .values import side_effect_null, side_effects, value_profile, with_null
 
 HONEST_PERSONA, DISHONEST_PERSONA = prompting_personas("honesty")  # probes/data/honesty.json
 GENERATION_PROMPTS = (
@@ -110,13 +110,14 @@ def target_metrics(
     table = dose[dose["coeff"].isin(TABLE_COEFFS)]
     if "dilemma" not in table:
         table = with_dilemmas(table, items)
-    profile = value_profile(table, items, target, permutations=permutations, seed=seed)
+    profile = value_profile(table, items, target)
     target_row = profile[profile["target"]]
     if target_row.empty:
         raise ValueError(f"No test item is labelled with the target value {target!r}.")
     metrics = dose_metrics(target_part(table, items, target)) | {"side_effects": side_effects(profile)}
     if permutations > 0:
-        metrics |= side_effect_null(table, items, target, permutations, seed).metrics()
+        null = side_effect_null(table, items, target, permutations, seed)
+        profile, metrics = with_null(profile, null), metrics | null.metrics()
     return profile, metrics
 
 

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -37,8 +38,8 @@ from .metrics import dilemma_slopes, t_summary
 PAIRED_COLUMNS = ["method", "baseline", "n_dilemmas", "difference", "difference_lo", "difference_hi", "p"]
 SEED_KEYS = ("seeds", "n_dilemmas", "effect", "seed_sd", "dilemma_slope_lo", "dilemma_slope_hi", "dilemma_p")
 
-Run = pd.DataFrame | pd.Series
-Runs = Run | Sequence[Run]
+Run: TypeAlias = pd.DataFrame | pd.Series  # a dose table with a signed readout, or its per-dilemma slopes
+Runs: TypeAlias = pd.DataFrame | pd.Series | Sequence[pd.DataFrame | pd.Series]  # one run or its seeds
 
 
 def signed_for(dose: pd.DataFrame, labels: Mapping[str, int]) -> pd.DataFrame:

@@ -75,11 +75,18 @@ def value_profile(dose: pd.DataFrame, items: Sequence[ReadoutItem], target: str,
         rows.append({"value": value, "target": value == value_name(target)} | {k: metrics[k] for k in PROFILE_COLUMNS[2:]})
     profile = pd.DataFrame(rows, columns=PROFILE_COLUMNS)
     if permutations > 0 and len(profile):
-        per_value = side_effect_null(dose, items, target, permutations, seed).per_value.set_index("value")
-        for column in NULL_COLUMNS:
-            profile[column] = profile["value"].map(per_value[column])
-        profile["beats_null"] = profile["beats_null"].astype("boolean")
+        profile = with_null(profile, side_effect_null(dose, items, target, permutations, seed))
     return profile
+
+
+def with_null(profile: pd.DataFrame, null: SideEffectNull) -> pd.DataFrame:
+    """A copy of ``profile`` with each value's ``NULL_COLUMNS`` from a `side_effect_null` of the same table."""
+    per_value = null.per_value.set_index("value")
+    out = profile.copy()
+    for column in NULL_COLUMNS:
+        out[column] = out["value"].map(per_value[column])
+    out["beats_null"] = out["beats_null"].astype("boolean")
+    return out
 
 
 def side_effects(profile: pd.DataFrame, min_items: int = 4) -> float:
