@@ -20,7 +20,8 @@ what they were, and only which dilemmas carry which other values is random. Per
 value, ``beats_null`` says whether |effect| exceeds the 95th percentile of its null
 |effect|; for the target row the null flips the target labels within each dilemma
 at random (a sign-flip test). ``side_effects_ratio`` is side effects per unit of
-|target effect|.
+|target effect|. The per-value marks are separate 5 % tests: over 40 values about two
+beat their null by chance, so read a mark on one value with that in mind.
 
 Example:
     profile = value_profile(dose, items, target="honesty")       # one row per value
