@@ -5,8 +5,13 @@ Input: a tidy table with one row per (item, coeff), columns ``item``, ``coeff``,
 optionally the neutral-text ``nll`` at that coefficient.
 
 - **Balanced set**: only items valid at every coefficient enter the means and the
-  statistics, so each coefficient's mean is over the same items. ``n_items``
-  counts them; ``valid_frac`` is the share of valid (item, c) rows overall.
+  statistics, so each coefficient's mean is over the same items. When the table
+  has a ``dilemma`` column (`with_dilemmas`; `analysis.measures.evaluate` adds
+  it), an item invalid at any c drops **its whole dilemma**: both actions of a
+  dilemma carry opposite labels, so keeping one action alone would let a shift
+  towards "Yes" leak into the value effect. ``n_items`` counts the kept items,
+  ``n_dilemmas`` their dilemmas, ``kept_frac`` the share of the table's items
+  kept; ``valid_frac`` is the share of valid (item, c) rows overall.
 - ``slope``, ``intercept``, ``r2``: least squares of the per-coefficient mean
   readout on c; ``score = |slope| · r2 · valid_frac²`` (the seeds' composite).
 - ``spearman``: ρ of the per-coefficient means over c ∈ {−1, 0, +1} (all
@@ -20,6 +25,14 @@ optionally the neutral-text ``nll`` at that coefficient.
   ``p_value`` a one-sample t-test of the slopes against 0; ``paired_p`` a paired
   t-test between the highest and the lowest coefficient. No statistic treats
   (item, c) rows as independent samples.
+- Dilemma level (the unit a reviewer accepts: both actions of a dilemma are
+  paired by design, so items are not independent): each dilemma's slope is the
+  mean of its kept items' slopes (`dilemma_slopes`); ``dilemma_slope`` is their
+  mean over dilemmas with a 95 % t-interval (``dilemma_slope_lo``,
+  ``dilemma_slope_hi``) and ``dilemma_p`` a one-sample t-test of the per-dilemma
+  slopes against 0 over ``n_dilemmas`` dilemmas. Items without a dilemma id (no
+  ``dilemma`` column, or an empty cell there: sentiment readouts, controls) are
+  each their own unit, so on such tables the dilemma statistics equal the item ones.
 
 Example:
     dose_metrics(df)["item_slope"], dose_metrics(df)["p_value"]
@@ -27,9 +40,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy import stats
+
+from ..readouts.items import ReadoutItem
 
 TRAINING_COEFFS = (-1.0, 0.0, 1.0)
 METRIC_KEYS = (
@@ -50,7 +68,14 @@ METRIC_KEYS = (
     "paired_p",
     "min",
     "max",
+    "n_dilemmas",
+    "kept_frac",
+    "dilemma_slope",
+    "dilemma_slope_lo",
+    "dilemma_slope_hi",
+    "dilemma_p",
 )
+DILEMMA = "dilemma"  # the column naming each item's dilemma (its ReadoutItem.group)
 
 
 def readout_column(df: pd.DataFrame) -> str:
@@ -61,13 +86,37 @@ def readout_column(df: pd.DataFrame) -> str:
     raise ValueError(f"A dose table needs a signed readout column ('readout' or 'honesty'); it has {list(df.columns)}.")
 
 
+def with_dilemmas(df: pd.DataFrame, items: Iterable[ReadoutItem]) -> pd.DataFrame:
+    """A copy of a dose table with a ``dilemma`` column: each item's ``group`` (its dilemma id), or
+    the item's own id when it has none (the item is then its own unit)."""
+    groups = {item.id: item.group or item.id for item in items}
+    out = df.copy()
+    out[DILEMMA] = out["item"].map(groups).fillna(out["item"].astype(str))
+    return out
+
+
+def units(df: pd.DataFrame) -> pd.Series:
+    """Each item's unit of inference, indexed by item: its dilemma (the ``dilemma`` column) where the
+    table names one, else the item itself."""
+    items = df.drop_duplicates("item").set_index("item")
+    if DILEMMA not in items:
+        return pd.Series(items.index.astype(str), index=items.index, name=DILEMMA)
+    named = items[DILEMMA].astype(object).where(items[DILEMMA].notna() & (items[DILEMMA].astype(str) != ""))
+    return named.fillna(pd.Series(items.index.astype(str), index=items.index)).astype(str).rename(DILEMMA)
+
+
 def balanced(df: pd.DataFrame) -> pd.DataFrame:
-    """Items × coefficients of the signed readout, for the items valid at every coefficient."""
+    """Items × coefficients of the signed readout, for the items valid at every coefficient whose
+    dilemma's other items (in this table) are valid at every coefficient too: an invalid item drops
+    its whole dilemma (see the module docstring). Without a ``dilemma`` column each item stands alone."""
     value = readout_column(df)
     coeffs = sorted(df["coeff"].unique())
     ok = df.groupby("item")["valid"].agg(lambda v: bool(v.all()))
     counts = df.groupby("item")["coeff"].nunique()
-    keep = ok[ok & (counts == len(coeffs))].index
+    ok = ok & (counts == len(coeffs))
+    unit = units(df).reindex(ok.index)
+    ok = ok.groupby(unit).transform("all")  # one bad action drops its dilemma
+    keep = ok[ok].index
     wide = df[df["item"].isin(keep)].pivot_table(index="item", columns="coeff", values=value, aggfunc="first")
     return wide.reindex(columns=coeffs)
 
@@ -77,6 +126,30 @@ def item_slopes(wide: pd.DataFrame) -> np.ndarray:
     c = np.asarray(wide.columns, dtype=float)
     centred = c - c.mean()
     return (wide.to_numpy(dtype=float) - wide.to_numpy(dtype=float).mean(1, keepdims=True)) @ centred / (centred**2).sum()
+
+
+def dilemma_slopes(df: pd.DataFrame) -> pd.Series:
+    """Per dilemma (index: its id; the item's id for an item without one): the mean least-squares
+    slope on c of its kept items (`balanced`), from a dose table with a signed readout."""
+    wide = balanced(df)
+    if len(wide) == 0 or wide.shape[1] < 2:
+        return pd.Series(dtype=float, name="slope")
+    slopes = pd.Series(item_slopes(wide), index=wide.index)
+    return slopes.groupby(units(df).reindex(wide.index)).mean().rename("slope")
+
+
+def t_summary(values: ArrayLike, confidence: float = 0.95) -> dict[str, float]:
+    """Mean, t-interval (``lo``, ``hi``) and one-sample t-test p against 0 of independent units' values;
+    NaN where fewer than two."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    nan = float("nan")
+    if len(x) < 2:
+        return {"n": float(len(x)), "mean": float(x.mean()) if len(x) else nan, "lo": nan, "hi": nan, "p": nan}
+    mean = float(x.mean())
+    half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    p = float(stats.ttest_1samp(x, 0.0).pvalue)  # NaN when every unit has the same value
+    return {"n": float(len(x)), "mean": mean, "lo": mean - half, "hi": mean + half, "p": p}
 
 
 def delta_nll(df: pd.DataFrame) -> float:
@@ -95,6 +168,8 @@ def dose_metrics(df: pd.DataFrame, confidence: float = 0.95) -> dict[str, float]
     out: dict[str, float] = dict.fromkeys(METRIC_KEYS, nan)
     wide = balanced(df)
     out["n_items"] = float(len(wide))
+    out["n_dilemmas"] = float(units(df).reindex(wide.index).nunique())
+    out["kept_frac"] = float(len(wide) / df["item"].nunique()) if len(df) else nan
     out["valid_frac"] = float(df["valid"].mean())
     out["delta_nll"] = delta_nll(df)
     if len(wide) == 0 or wide.shape[1] < 2:
@@ -126,21 +201,39 @@ def dose_metrics(df: pd.DataFrame, confidence: float = 0.95) -> dict[str, float]
         out["item_slope_lo"], out["item_slope_hi"] = out["item_slope"] - float(half), out["item_slope"] + float(half)
         out["p_value"] = float(stats.ttest_1samp(slopes, 0.0).pvalue)
         out["paired_p"] = float(stats.ttest_rel(wide[wide.columns[-1]], wide[wide.columns[0]]).pvalue)
+    per_dilemma = t_summary(dilemma_slopes(df), confidence)
+    if per_dilemma["n"] >= 2:
+        out |= {
+            "dilemma_slope": per_dilemma["mean"],
+            "dilemma_slope_lo": per_dilemma["lo"],
+            "dilemma_slope_hi": per_dilemma["hi"],
+            "dilemma_p": per_dilemma["p"],
+        }
     return out
 
 
 def paired_changes(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Per coefficient: mean and t-interval over (balanced) items of each item's change from c = 0."""
+    """Per coefficient: mean and t-interval of each item's change from c = 0, over the (balanced)
+    dilemmas: each dilemma's change is the mean of its items' (``n_dilemmas`` of them; on a table
+    without a ``dilemma`` column every item is its own unit and this is the item-level interval)."""
     wide = balanced(df)
     if 0.0 not in wide.columns:
         raise ValueError("Paired changes need c = 0 in the table.")
-    change = wide.sub(wide[0.0], axis=0)
+    n_items = len(wide)
+    change = wide.sub(wide[0.0], axis=0).groupby(units(df).reindex(wide.index)).mean()
     n = len(change)
     mean = change.mean(axis=0)
     sem = change.std(axis=0, ddof=1) / np.sqrt(max(n, 1)) if n > 1 else change.mean(axis=0) * np.nan
     half = sem * stats.t.ppf((1 + confidence) / 2, max(n - 1, 1))
     frame = pd.DataFrame(
-        {"coeff": mean.index.astype(float), "mean": mean.values, "lo": (mean - half).values, "hi": (mean + half).values, "n_items": n}
+        {
+            "coeff": mean.index.astype(float),
+            "mean": mean.values,
+            "lo": (mean - half).values,
+            "hi": (mean + half).values,
+            "n_items": n_items,
+            "n_dilemmas": n,
+        }
     )
     if "nll" in df:
         nll = df.groupby("coeff")["nll"].first()
