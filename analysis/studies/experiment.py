@@ -49,7 +49,7 @@ from steering import directions as dirs
 from steering.adapters.lora import attach_lora
 from steering.adapters.reprpo import default_loss_layer
 
-from ..measures.evaluate import SUMMARY, MethodRun, evaluate, generations_markdown
+from ..measures.evaluate import PRECISION, SUMMARY, MethodRun, evaluate, generations_markdown
 from ..measures.predict import first_order_effects
 from ..readouts.daily_dilemmas import for_value
 from ..readouts.items import ReadoutItem, check_items
@@ -88,6 +88,7 @@ RUN_COLUMNS = [
     "n_items",
     "item_slope_lo",
     "item_slope_hi",
+    *PRECISION,  # dilemma-level effect, CI and p; kept/valid share; side effects against their label-permutation null
     "parameters",
     "train_s",
     *TRAINING_COLUMNS,
