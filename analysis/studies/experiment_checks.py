@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import probes
 import steering
@@ -19,9 +19,7 @@ from ..measures.dose import check_coeffs
 from ..readouts.daily_dilemmas import check_value
 from ..readouts.items import value_name
 from ..readouts.split import Split
-
-if TYPE_CHECKING:
-    from .experiment import ExperimentSettings
+from .experiment_settings import ExperimentSettings
 
 WHOLE = {
     "rank": ("the adapters' rank", 1, 16),
