@@ -43,11 +43,42 @@ def fake_dose() -> pd.DataFrame:
 
 def test_figures_have_titled_axes_and_one_panel_per_method():
     fig = plots.steerability_heatmap(fake_results())
-    assert len(fig.data) == 2 and fig.layout.xaxis.title.text == "layer" and fig.layout.yaxis.title.text == "sublayer"
+    # per method: the coloured cells, then the grey n.s. ones
+    assert len(fig.data) == 4 and fig.layout.xaxis.title.text == "layer" and fig.layout.yaxis.title.text == "sublayer"
     assert list(fig.data[0].y) == ["resid", "down"]
-    assert [list(row) for row in fig.data[0].text] == [["n.s.", "", "", ""]] * 2  # layer 0: p = 0.2, the rest p < 0.05
+    assert [list(row) for row in fig.data[1].text] == [["n.s.", "", "", ""]] * 2  # layer 0: p = 0.2, the rest p < 0.05
     diverging = plots.steerability_heatmap(fake_results(), "normalized_gain")
     assert diverging.data[0].zmid == 0
+
+
+def scale_ends(trace) -> set[str]:
+    return {trace.colorscale[0][1].lower(), trace.colorscale[-1][1].lower()}
+
+
+@pytest.mark.parametrize("metric", ["item_slope", "normalized_gain"])
+@pytest.mark.parametrize("p_column", ["p_value", "p_holm"])
+def test_a_non_significant_cell_never_takes_the_strongest_colour(metric, p_column):
+    results = fake_results()
+    loud = (results["layer"] == 0) & (results["kind"] == "down")
+    results.loc[loud, metric] = 50.0  # the largest effect of all, but p = 0.2
+    if p_column == "p_holm":  # the adjusted p decides where the table has it
+        results["p_holm"] = np.where(results["layer"] == 1, 0.3, results["p_value"])
+    fig = plots.steerability_heatmap(results, metric)
+    coloured = [t for t in fig.data if t.showscale is not None and t.colorscale[0][1] != plots.NOT_SIGNIFICANT]
+    grey = [t for t in fig.data if t.colorscale[0][1] == plots.NOT_SIGNIFICANT]
+    assert len(coloured) == len(grey) == 2
+    adjusted = results[p_column] >= 0.05
+    for trace, method in zip(coloured, ("mean_diff", "pca_diff")):
+        z = np.array(trace.z, dtype=float)
+        part = results[results["method"] == method].pivot_table(index="kind", columns="layer", values=p_column).loc[list(trace.y)]
+        # a cell whose p is not below 0.05 has no value on the colour scale: it is drawn grey, not coloured
+        assert np.isnan(z[(part >= 0.05).to_numpy()]).all() and np.isfinite(z[(part < 0.05).to_numpy()]).all()
+        # the scale spans the significant cells only: the n.s. outlier does not stretch it
+        assert trace.zmax == pytest.approx(results.loc[~adjusted, metric].abs().max())
+    for trace in grey:
+        assert set(np.array(trace.z, dtype=float)[np.isfinite(np.array(trace.z, dtype=float))]) == {0.0}
+        assert plots.NOT_SIGNIFICANT.lower() not in scale_ends(coloured[0]) and scale_ends(trace) == {plots.NOT_SIGNIFICANT}
+    assert ("Holm" in fig.layout.title.text) == (p_column == "p_holm")
 
 
 def test_the_dose_figure_shows_each_items_change_from_zero_and_the_nll_cost():

@@ -177,8 +177,9 @@ def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
     table = ranked(result.results)
     figures: dict[str, Any] = {}
     if len(table):
-        figures["steerability_score"] = plots.steerability_heatmap(table, "item_slope" if "item_slope" in table else "score")
-        figures["steerability_gain"] = plots.steerability_heatmap(table, "normalized_gain")
+        adjusted = inferred(result)  # grey, not coloured, where the Holm-adjusted p is not below 0.05
+        figures["steerability_score"] = plots.steerability_heatmap(adjusted, "item_slope" if "item_slope" in table else "score")
+        figures["steerability_gain"] = plots.steerability_heatmap(adjusted, "normalized_gain")
         curves = {
             name.replace("_", " ", 2).replace(" null", " random (null)"): result.doses[name]
             for name in dose_names(table, top)
