@@ -202,4 +202,4 @@ def test_paper_figures_notebook_without_png_export_writes_and_shows_the_html(tmp
     shown = outputs_text(notebook)
     assert PLOTLY in json.dumps(outputs(notebook))
     assert shown.count("export needs kaleido and a Chromium") == 1  # said once, not per figure
-    assert (paper / "sweep_summary.md").read_text().startswith("| layer |")
+    assert (paper / "sweep_summary.md").read_text().startswith("| configuration |")  # the key columns; the CSV holds all
