@@ -108,3 +108,47 @@ def test_save_figure_writes_html_png_svg_pdf(tmp_path):
     assert png_size(tmp_path / "dose.png") == (2 * fig.layout.width, 2 * fig.layout.height)
     assert (tmp_path / "dose.svg").read_text().lstrip().startswith("<svg")
     assert (tmp_path / "dose.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def every_figure() -> dict[str, object]:
+    """One of each figure the library draws, from small fake tables (titles as long as real runs make them)."""
+    from analysis.reports.experiment_plots import pareto_figure, transfer_figure
+    from analysis.reports.monitor_plots import monitor_figure
+
+    results = fake_results()
+    separation = pd.DataFrame(
+        [{"layer": layer, "kind": k, "auroc": 0.6, "auroc_null": 0.7} for layer in range(4) for k in ("resid", "down")]
+    )
+    cosines = pd.DataFrame(
+        [{"layer": 0, "kind": "resid", "method_a": a, "method_b": b, "cosine": 0.5} for a in ("x", "y") for b in ("x", "y")]
+    )
+    history = pd.DataFrame({c: np.arange(5.0) for c in ("step", "loss", "projection", "coherence", "monotonic", "gain_pos", "gain_neg")})
+    methods = pd.DataFrame({"method": ["InnerPiSSA", "PCA (L5)"], "effect": [0.3, 0.1], "delta_nll": [0.02, 0.1], "seeds": [2, 1]})
+    transfer = pd.DataFrame({"n_items": [10, 8], "InnerPiSSA": [0.3, -0.1], "PCA": [0.1, 0.0]}, index=["honesty", "care"])
+    tokens = pd.DataFrame(
+        [{"prompt": 0, "direction": "L12 resid", "position": i, "token": f"t{i}", "z": 800.0 if i == 0 else np.sin(i), "projection": 1.0,
+          "phase": "prompt" if i < 20 else "generated"} for i in range(30)]
+    )  # fmt: skip
+    return {
+        "heatmap (one method)": plots.steerability_heatmap(results[results["method"] == "mean_diff"]),
+        "heatmap": plots.steerability_heatmap(results, "normalized_gain"),
+        "dose": plots.dose_curves({"L3 resid mean_diff": fake_dose(), "L3 resid random (null)": fake_dose()}),
+        "separation": plots.separation_by_layer(separation),
+        "cosines": plots.cosine_heatmap(cosines),
+        "training": plots.training_curves(history),
+        "pareto": pareto_figure(methods),
+        "transfer": transfer_figure(transfer),
+        "monitor": monitor_figure(tokens),
+    }
+
+
+def test_every_figures_title_fits_its_width_and_its_top_margin():
+    from analysis.reports import style as house
+
+    for name, fig in every_figure().items():
+        lines = fig.layout.title.text.split("<br>")
+        width = fig.layout.width
+        assert all(len(line) * house.CHAR_WIDTH * house.TITLE_SIZE <= width - 60 for line in lines), (name, lines)
+        # the title hangs from the image's top edge inside a margin tall enough for all its lines
+        assert fig.layout.title.yref == "container" and fig.layout.title.yanchor == "top" and fig.layout.title.pad.t >= 16, name
+        assert fig.layout.margin.t >= 30 + house.LINE_HEIGHT * len(lines), (name, fig.layout.margin.t, len(lines))
