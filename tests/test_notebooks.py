@@ -49,6 +49,12 @@ PROMISED = {
         "paper/dose_response_top.svg",
         "paper/sweep_summary.md",
         "paper/sweep_summary.tex",
+        "paper/sweep_summary.csv",
+        "train_paper/table1.tex",
+        "train_paper/table1.csv",
+        "train_paper/table2.md",
+        "train_paper/figure1_dose.svg",
+        "train_paper/paper.html",
     ],
 }
 WARNING_TEXT = re.compile(r"Warning|IProgress|Traceback|it/s\]|pair/s\]")
