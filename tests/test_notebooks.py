@@ -49,6 +49,12 @@ PROMISED = {
         "paper/dose_response_top.svg",
         "paper/sweep_summary.md",
         "paper/sweep_summary.tex",
+        "paper/sweep_summary.csv",
+        "train_paper/table1.tex",
+        "train_paper/table1.csv",
+        "train_paper/table2.md",
+        "train_paper/figure1_dose.svg",
+        "train_paper/paper.html",
     ],
 }
 WARNING_TEXT = re.compile(r"Warning|IProgress|Traceback|it/s\]|pair/s\]")
@@ -202,4 +208,4 @@ def test_paper_figures_notebook_without_png_export_writes_and_shows_the_html(tmp
     shown = outputs_text(notebook)
     assert PLOTLY in json.dumps(outputs(notebook))
     assert shown.count("export needs kaleido and a Chromium") == 1  # said once, not per figure
-    assert (paper / "sweep_summary.md").read_text().startswith("| layer |")
+    assert (paper / "sweep_summary.md").read_text().startswith("| configuration |")  # the key columns; the CSV holds all

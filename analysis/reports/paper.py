@@ -34,7 +34,7 @@ from ..measures.values import transfer_table
 from ..studies.layout import ADAPTERS, DOSES, HISTORIES, PROFILES, RUNS, job_file, read_config, read_runs, target_labels
 from . import plots
 from .experiment_plots import pareto_figure, transfer_figure
-from .paper_page import write_paper_page
+from .paper_page import compact_methods, write_paper_page
 from .style import PALETTE, style
 from .tables import write_table
 
@@ -203,6 +203,14 @@ def figure2(rows: pd.DataFrame) -> go.Figure | None:
     return style(fig, "Effect by layer depth (error bars: SD over seeds)", height=440, width=760)
 
 
+def shown_table1(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as the paper shows it (Markdown and LaTeX): method, seeds, effect ± SD, p (median and largest over
+    seeds), side effects ± SD, ΔNLL ± SD and trained parameters; ``table1.csv`` keeps every column."""
+    shown = compact_methods(table)
+    shown["parameters"] = table["parameters"].astype("Int64") if "parameters" in table else pd.NA
+    return shown
+
+
 def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequence[str] = ("html", "png", "svg")) -> list[Path]:
     """Write every table and figure of an experiment folder into ``out`` (default: the folder itself), with
     what exists: ``table1.md`` ends with what is missing (`missing_runs`: failed runs, runs without an effect)."""
@@ -211,15 +219,19 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
     rows = read_runs(run)
     config = read_config(run)
     target = config.get("target", "honesty")
+    main = table1(rows)
     written = write_table(
         out / "table1",
-        table1(rows),
+        main,
         TABLE1_COLUMNS,
         f"Steering {target} on held-out value-labelled dilemmas (test items; mean and SD over seeds)",
         note="\n\n".join(missing_runs(run)),
+        shown=shown_table1(main),
     )
     t2, note = table2(rows, full_settings(run, config.get("seeds") or []))
-    written += write_table(out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note=note)
+    written += write_table(
+        out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note=note, shown=compact_methods(t2, ("drop_vs_full",))
+    )
     profiles = seed_mean_profiles(run, rows)
     figures: dict[Path, go.Figure] = {}
     transfer = transfer_table(profiles) if profiles else pd.DataFrame()

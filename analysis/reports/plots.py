@@ -43,33 +43,39 @@ def ordered_kinds(kinds: Sequence[str]) -> list[str]:
     return sorted(set(kinds), key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k))
 
 
+NOT_SIGNIFICANT = "#d9d9d9"  # the grey of a cell whose effect is not distinguishable from zero: no colour of either scale
+
+
 def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alpha: float = 0.05) -> go.Figure:
     """Layer × sublayer-kind heatmap of a dose-response metric, one panel per method.
 
-    Cells whose item-level ``p_value`` is not below ``alpha`` are marked "n.s.": their effect is
-    not distinguishable from zero over the test items.
+    Colour is for effects distinguishable from zero: a cell whose p (``p_holm``, adjusted for the
+    configurations compared, where the table has it; else the item-level ``p_value``) is not below
+    ``alpha`` is drawn plain grey and marked "n.s." (its value on hover), so a large but noisy effect
+    never takes the scale's strongest colour. The colour scale spans the significant cells.
     """
     methods = list(dict.fromkeys(results["method"]))
     fig = make_subplots(rows=1, cols=len(methods), subplot_titles=methods, shared_yaxes=True, horizontal_spacing=0.04)
+    p_column = "p_holm" if "p_holm" in results else "p_value" if "p_value" in results else None
     values = results[metric].astype(float)
-    bound = float(np.nanmax(np.abs(values))) if values.notna().any() else 1.0
+    significant = values.where(results[p_column] < alpha) if p_column else values
+    scaled = significant if significant.notna().any() else values
+    bound = float(np.nanmax(np.abs(scaled))) if scaled.notna().any() else 1.0
     diverging = bool((values < 0).any())
     for column, method in enumerate(methods, 1):
         part = results[results["method"] == method]
         grid = part.pivot_table(index="kind", columns="layer", values=metric, aggfunc="mean")
         grid = grid.reindex(ordered_kinds(grid.index))
-        text = None
-        if "p_value" in part:
-            p = part.pivot_table(index="kind", columns="layer", values="p_value", aggfunc="mean").reindex_like(grid)
-            text = np.where(grid.notna() & ~(p < alpha), "n.s.", "")
+        x, y = [str(c) for c in grid.columns], list(grid.index)
+        faded = np.zeros(grid.shape, dtype=bool)
+        if p_column:
+            p = part.pivot_table(index="kind", columns="layer", values=p_column, aggfunc="mean").reindex_like(grid)
+            faded = grid.notna().to_numpy() & ~(p < alpha).to_numpy()
         fig.add_trace(
             go.Heatmap(
-                z=grid.values,
-                x=[str(c) for c in grid.columns],
-                y=list(grid.index),
-                text=text,
-                texttemplate="%{text}" if text is not None else None,
-                textfont=dict(size=11),  # plotly picks a colour that reads on each cell
+                z=np.where(faded, np.nan, grid.values),
+                x=x,
+                y=y,
                 colorscale="RdBu" if diverging else "Viridis",
                 zmid=0 if diverging else None,
                 zmin=-bound if diverging else 0,
@@ -81,10 +87,28 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alph
             row=1,
             col=column,
         )
+        if faded.any():
+            fig.add_trace(
+                go.Heatmap(
+                    z=np.where(faded, 0.0, np.nan),
+                    x=x,
+                    y=y,
+                    customdata=grid.values,
+                    text=np.where(faded, "n.s.", ""),
+                    texttemplate="%{text}",
+                    textfont=dict(size=11, color="#404040"),
+                    colorscale=[[0, NOT_SIGNIFICANT], [1, NOT_SIGNIFICANT]],
+                    showscale=False,
+                    hovertemplate="layer %{x}, %{y}: %{customdata:.3g} (n.s.)<extra>" + method + "</extra>",
+                ),
+                row=1,
+                col=column,
+            )
         fig.update_xaxes(title_text="layer", type="category", row=1, col=column)
     fig.update_yaxes(title_text="sublayer", row=1, col=1)
     name = METRIC_TITLES.get(metric, metric)
-    note = f"; n.s.: item-level p\u00a0≥\u00a0{alpha:g}" if "p_value" in results else ""  # kept on one line when wrapped
+    which = {"p_holm": "Holm-adjusted p", "p_value": "item-level p"}.get(p_column or "", "")
+    note = f"; grey, n.s.: {which}\u00a0≥\u00a0{alpha:g}" if p_column else ""  # kept on one line when wrapped
     return style(fig, f"{name[0].upper()}{name[1:]}{note}", height=420, width=max(520, 380 * len(methods)))
 
 

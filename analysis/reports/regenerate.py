@@ -20,7 +20,7 @@ import pandas as pd
 from ..studies.layout import check_run, holds_experiment, holds_sweep, load_sweep
 from . import plots
 from .paper import write_paper
-from .sweep_report import SUMMARY_COLUMNS, inferred, sweep_figures
+from .sweep_report import COMPACT_LABELS, compact_table, inferred, sweep_figures
 from .tables import write_table
 
 FORMATS = ("html", "png", "svg")
@@ -36,27 +36,29 @@ def run_figures(run: str | Path) -> dict[str, Any]:
     return figures
 
 
-def run_tables(run: Path) -> dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]]:
-    """The run's tables by file stem: (table, columns, caption)."""
-    tables: dict[str, tuple[pd.DataFrame, Sequence[str] | None, str]] = {}
+def run_tables(run: Path) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, str]]:
+    """The run's tables by file stem: (every column, for the CSV; the key columns under readable names, for
+    the Markdown and LaTeX; caption)."""
+    tables: dict[str, tuple[pd.DataFrame, pd.DataFrame, str]] = {}
     if holds_sweep(run):
+        table = inferred(load_sweep(run)).head(20)
         tables["sweep_summary"] = (
-            inferred(load_sweep(run)).head(20),
-            SUMMARY_COLUMNS,
-            "Steerability sweep on test items, ranked by the mean item slope (p_holm: adjusted for the configurations compared).",
+            table,
+            compact_table(table).rename(columns=COMPACT_LABELS),
+            "Steerability sweep on test items, ranked by the mean item slope (p (Holm): adjusted for the configurations compared).",
         )
     return tables
 
 
 def regenerate(run: str | Path, out: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write the run's figures (PNG, SVG, HTML; HTML only without Chromium) and tables
-    (markdown, LaTeX) into ``out``. Returns the files written."""
+    """Write the run's figures (PNG, SVG, HTML; HTML only without Chromium) and tables (CSV with every
+    column; Markdown and LaTeX with the key columns) into ``out``. Returns the files written."""
     run, out = Path(run), Path(out)
     check_run(run)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for stem, (table, columns, caption) in run_tables(run).items():
-        written += write_table(out / stem, table, columns, caption, formats=("md", "tex"), heading=False)
+    for stem, (table, shown, caption) in run_tables(run).items():
+        written += write_table(out / stem, table, None, caption, heading=False, shown=shown)
     figures = {out / stem: figure for stem, figure in run_figures(run).items()}
     written += plots.save_figures(figures, formats)
     if holds_experiment(run):

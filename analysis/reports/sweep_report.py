@@ -177,8 +177,9 @@ def sweep_figures(result: Any, top: int = 5) -> dict[str, Any]:
     table = ranked(result.results)
     figures: dict[str, Any] = {}
     if len(table):
-        figures["steerability_score"] = plots.steerability_heatmap(table, "item_slope" if "item_slope" in table else "score")
-        figures["steerability_gain"] = plots.steerability_heatmap(table, "normalized_gain")
+        adjusted = inferred(result)  # grey, not coloured, where the Holm-adjusted p is not below 0.05
+        figures["steerability_score"] = plots.steerability_heatmap(adjusted, "item_slope" if "item_slope" in table else "score")
+        figures["steerability_gain"] = plots.steerability_heatmap(adjusted, "normalized_gain")
         curves = {
             name.replace("_", " ", 2).replace(" null", " random (null)"): result.doses[name]
             for name in dose_names(table, top)
@@ -199,13 +200,15 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
     """Write ``summary.md``, ``summary.tex``, ``report.html`` and ``figures/`` into ``result.out``."""
     out = Path(result.out)
     write_atomic(out / "summary.md", summary_markdown(result))
-    write_table(
+    top = inferred(result).head(20)
+    write_table(  # the key columns under readable names; results.csv holds every column
         out / "summary",
-        inferred(result).head(20),
-        SUMMARY_COLUMNS,
-        "Steerability sweep on test items, ranked by the mean item slope.",
+        top,
+        None,
+        "Steerability sweep on test items, ranked by the mean item slope (p (Holm): adjusted for the configurations compared).",
         formats=("tex",),
         newline=False,
+        shown=compact_table(top).rename(columns=COMPACT_LABELS),
     )
     figures = sweep_figures(result)
     plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)

@@ -46,10 +46,35 @@ def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) ->
     return "\n".join(lines)
 
 
+LATEX = {
+    "\\": r"\textbackslash{}",
+    "_": r"\_",
+    "%": r"\%",
+    "&": r"\&",
+    "#": r"\#",
+    "$": r"\$",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "ρ": r"$\rho$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "<": r"$<$",
+    ">": r"$>$",
+    "−": r"$-$",
+    "–": "--",
+    "×": r"$\times$",
+    "÷": r"$\div$",
+}
+
+
+def escape(text: Any) -> str:
+    """``text`` for LaTeX: its special characters escaped and the symbols steerscope's tables use as math."""
+    return "".join(LATEX.get(char, char) for char in str(text))
+
+
 def latex_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, caption: str = "") -> str:
     """A booktabs LaTeX table of ``frame`` (for papers)."""
     columns = [c for c in (columns or frame.columns) if c in frame.columns]
-    escape = lambda text: str(text).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
     body = [" & ".join(escape(format_cell(v)) for v in row) + r" \\" for row in frame[columns].itertuples(index=False)]
     return "\n".join(
         [
@@ -78,6 +103,7 @@ def write_table(
     heading: bool = True,
     note: str = "",
     newline: bool = True,
+    shown: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write ``table`` beside ``base`` in each of ``formats``, atomically, and return the files in that order:
 
@@ -85,7 +111,9 @@ def write_table(
     - ``base.md``: ``# caption`` (with ``heading``), the Markdown table of ``columns`` and ``note`` below it;
     - ``base.tex``: the LaTeX table of ``columns`` with ``caption``.
 
-    ``columns`` None means every column. Each Markdown and LaTeX file ends with a newline unless ``newline`` is
+    ``columns`` None means every column. ``shown``, when given, is the table the Markdown and LaTeX show
+    instead of ``table[columns]``: the key columns under readable names, cells such as ``mean ± SD``;
+    the CSV still holds every column of ``table``. Each Markdown and LaTeX file ends with a newline unless ``newline`` is
     False (the sweep's ``summary.tex`` has always ended without one, and stays byte for byte as it was).
     """
     base = Path(base)
@@ -93,9 +121,11 @@ def write_table(
     if unknown:
         raise ValueError(f"Unknown table format(s) {unknown}; write_table writes {', '.join(TABLE_FORMATS)}.")
     end = "\n" if newline else ""
+    view = table if shown is None else shown
+    columns = columns if shown is None else list(shown.columns)
     texts = {
         "csv": lambda: table.to_csv(index=False),
-        "md": lambda: (f"# {caption}\n\n" if heading else "") + markdown_table(table, columns) + (f"\n\n{note}" if note else "") + end,
-        "tex": lambda: latex_table(table, columns, caption) + end,
+        "md": lambda: (f"# {caption}\n\n" if heading else "") + markdown_table(view, columns) + (f"\n\n{note}" if note else "") + end,
+        "tex": lambda: latex_table(view, columns, caption) + end,
     }
     return [write_atomic(base.with_suffix(f".{suffix}"), texts[suffix]()) for suffix in formats]
