@@ -153,3 +153,20 @@ def test_a_bound_of_pi_or_more_is_refused():
         steering.attach_innerpissa(tiny_model("llama"), layers=[1], kinds=("o",), rank=2, max_angle=3.2)
     with pytest.raises(ValueError, match="angle_bound='both'"):
         steering.attach_innerpissa(tiny_model("llama"), layers=[1], kinds=("o",), rank=2, angle_bound="both")  # type: ignore[arg-type]
+
+
+def test_the_adapter_figure_shows_the_adapters_own_rotation_angles():
+    """analysis.plots.adapter_changes draws what the adapter's rotation does (its saved angle bound), in degrees."""
+    import math
+
+    import analysis
+
+    model = tiny_model("llama")
+    adapter = steering.attach_innerpissa(model, layers=[0, 1], kinds=("o",), rank=4)
+    with torch.no_grad():
+        for parameter in adapter.trainable_parameters():
+            parameter.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    drawn = analysis.plots.adapter_changes(adapter).data[0].y
+    expected = [adapter.largest_angles(1.0)[f"{t.name}:v"] * 180 / math.pi for t in adapter.targets]
+    assert list(drawn) == pytest.approx(expected) and max(expected) <= adapter.config.max_angle * 180 / math.pi + 1e-6
+    adapter.detach()

@@ -274,18 +274,13 @@ def adapter_changes(adapter) -> go.Figure:
     and the mean relative change of the singular values, S(1)/S − 1."""
     import torch
 
-    from steering.adapters.innerpissa import cayley
-
     names, angles, s_changes = [], [], []
     for target in adapter.targets:
         layer = adapter.layer(target)
         names.append(target.name)
         with torch.no_grad():
-            if layer.theta_v is not None:
-                eigenvalues = torch.linalg.eigvals(cayley(layer.theta_v, adapter.config.sign, adapter.config.max_angle).double())
-                angles.append(float(eigenvalues.angle().abs().max()) * 180 / np.pi)
-            else:
-                angles.append(0.0)
+            # the adapter's own rotation (its angle bound, as saved), not a re-derivation here
+            angles.append(layer.largest_angles(adapter.config.sign).get("v", 0.0) * 180 / np.pi)
             s_changes.append(float((layer.singular_values(torch.tensor(adapter.config.sign)) / layer.S - 1).mean()) * 100)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("V rotation at c = +1", "singular values at c = +1"))
     fig.add_trace(go.Bar(x=names, y=angles, marker_color=PALETTE[0], showlegend=False), row=1, col=1)
