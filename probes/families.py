@@ -124,20 +124,20 @@ class FusedSlice:
         return self.features(weight.T).T
 
 
+def has_submodule(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
 def detect_family(module: nn.Module) -> Family | None:
     """The family of a transformers model, by ``config.model_type`` or by its module names (None: unknown)."""
-
-    def has(path: str) -> bool:
-        try:
-            module.get_submodule(path)
-            return True
-        except AttributeError:
-            return False
-
     model_type = getattr(getattr(module, "config", None), "model_type", None)
-    if model_type in FAMILIES and has(FAMILIES[model_type].layers):
+    if model_type in FAMILIES and has_submodule(module, FAMILIES[model_type].layers):
         return FAMILIES[model_type]
     for family in (LLAMA_LIKE, GPT2, GPT_NEOX, GEMMA3_MULTIMODAL):
-        if has(f"{family.layers}.0"):
+        if has_submodule(module, f"{family.layers}.0"):
             return family
     return None

@@ -28,7 +28,7 @@ from weakref import WeakKeyDictionary
 from torch import nn
 
 from . import tracing
-from .families import KINDS, QKV, Family, detect_family
+from .families import KINDS, QKV, Family, detect_family, has_submodule
 
 
 @dataclass
@@ -70,18 +70,11 @@ def resolve_handle(module: nn.Module) -> ModelHandle:
     if family is None:
         return ModelHandle(module, None, None, ())
     block = f"{family.layers}.0"
-
-    def has(path: str) -> bool:
-        try:
-            module.get_submodule(path)
-            return True
-        except AttributeError:
-            return False
-
     kinds = tuple(
         kind
         for kind in KINDS
-        if (kind in QKV and family.fused_qkv is not None) or (kind in family.paths and has(f"{block}.{family.paths[kind]}".rstrip(".")))
+        if (kind in QKV and family.fused_qkv is not None)
+        or (kind in family.paths and has_submodule(module, f"{block}.{family.paths[kind]}".rstrip(".")))
     )
     blocks = module.get_submodule(family.layers)
     return ModelHandle(module, family, len(blocks) if isinstance(blocks, nn.ModuleList) else sum(1 for _ in blocks.children()), kinds)
