@@ -81,6 +81,15 @@ def test_a_non_significant_cell_never_takes_the_strongest_colour(metric, p_colum
     assert ("Holm" in fig.layout.title.text) == (p_column == "p_holm")
 
 
+def test_a_sweep_whose_every_configuration_has_no_effect_still_draws_its_heatmap():
+    """Every item invalid (no slope, no p): the heatmap is drawn, nothing coloured, nothing raises."""
+    results = pd.DataFrame(
+        {"layer": [0, 2], "kind": ["resid", "resid"], "method": ["mean_diff"] * 2, "item_slope": [np.nan] * 2, "p_holm": [np.nan] * 2}
+    )
+    fig = plots.steerability_heatmap(results, "item_slope")
+    assert all(np.isnan(np.asarray(trace.z, dtype=float)).all() for trace in fig.data if trace.z is not None)
+
+
 def test_the_dose_figure_shows_each_items_change_from_zero_and_the_nll_cost():
     dose = fake_dose()
     curves = plots.dose_curves({"a": dose, "b": dose.assign(readout=lambda d: -d["readout"])})

@@ -58,7 +58,8 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alph
     fig = make_subplots(rows=1, cols=len(methods), subplot_titles=methods, shared_yaxes=True, horizontal_spacing=0.04)
     p_column = "p_holm" if "p_holm" in results else "p_value" if "p_value" in results else None
     values = results[metric].astype(float)
-    significant = values.where(results[p_column] < alpha) if p_column else values
+    p_values = pd.to_numeric(results[p_column], errors="coerce") if p_column else None  # a missing p is not significant
+    significant = values.where(p_values < alpha) if p_values is not None else values
     scaled = significant if significant.notna().any() else values
     bound = float(np.nanmax(np.abs(scaled))) if scaled.notna().any() else 1.0
     diverging = bool((values < 0).any())
@@ -69,8 +70,9 @@ def steerability_heatmap(results: pd.DataFrame, metric: str = "item_slope", alph
         x, y = [str(c) for c in grid.columns], list(grid.index)
         faded = np.zeros(grid.shape, dtype=bool)
         if p_column:
-            p = part.pivot_table(index="kind", columns="layer", values=p_column, aggfunc="mean").reindex_like(grid)
-            faded = grid.notna().to_numpy() & ~(p < alpha).to_numpy()
+            p = part.assign(**{p_column: pd.to_numeric(part[p_column], errors="coerce")})
+            p = p.pivot_table(index="kind", columns="layer", values=p_column, aggfunc="mean").reindex_like(grid).astype(float)
+            faded = grid.notna().to_numpy(dtype=bool) & ~(p.to_numpy(dtype=float) < alpha)  # dtypes fixed: a grid may be empty
         fig.add_trace(
             go.Heatmap(
                 z=np.where(faded, np.nan, grid.values),
