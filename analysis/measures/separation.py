@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import torch
 from einops import rearrange
-from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
@@ -31,12 +30,21 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
 
 
+def pc1_share(diffs: np.ndarray) -> float:
+    """The share of the pair differences' variance on their first principal component (PCA's explained
+    variance ratio); NaN for one pair or differences that do not vary (a layer that ignores the text)."""
+    centred = diffs - diffs.mean(axis=0)
+    total = float((centred.astype(np.float64) ** 2).sum())
+    if len(diffs) < 2 or total <= 0:
+        return float("nan")
+    return float(np.linalg.svd(centred.astype(np.float64), compute_uv=False)[0] ** 2 / total)
+
+
 def pair_metrics(hs: np.ndarray, folds: int = 5, seed: int = 0) -> dict[str, float]:
     """Separation metrics of ``hs [pair, side, d]`` (side 0 positive)."""
     n_pairs = hs.shape[0]
     diffs = hs[:, 0] - hs[:, 1]
-    pc1 = PCA(n_components=1).fit(diffs).explained_variance_ratio_[0] if n_pairs > 1 else float("nan")
-    row = {"n_pairs": n_pairs, "pc1_share": float(pc1)}
+    row = {"n_pairs": n_pairs, "pc1_share": pc1_share(diffs)}
     k = min(folds, n_pairs)
     if k < 2:
         return row | {"probe_acc": float("nan"), "auroc": float("nan"), "cohens_d": float("nan")}
