@@ -270,26 +270,24 @@ def batch_gradients(
     return target.split(grad.sum(1)).detach().float(), output_norms.detach()
 
 
+def named_damping(value: float | str, names: dict[str, float], option: str, meaning: str) -> float:
+    """``value`` (a number, or one of ``names``) as a damping ≥ 0, or an error naming ``option`` and what it means."""
+    if isinstance(value, str):
+        if value not in names:
+            raise ValueError(f"{option}={value!r}: use a number or one of {', '.join(names)}.")
+        return names[value]
+    number = float(value)
+    if not number >= 0:
+        raise ValueError(f"{option}={number}: {meaning}")
+    return number
+
+
 def resolve_reg(reg: float | str) -> float:
-    if isinstance(reg, str):
-        if reg not in REGS:
-            raise ValueError(f"reg={reg!r}: use a number or one of {', '.join(REGS)}.")
-        return REGS[reg]
-    reg = float(reg)
-    if not reg >= 0:
-        raise ValueError(f"reg={reg}: the damping λ must be ≥ 0 (the seeds' reg0 … reg5 are 0, 1e-1 … 1e-5).")
-    return reg
+    return named_damping(reg, REGS, "reg", "the damping λ must be ≥ 0 (the seeds' reg0 … reg5 are 0, 1e-1 … 1e-5).")
 
 
 def resolve_rel(rel: float | str) -> float:
-    if isinstance(rel, str):
-        if rel not in RELS:
-            raise ValueError(f"rel={rel!r}: use a number or one of {', '.join(RELS)}.")
-        return RELS[rel]
-    rel = float(rel)
-    if not rel >= 0:
-        raise ValueError(f"rel={rel}: the relative damping must be ≥ 0 (λ = rel × the mean eigenvalue of F).")
-    return rel
+    return named_damping(rel, RELS, "rel", "the relative damping must be ≥ 0 (λ = rel × the mean eigenvalue of F).")
 
 
 def ledoit_wolf(samples: Float[Tensor, "n d"]) -> float:
