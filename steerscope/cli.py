@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_values import MIN_PMASS, at_least, fraction, parse_floats, parse_ints, parse_layers, positive_number
+from .cli_values import MIN_PMASS, at_least, fraction, not_negative, parse_floats, parse_ints, parse_layers, positive_number
 
 
 def add_model_options(parser: argparse.ArgumentParser, remote: bool) -> None:
@@ -150,6 +150,7 @@ def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
         depths=full or args.depths,
         split_seed=args.seed,
         min_pmass=args.min_pmass,
+        cost_budget=args.cost_budget or None,
     )
     run_experiment(model, pairs, items, settings, out=out, resume=args.resume)
     analysis.paper.write_paper(out)
@@ -218,6 +219,13 @@ def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
     parser.add_argument("--min-pmass", type=MIN_PMASS, default=0.1, help="items with P(yes)+P(no) below this are invalid")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of every trainable method (at least 3 for spread)")
     parser.add_argument("--no-lora", action="store_true", help="skip the LoRA baseline")
+    parser.add_argument(
+        "--cost-budget",
+        type=not_negative("the KL budget (nats per token of neutral text; 0: off)"),
+        default=0.05,
+        help="Table 1 compares every main method at the coefficient where its mean KL on neutral text reaches this many "
+        "nats per token (0: per unit c only)",
+    )
     if not full:
         parser.add_argument("--ablations", action="store_true", help="also train the Table 2 ablations")
         parser.add_argument("--depths", action="store_true", help="also train single-layer adapters by depth (Figure 2)")

@@ -80,6 +80,21 @@ def positive_number(meaning: str):
     return parse
 
 
+def not_negative(meaning: str):
+    """An argparse type: a finite number ≥ 0 (0: the option's "off")."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r}: {meaning}, a number of at least 0")
+        return value
+
+    return parse
+
+
 MIN_PMASS = fraction(True, "the least P(positive)+P(negative) answer words for an item to count")
 
 

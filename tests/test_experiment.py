@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 import analysis
 import probes
@@ -98,23 +99,70 @@ def test_every_table_and_figure_is_written_from_test_items_only(experiment):
 
 
 def test_trainable_rows_have_every_seed_and_their_spread(experiment):
-    out, _ = experiment
+    out, items = experiment
     runs = pd.read_csv(out / "runs.csv")
     assert runs["error"].isna().all(), runs["error"].dropna().tolist()
     table1 = pd.read_csv(out / "table1.csv").set_index("method")
     assert {"InnerPiSSA", "prompting", "LoRA"} <= set(table1.index)
     assert any(m.startswith("PCA") for m in table1.index) and any(m.startswith("S-space") for m in table1.index)
-    assert table1.loc["InnerPiSSA", "seeds"] == 2 and np.isfinite(table1.loc["InnerPiSSA", "effect_sd"])
+    assert table1.loc["InnerPiSSA", "seeds"] == 2 and np.isfinite(table1.loc["InnerPiSSA", "seed_sd"])
     assert table1.loc["prompting", "seeds"] == 1 and table1.loc["prompting", "delta_nll"] == 0.0
-    expected = runs[(runs["study"] == "main") & (runs["method"] == "InnerPiSSA")]["effect"]
-    assert table1.loc["InnerPiSSA", "effect"] == pytest.approx(expected.mean())
-    assert table1.loc["InnerPiSSA", "effect_sd"] == pytest.approx(expected.std(ddof=1))
+    # by hand from the dose files (every item valid here, min_pmass 0): per item (r(+1) − r(−1)) / 2 of the
+    # honesty-signed readout, averaged per dilemma, then over dilemmas; one number per seed
+    labels = {i.id: i.value_labels["honesty"] for i in items if "honesty" in i.value_labels}
+    per_seed = []
+    for seed in (0, 1):
+        dose = pd.read_csv(out / "doses" / f"{job_key('main', 'InnerPiSSA', seed)}.csv")
+        dose = dose[dose["item"].isin(labels)]
+        wide = dose.pivot_table(index="item", columns="coeff", values="logratio").mul(pd.Series(labels), axis=0)
+        half = ((wide[1.0] - wide[-1.0]) / 2).dropna()
+        per_seed.append(half.groupby(dose.groupby("item")["dilemma"].first()).mean().mean())
+    assert table1.loc["InnerPiSSA", "effect"] == pytest.approx(np.mean(per_seed))
+    assert table1.loc["InnerPiSSA", "seed_sd"] == pytest.approx(np.std(per_seed, ddof=1))
     table2 = pd.read_csv(out / "table2.csv")
     assert len(table2) == 2 + 10 and "drop_vs_full" in table2  # full, no-gradient (PCA) and ten ablations
     full = table2[table2["method"] == "full InnerPiSSA"]["effect"].iloc[0]
     no_coherence = table2[table2["method"] == "no coherence term"].iloc[0]
     assert no_coherence["drop_vs_full"] == pytest.approx(1 - no_coherence["effect"] / full)
     assert (out / "adapters" / job_key("main", "InnerPiSSA", 0) / "adapter.safetensors").exists()
+
+
+def hand_budget_changes(out, items, method, seed, coeff):
+    """Per dilemma, half the honesty-signed readout change from −c* to +c*, from a dose file by hand."""
+    labels = pd.Series({i.id: i.value_labels["honesty"] for i in items if "honesty" in i.value_labels})
+    dose = pd.read_csv(out / "doses" / f"{job_key('main', method, seed)}.csv")
+    dose = dose[dose["item"].isin(labels.index)]
+    wide = dose.pivot_table(index="item", columns="coeff", values="logratio").mul(labels, axis=0)
+    plus = min(wide.columns, key=lambda c: abs(c - coeff))
+    minus = min(wide.columns, key=lambda c: abs(c + coeff))
+    assert plus == pytest.approx(coeff) and minus == pytest.approx(-coeff)  # ±c* were scored
+    half = ((wide[plus] - wide[minus]) / 2).dropna()
+    return half.groupby(dose.groupby("item")["dilemma"].first()).mean()
+
+
+def test_table1_compares_methods_at_the_budget_paired_over_dilemmas(experiment):
+    out, items = experiment
+    runs = pd.read_csv(out / "runs.csv")
+    main = runs[runs["study"] == "main"]
+    assert main["coeff_at_budget"].gt(0).all() and main["kl_at_1"].ge(0).all()
+    prompting = main[main["method"] == "prompting"].iloc[0]
+    assert prompting["coeff_at_budget"] == 1.0 and not prompting["budget_reached"] and prompting["kl_at_1"] > 0  # a persona costs
+    table1 = pd.read_csv(out / "table1.csv").set_index("method")
+    changes = {}
+    for method, group in main.groupby("method"):
+        seeds = [None if pd.isna(s) else int(s) for s in group["seed"]]
+        per_seed = [hand_budget_changes(out, items, method, seed, c) for seed, c in zip(seeds, group["coeff_at_budget"])]
+        changes[method] = pd.concat(per_seed, axis=1, join="inner").mean(axis=1)
+        test = stats.ttest_1samp(changes[method], 0.0)
+        assert table1.loc[method, "effect_at_budget"] == pytest.approx(changes[method].mean()), method
+        assert table1.loc[method, "p_at_budget"] == pytest.approx(test.pvalue), method
+    both = pd.concat([changes["InnerPiSSA"], changes["prompting"]], axis=1, join="inner")
+    assert table1.loc["InnerPiSSA", "vs_prompting"] == pytest.approx((both[0] - both[1]).mean())
+    assert table1.loc["InnerPiSSA", "vs_prompting_p"] == pytest.approx(stats.ttest_rel(both[0], both[1]).pvalue)
+    directions = [m for m in changes if m.startswith(("PCA", "S-space"))]
+    best = max(directions, key=lambda m: changes[m].mean())
+    assert table1["best_direction"].iloc[0] == best
+    assert "0.05 nats/token" in (out / "table1.md").read_text()  # the budget is in the caption
 
 
 def test_trained_rows_record_the_budget_chosen_on_held_out_pairs(experiment):
@@ -176,7 +224,7 @@ def test_a_repeated_row_in_an_older_folder_counts_once(experiment, tmp_path):
     repeated.to_csv(tmp_path / "runs.csv", index=False)
     rows = read_runs(tmp_path)
     assert len(rows) == len(runs)
-    assert analysis.paper.table1(rows).set_index("method").loc["prompting", "seeds"] == 1
+    assert analysis.paper.table1(out, rows, "honesty").set_index("method").loc["prompting", "seeds"] == 1
 
 
 def test_every_ablation_changes_the_full_method():

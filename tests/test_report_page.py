@@ -126,12 +126,19 @@ def test_long_titles_wrap_to_the_figures_width():
 def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_transfer(tmp_path):
     from analysis.reports.paper_page import write_paper_page
 
-    (tmp_path / "config.json").write_text('{"target": "honesty", "seeds": [0, 1], "model": "/models/smollm2"}')
+    (tmp_path / "config.json").write_text('{"target": "honesty", "seeds": [0, 1], "model": "/models/smollm2", "cost_budget": 0.05}')
+    budget = {"coeff_at_budget": 2.0, "budget_reached": True, "kl_at_budget": 0.05, "paired_at": "budget"}
     pd.DataFrame(
         [
-            {"method": "InnerPiSSA", "seeds": 2, "effect": 0.4, "effect_sd": 0.1, "p_value": 0.001, "p_value_max": 0.01, "delta_nll": 0.02},
-            {"method": "PCA (L5)", "seeds": 1, "effect": 0.1, "effect_sd": np.nan, "p_value": 0.3, "p_value_max": 0.3, "delta_nll": 0.2},
-            {"method": "random (L5)", "seeds": 1, "effect": 0.3, "effect_sd": np.nan, "p_value": 0.2, "p_value_max": 0.2, "delta_nll": 0.1},
+            budget
+            | {"method": "InnerPiSSA", "seeds": 2, "effect_at_budget": 0.4, "effect_at_budget_lo": 0.2, "effect_at_budget_hi": 0.6}
+            | {"p_at_budget": 0.001, "vs_prompting": 0.3, "vs_prompting_p": 0.01, "effect": 0.2, "side_effects": 0.01},
+            budget
+            | {"method": "PCA (L5)", "seeds": 1, "effect_at_budget": 0.1, "effect_at_budget_lo": -0.1, "effect_at_budget_hi": 0.3}
+            | {"p_at_budget": 0.3, "effect": 0.1},
+            budget
+            | {"method": "random (L5)", "seeds": 1, "effect_at_budget": 0.3, "effect_at_budget_lo": -0.1, "effect_at_budget_hi": 0.7}
+            | {"p_at_budget": 0.2, "effect": 0.3},
         ]
     ).to_csv(tmp_path / "table1.csv", index=False)
     pd.DataFrame([{"method": "no SVD", "seeds": 2, "effect": 0.2, "drop_vs_full": 0.5, "p_value": 0.04}]).to_csv(
@@ -147,11 +154,12 @@ def test_the_paper_page_opens_with_the_methods_effects_then_tables_1_2_and_trans
     figure = plots.style(plots.go.Figure(plots.go.Bar(x=["a"], y=[1])), "Effect vs coherence cost", width=600)
     text = write_paper_page(tmp_path, tmp_path, {tmp_path / "pareto": figure}).read_text()
     answer = re.search(r"<h2>Answer</h2><ul>(.*?)</ul>", text).group(1)
-    assert "InnerPiSSA: effect on honesty 0.4 ± 0.1 nats per unit c over 2 seeds, p 0.001 (median; largest 0.01)" in answer
-    assert "1 of 3 methods move honesty towards the positive side at p &lt; 0.05 in every seed (InnerPiSSA)" in answer
-    assert "against the best baseline, PCA (L5), 0.1; the null control 0.3." in answer and "care, -0.3" in answer
-    assert "Null control, random (L5): effect on honesty 0.3 nats per unit c (one run), p 0.2;" in answer
+    assert "InnerPiSSA: at c* = 2, KL 0.05, honesty moves 0.4 nats [0.2, 0.6], p 0.001; vs prompting 0.3 (p 0.01)" in answer
+    assert "1 of 3 methods move honesty towards the positive side at the matched cost at dilemma-level p &lt; 0.05 (InnerPiSSA)" in answer
+    assert "PCA (L5): at c* = 2, KL 0.05, honesty moves 0.1 nats [-0.1, 0.3], p 0.3" in answer and "care, -0.3" in answer
+    assert "Null control, random (L5): at c* = 2, KL 0.05, honesty moves 0.3 nats [-0.1, 0.7], p 0.2" in answer
     assert "drop_vs_full = 1 − effect / effect of the full InnerPiSSA." in answer
     assert "Missing: 1 run(s) failed (main / LoRA (seed 0): OOM)." in answer
+    assert "reaches 0.05 nats/token" in text  # the budget is in Table 1's caption
     order = [text.index(m) for m in ("<h2>Answer</h2>", "Table 1.", "Table 2.", "Transfer:", "Pareto. Effect vs coherence cost")]
     assert order == sorted(order) and 'href="table1.csv"' in text and "smollm2" in text

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from analysis.reports.paper import TABLE1_COLUMNS, aggregate, shown_table1
+from analysis.reports.paper import TABLE1_COLUMNS, shown_table1
 from analysis.reports.sweep_report import COMPACT_LABELS, write_report
 from analysis.reports.tables import write_table
 from tests.test_report_page import sweep_result
@@ -19,42 +19,32 @@ def latex_header(tex: str) -> list[str]:
     return [cell.strip() for cell in lines[lines.index(r"\toprule") + 1].removesuffix(r"\\").split(" & ")]
 
 
-def fake_runs() -> pd.DataFrame:
+def fake_table1() -> pd.DataFrame:
+    """Table 1's every column for three methods (numbers made up; the statistics are tested in test_matched_cost)."""
     rng = np.random.default_rng(0)
-    rows = []
-    for method, seeds in (("InnerPiSSA", (0, 1)), ("PCA (L5)", (0,)), ("prompting", (0,))):
-        for seed in seeds:
-            rows.append(
-                {
-                    "study": "main",
-                    "method": method,
-                    "seed": seed,
-                    "effect": rng.normal(0.3, 0.1),
-                    "p_value": rng.uniform(0, 0.1),
-                    "side_effects": rng.uniform(0, 0.1),
-                    "delta_nll": rng.uniform(0, 0.2),
-                    "control_drift": rng.uniform(0, 0.1),
-                    "parameters": 1024 if method == "InnerPiSSA" else 0,
-                    "train_s": 3.0,
-                }
-            )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame({column: rng.uniform(0, 0.1, 3) for column in TABLE1_COLUMNS})
+    table["method"] = ["InnerPiSSA", "PCA (L5)", "prompting"]
+    table["seeds"], table["parameters"] = [2, 1, 1], [1024, 0, 0]
+    table["budget_reached"], table["paired_at"], table["best_direction"] = [True, True, False], "budget", "PCA (L5)"
+    return table
 
 
 def test_table1_latex_shows_only_the_key_columns_with_readable_names_and_the_csv_keeps_all(tmp_path):
-    table = aggregate(fake_runs())
+    table = fake_table1()
     files = write_table(tmp_path / "table1", table, TABLE1_COLUMNS, "Main methods", shown=shown_table1(table))
     assert [p.suffix for p in files] == [".csv", ".md", ".tex"]
     assert set(TABLE1_COLUMNS) <= set(pd.read_csv(tmp_path / "table1.csv").columns)  # every raw column stays in the CSV
     tex = (tmp_path / "table1.tex").read_text()
     header = latex_header(tex)
-    assert header == ["method", "seeds", r"effect $\pm$ SD", "p (median)", "p (max)", r"side effects", r"$\Delta$NLL", "parameters"]
-    assert len(header) <= 8 and not any("_" in name for name in header)  # no raw names such as effect_sd
+    assert header[:5] == ["method", "seeds", "c at budget", "KL", r"effect at budget [95 \% CI]"]
+    assert "vs prompting" in header and "vs best direction" in header and "parameters" in header
+    assert not any("_" in name for name in header)  # no raw names such as effect_at_budget_lo
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0]
-    assert r"$\pm$" in body and "±" not in tex and "Δ" not in tex  # pdflatex-safe
+    assert "±" not in tex and "Δ" not in tex  # pdflatex-safe
     assert all(row.count(" & ") == len(header) - 1 for row in body.strip().splitlines())
     markdown = (tmp_path / "table1.md").read_text()
-    assert "| method | seeds | effect ± SD | p (median) | p (max) | side effects | ΔNLL | parameters |" in markdown
+    assert "| method | seeds | c at budget | KL | effect at budget [95 % CI] | p | seed SD |" in markdown
+    assert "| prompting | 1 | 0.0" in markdown and "* |" in markdown  # the prompt's fixed dose is starred
 
 
 def test_the_sweeps_latex_summary_shows_only_the_key_columns(tmp_path):

@@ -41,6 +41,7 @@ from ..readouts import score as sc
 from ..readouts.items import ReadoutItem
 from ..readouts.sets import controls, neutral_texts
 from .dose import dose_response
+from .matched_cost import effect_at, match_and_cost, with_budget_coeffs
 from .metrics import dose_metrics, with_dilemmas
 from .precision import best_of, paired_tests, seed_summary
 from .values import side_effect_null, side_effects, value_profile, with_null
@@ -144,12 +145,24 @@ def evaluate(
     min_pmass: float = 0.1,
     capability: bool = False,
     generation_tokens: int = 0,
+    cost_budget: float | None = None,
+    max_coeff: float = 64.0,
 ) -> MethodRun:
-    """Score ``intervention`` on ``items`` at ``coeffs`` (which must include −1, 0, +1) and summarise it."""
+    """Score ``intervention`` on ``items`` at ``coeffs`` (which must include −1, 0, +1) and summarise it.
+
+    ``cost_budget`` (mean per-token KL on neutral paragraphs, nats): also find the coefficient c* where the
+    intervention costs that much (`analysis.measures.matched_cost`), score ±c* too and add ``MATCHED`` to the
+    metrics: the effect at that shared cost with its dilemma-level interval and p, and the KL it costs."""
     if not set(TABLE_COEFFS) <= {float(c) for c in coeffs}:
         raise ValueError(f"coeffs={list(coeffs)} must include -1, 0 and +1 (the table's effect is read there).")
+    matched: dict[str, Any] = {}
+    if cost_budget is not None and intervention is not None:
+        match, matched = match_and_cost(model, intervention, cost_budget, max_coeff)
+        coeffs = with_budget_coeffs(coeffs, match.coeff)
     dose = with_dilemmas(dose_response(model, intervention, items, coeffs, batch_size=batch_size, min_pmass=min_pmass), items)
     profile, metrics = target_metrics(dose, items, target)
+    if matched:
+        metrics |= matched | effect_at(target_part(dose, items, target), matched["coeff_at_budget"])
     if capability:
         metrics["control_drift"] = control_drift(model, intervention)
     steerable = as_steerable(intervention)

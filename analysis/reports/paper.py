@@ -1,8 +1,10 @@
 """The paper's tables and figures from an experiment folder (`analysis.studies.experiment`), all on test items.
 
-- **Table 1** (``table1``): each main method's effect on the target value (mean ± SD over
-  seeds), its item-level p (median over seeds), side effects (mean |effect| on the
-  other values), ΔNLL and parameters;
+- **Table 1** (``table1``; `analysis.reports.paper_table1`): each main method at a matched
+  cost (the coefficient where its KL on neutral text reaches the run's budget), its effect
+  there and per unit c with dilemma-level 95 % intervals and p, the seed spread apart, paired
+  tests against prompting and the best direction, ``valid_frac``, side effects beside their
+  null, ΔNLL, KL and parameters;
 - **Table 2** (``table2``): each ablation's effect and its drop vs the full InnerPiSSA,
   ``1 − effect / effect_full`` (not interpretable when the full effect is not
   significant: the table says so);
@@ -10,7 +12,8 @@
   every coefficient, with ΔNLL on a secondary axis (first seed of trainable methods);
 - **Figure 2** (``figure2_depth``): the effect of InnerPiSSA at one layer by depth, with
   SD over seeds;
-- **transfer** (``transfer``): values × methods of the effect on every value.
+- **transfer** (``transfer``): values × methods of the effect on every value, ``*`` where it
+  beats its label-permutation null in every seed.
 
 Each table is written as Markdown, LaTeX and CSV; each figure as PNG, SVG and HTML
 (HTML only without Chromium).
@@ -30,29 +33,15 @@ import plotly.graph_objects as go
 
 from ..measures.evaluate import SUMMARY
 from ..measures.metrics import readout_column
-from ..measures.values import transfer_table
+from ..measures.values import mean_profile, transfer_beats_null, transfer_table
 from ..studies.layout import ADAPTERS, DOSES, HISTORIES, PROFILES, RUNS, job_file, read_config, read_runs, target_labels
 from . import plots
 from .experiment_plots import pareto_figure, transfer_figure
 from .paper_page import compact_methods, write_paper_page
+from .paper_table1 import TABLE1_COLUMNS, shown_table1, table1, table1_caption
 from .style import PALETTE, style
 from .tables import write_table
 
-TABLE1_COLUMNS = [
-    "method",
-    "seeds",
-    "effect",
-    "effect_sd",
-    "p_value",
-    "p_value_max",
-    "side_effects",
-    "side_effects_sd",
-    "delta_nll",
-    "delta_nll_sd",
-    "control_drift",
-    "parameters",
-    "train_s",
-]
 TABLE2_COLUMNS = ["method", "seeds", "effect", "effect_sd", "drop_vs_full", "p_value", "side_effects", "delta_nll"]
 
 
@@ -106,10 +95,6 @@ def missing_runs(run: Path) -> list[str]:
     return lines
 
 
-def table1(rows: pd.DataFrame) -> pd.DataFrame:
-    return aggregate(rows[rows["study"] == "main"])
-
-
 def table2(rows: pd.DataFrame, full_settings: str | None = None) -> tuple[pd.DataFrame, str]:
     """Ablations with their drop vs the full method, and a note on how to read it (naming
     ``full_settings``, the full method's settings, when given)."""
@@ -158,17 +143,27 @@ def full_settings(run: Path, seeds: Sequence[int]) -> str | None:
 
 
 def seed_mean_profiles(run: Path, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per main method: its value profile with each value's effect averaged over seeds."""
+    """Per main method: its value profile over seeds (`values.mean_profile`: the mean effect, and ``beats_null``
+    where every seed's effect beats its label-permutation null)."""
     profiles: dict[str, pd.DataFrame] = {}
     for method, group in rows[rows["study"] == "main"].groupby("method", sort=False):
         paths = [job_file(run, PROFILES, "main", method, seed) for seed in group["seed"]]
         frames = [pd.read_csv(path) for path in paths if path.exists()]
         if frames:
-            merged = pd.concat(frames)
-            profiles[method] = merged.groupby(["value", "target"], as_index=False).agg(
-                n_items=("n_items", "first"), effect=("effect", "mean")
-            )
+            profiles[method] = mean_profile(frames)
     return profiles
+
+
+def marked_transfer(transfer: pd.DataFrame, profiles: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The transfer table as written: each cell's effect, with ``*`` where it beats its null in every seed."""
+    beats = transfer_beats_null(profiles, transfer.index)
+    shown = transfer.copy().astype(object)
+    for method in transfer.columns.drop("n_items"):
+        marks = beats[method] if method in beats else pd.Series(pd.NA, index=transfer.index)
+        shown[method] = [
+            "–" if pd.isna(v) else f"{v:.3g}" + ("*" if bool(m) is True and not pd.isna(m) else "") for v, m in zip(transfer[method], marks)
+        ]
+    return shown
 
 
 def figure1(run: Path, rows: pd.DataFrame, target: str) -> go.Figure | None:
@@ -203,14 +198,6 @@ def figure2(rows: pd.DataFrame) -> go.Figure | None:
     return style(fig, "Effect by layer depth (error bars: SD over seeds)", height=440, width=760)
 
 
-def shown_table1(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as the paper shows it (Markdown and LaTeX): method, seeds, effect ± SD, p (median and largest over
-    seeds), side effects ± SD, ΔNLL ± SD and trained parameters; ``table1.csv`` keeps every column."""
-    shown = compact_methods(table)
-    shown["parameters"] = table["parameters"].astype("Int64") if "parameters" in table else pd.NA
-    return shown
-
-
 def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequence[str] = ("html", "png", "svg")) -> list[Path]:
     """Write every table and figure of an experiment folder into ``out`` (default: the folder itself), with
     what exists: ``table1.md`` ends with what is missing (`missing_runs`: failed runs, runs without an effect)."""
@@ -219,12 +206,12 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
     rows = read_runs(run)
     config = read_config(run)
     target = config.get("target", "honesty")
-    main = table1(rows)
+    main = table1(run, rows, target)
     written = write_table(
         out / "table1",
         main,
         TABLE1_COLUMNS,
-        f"Steering {target} on held-out value-labelled dilemmas (test items; mean and SD over seeds)",
+        table1_caption(target, config.get("cost_budget"), main),
         note="\n\n".join(missing_runs(run)),
         shown=shown_table1(main),
     )
@@ -240,12 +227,13 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
             out / "transfer",
             transfer.reset_index().rename(columns={"index": "value"}),
             None,
-            f"Transfer: effect of {target} steering on every value (nats per unit c)",
+            f"Transfer: effect of {target} steering on every value (nats per unit c; * beats its label-permutation null in every seed)",
+            shown=marked_transfer(transfer, profiles).reset_index().rename(columns={"index": "value"}),
         )
-        figures[out / "transfer"] = transfer_figure(transfer)
-    main = table1(rows).dropna(subset=["effect"])
-    if len(main):
-        figures[out / "pareto"] = pareto_figure(main)
+        figures[out / "transfer"] = transfer_figure(transfer, beats=transfer_beats_null(profiles, transfer.index))
+    costs = main.dropna(subset=["effect"])
+    if len(costs):
+        figures[out / "pareto"] = pareto_figure(costs)
     for name, figure in (("figure1_dose", figure1(run, rows, target)), ("figure2_depth", figure2(rows))):
         if figure is not None:
             figures[out / name] = figure

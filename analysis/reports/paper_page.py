@@ -17,10 +17,22 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..studies.layout import read_config
+from .paper_table1 import is_true, shown_table1, table1_caption
 from .report_page import Page
 from .sweep_answer import ALPHA, num, p_text
 
 NOTES = {
+    "c at budget": "the coefficient c* where the method's mean KL on neutral text reaches the run's budget (* = not reached)",
+    "KL": "mean KL(unsteered ‖ steered) per token on held-out neutral paragraphs at ±c* (nats)",
+    "effect at budget [95 % CI]": "half the change of the target's signed readout from −c* to +c* (nats), mean over test dilemmas",
+    "p": "one-sample t-test over test dilemmas (seeds averaged per dilemma)",
+    "seed SD": "standard deviation over training seeds of each seed's mean effect (apart from the interval)",
+    "vs prompting": "paired difference from prompting over the same test dilemmas, with its paired p",
+    "vs best direction": "paired difference from the best direction baseline (PCA or S-space) over the same test dilemmas",
+    "per unit c [95 % CI]": "(mean at c = +1 − mean at c = −1) / 2, dilemma-level interval",
+    "valid": "share of (item, c) rows whose answer words keep P ≥ min_pmass",
+    "side effects (null q95)": "mean |effect| on the other values, and the 95th percentile of its label-permutation null",
+    "KL at c = ±1": "mean KL per token on held-out neutral text at c = ±1 (a prompt's persona placed on the text)",
     "effect": "(mean at c = +1 − mean at c = −1) / 2 of the target value's signed readout, test items; mean over seeds",
     "± SD": "standard deviation over seeds",
     "p (median)": "item-level p of the effect, median over seeds",
@@ -76,39 +88,49 @@ def is_null(method: str) -> bool:
 
 
 def method_line(row: Any, target: str) -> str:
-    seeds = int(row.seeds) if np.isfinite(float(row.seeds)) else 1
-    return (
-        f"{row.method}: effect on {target} {pm(row.effect, getattr(row, 'effect_sd', np.nan))} nats per unit c "
-        + (
-            f"over {seeds} seeds, p {p_text(row.p_value)} (median; largest {p_text(getattr(row, 'p_value_max', np.nan))}); "
-            if seeds > 1
-            else f"(one run), p {p_text(row.p_value)}; "
+    """One method in words: at the budget when the run has one (Table 1's columns), else per unit c; an
+    ablation row (Table 2's columns: mean ± SD over seeds) as it is."""
+    at_budget = np.isfinite(float(getattr(row, "effect_at_budget", np.nan)))
+    if not at_budget and not hasattr(row, "effect_lo"):
+        seeds = int(row.seeds) if np.isfinite(float(row.seeds)) else 1
+        return (
+            f"{row.method}: effect on {target} {pm(row.effect, getattr(row, 'effect_sd', np.nan))} nats per unit c "
+            + (f"over {seeds} seeds, p {p_text(row.p_value)} (median); " if seeds > 1 else f"(one run), p {p_text(row.p_value)}; ")
+            + f"side effects {num(getattr(row, 'side_effects', np.nan))}, ΔNLL {num(getattr(row, 'delta_nll', np.nan))}."
         )
-        + f"side effects {num(getattr(row, 'side_effects', np.nan))}, ΔNLL {num(getattr(row, 'delta_nll', np.nan))}."
-    )
+    if at_budget:
+        reached = "" if is_true(getattr(row, "budget_reached", True)) else " (budget not reached)"
+        head = (
+            f"{row.method}: at c* = {num(row.coeff_at_budget)}{reached}, KL {num(row.kl_at_budget)}, {target} moves "
+            f"{num(row.effect_at_budget)} nats [{num(row.effect_at_budget_lo)}, {num(row.effect_at_budget_hi)}], p {p_text(row.p_at_budget)}"
+        )
+    else:
+        head = f"{row.method}: {target} moves {num(row.effect)} nats per unit c [{num(row.effect_lo)}, {num(row.effect_hi)}], p {p_text(row.p_value)}"
+    paired = [
+        f"{name} {num(getattr(row, column))} (p {p_text(getattr(row, column + '_p'))})"
+        for name, column in (("vs prompting", "vs_prompting"), ("vs the best direction", "vs_best_direction"))
+        if np.isfinite(float(getattr(row, column, np.nan)))
+    ]
+    return head + (f"; {', '.join(paired)}" if paired else "") + f"; side effects {num(getattr(row, 'side_effects', np.nan))}."
 
 
 def answer_lines(main: pd.DataFrame, ablation_note: str, transfer: pd.DataFrame, target: str) -> list[str]:
     """InnerPiSSA first, then the best baselines, then the null control; counts, the comparison, ablations, transfer."""
     if main.empty:
         return ["No finished main run in runs.csv yet."]
+    at_budget = "effect_at_budget" in main and main["effect_at_budget"].notna().any()
+    effect, p = ("effect_at_budget", "p_at_budget") if at_budget else ("effect", "p_value")
     nulls = main[main["method"].map(is_null)]
-    baselines = main[~main["method"].map(is_null) & (main["method"] != "InnerPiSSA")].sort_values("effect", ascending=False)
+    baselines = main[~main["method"].map(is_null) & (main["method"] != "InnerPiSSA")].sort_values(effect, ascending=False)
     own = main[main["method"] == "InnerPiSSA"]
     lines = [method_line(row, target) for row in pd.concat([own, baselines.head(3 - len(own))]).itertuples()]
     lines += [f"Null control, {method_line(row, target)}" for row in nulls.itertuples()]
-    worst_p = main["p_value_max"] if "p_value_max" in main else main["p_value"]
-    reliable = main[(worst_p < ALPHA) & (main["effect"] > 0)]
+    reliable = main[(main[p] < ALPHA) & (main[effect] > 0)]
+    where = "at the matched cost" if at_budget else "per unit c"
     lines.append(
-        f"{len(reliable)} of {len(main)} methods move {target} towards the positive side at p < {ALPHA:g} in every seed"
+        f"{len(reliable)} of {len(main)} methods move {target} towards the positive side {where} at dilemma-level p < {ALPHA:g}"
         + (f" ({', '.join(reliable['method'])})." if len(reliable) else "; none shows a reliable effect in this run.")
     )
-    if len(own) and len(baselines):
-        best = baselines.iloc[0]
-        against_null = f"; the null control {num(nulls['effect'].iloc[0])}" if len(nulls) else ""
-        lines.append(
-            f"InnerPiSSA {num(own['effect'].iloc[0])} against the best baseline, {best['method']}, {num(best['effect'])}{against_null}."
-        )
     if ablation_note:
         lines.append("Ablations: " + ablation_note)
     if not transfer.empty and "InnerPiSSA" in transfer:
@@ -127,10 +149,10 @@ def figure_caption(stem: str, figure: go.Figure, main: pd.DataFrame, target: str
         "method (first seed of trainable ones); dotted: ΔNLL on neutral text (right axis). A band that leaves zero steers." + quoted,
         "figure2_depth": f"InnerPiSSA adapted at one layer at a time ({len(figure.data[0].x) if figure.data else 0} depths): effect on {target} with SD over seeds. "
         "Where the bar clears its error bar, that depth carries the effect.",
-        "pareto": "Each main method's effect against its cost on neutral text (ΔNLL at c = ±1); up and to the left is better, "
-        "error bars are SD over seeds." + quoted,
+        "pareto": "Each main method's effect per unit c against its cost at c = ±1 (mean KL on neutral text, a prompt's persona "
+        "placed on the text); up and to the left is better, error bars are SD over seeds. Table 1 compares them at one cost." + quoted,
         "transfer": f"Effect of {target} steering on every value (rows) for each method (columns), nats per unit c: the target "
-        "row should move, the others should not.",
+        "row should move, the others should not; * marks a cell that beats its label-permutation null in every seed.",
         "training_curves": "ReprPO training of InnerPiSSA (first seed): the loss and its parts per step (left) and the separation "
         "gain at c = ±1 relative to c = 0 (right).",
     }.get(stem, "")
@@ -151,9 +173,9 @@ def write_paper_page(run: Path, out: Path, figures: Mapping[Path, go.Figure]) ->
     page.add_heading("Tables")
     if not main.empty:
         page.add_table(
-            "Table 1. Main methods (mean ± SD over seeds)",
-            compact_methods(main),
-            caption=missing,
+            "Table 1. Main methods at a matched cost",
+            shown_table1(main),
+            caption=table1_caption(target, config.get("cost_budget"), main) + (f" {missing}" if missing else ""),
             full=main,
             csv="table1.csv",
             notes=NOTES,

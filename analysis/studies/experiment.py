@@ -15,6 +15,9 @@ Studies (each trainable method with every seed in ``seeds``):
 Every choice uses validation items only (the layer of the PCA, S-space and random
 baselines: the largest first-order effect on the target among the adapter's layers;
 recorded in ``choices.json``); every reported number uses test items (``split.json``).
+Each main method is also judged at a shared cost (``cost_budget``, mean KL on neutral
+text; `analysis.measures.matched_cost`): its coefficient there is found on half the
+neutral paragraphs, its cost reported on the other half.
 Each finished run is a row of ``runs.csv`` with its dose table, value profile,
 training history and greedy samples (``generations/``, gathered into ``generations.md``
 after every run), so a killed run resumes where it stopped and loses none of them.
@@ -50,6 +53,7 @@ from steering.adapters.lora import attach_lora
 from steering.adapters.reprpo import default_loss_layer
 
 from ..measures.evaluate import PRECISION, SUMMARY, MethodRun, evaluate, generations_markdown
+from ..measures.matched_cost import MATCHED
 from ..measures.predict import first_order_effects
 from ..readouts.daily_dilemmas import for_value
 from ..readouts.items import ReadoutItem, check_items
@@ -90,6 +94,7 @@ RUN_COLUMNS = [
     "item_slope_lo",
     "item_slope_hi",
     *PRECISION,  # dilemma-level effect, CI and p; kept/valid share; side effects against their label-permutation null
+    *MATCHED,  # main study: the coefficient at the KL budget, the KL it costs, the effect there with its CI and p
     "parameters",
     "train_s",
     *TRAINING_COLUMNS,
@@ -355,6 +360,8 @@ def run_job(
             min_pmass=settings.min_pmass,
             capability=main and settings.capability,
             generation_tokens=settings.generation_tokens if samples else 0,
+            cost_budget=settings.cost_budget if main else None,
+            max_coeff=settings.cost_max_coeff,
         )
         write_atomic(entry_file(folder.path, DOSES, job.key), run.dose.to_csv(index=False))
         write_atomic(entry_file(folder.path, PROFILES, job.key), run.profile.to_csv(index=False))

@@ -64,6 +64,24 @@ def checked_settings(settings: ExperimentSettings, model: Any, layers: list[int]
         )
     if settings.patience is not None:
         whole_number(settings.patience, "patience", "steps without a better validation loss before stopping", 1, 4)
+    if settings.cost_budget is not None and (
+        isinstance(settings.cost_budget, bool)
+        or not isinstance(settings.cost_budget, numbers.Real)
+        or not math.isfinite(settings.cost_budget)
+        or settings.cost_budget <= 0
+    ):
+        raise ValueError(
+            f"cost_budget={settings.cost_budget!r}: the KL budget every main method is compared at, a positive number of "
+            "nats per token of neutral text (e.g. 0.05), or None to compare at c = ±1 only."
+        )
+    if (
+        isinstance(settings.cost_max_coeff, bool)
+        or not isinstance(settings.cost_max_coeff, numbers.Real)
+        or not 1 <= settings.cost_max_coeff < math.inf
+    ):
+        raise ValueError(
+            f"cost_max_coeff={settings.cost_max_coeff!r}: the largest coefficient tried to reach the budget, a finite number ≥ 1 (e.g. 64)."
+        )
     coeffs = check_coeffs(settings.coeffs)
     if not {-1.0, 0.0, 1.0} <= {float(c) for c in coeffs}:
         raise ValueError(f"coeffs={list(coeffs)} must include -1, 0 and +1 (the tables' effect is read there).")

@@ -29,6 +29,8 @@ class ExperimentSettings:
     val_fraction: float = 0.25  # training pairs held out to choose the training budget (the best validation step is kept); 0: none
     patience: int | None = None  # stop after this many steps without a better validation loss (None: run every step)
     coeffs: Sequence[float] = (-1.0, 0.0, 1.0, 2.0, 5.0)  # the tables read −1, 0, +1; Figure 1 all of them
+    cost_budget: float | None = 0.05  # Table 1 compares the main methods at this mean KL on neutral text (nats/token); None: off
+    cost_max_coeff: float = 64.0  # the largest c tried to reach the budget (a method still under it is judged there)
     test_fraction: float = 0.5
     split_seed: int = 0
     lora: bool = True
