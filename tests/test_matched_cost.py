@@ -121,7 +121,13 @@ def synthetic_dose(c_star, seed=0):
             item, offset = f"d{d}a{action}", rng.normal()
             for c in (-c_star, -1.0, 0.0, 1.0, c_star):
                 rows.append(
-                    dict(item=item, dilemma=f"d{d}", coeff=c, readout=offset + slope * c + 0.01 * rng.normal(), valid=not (item == "d5a1" and c == c_star))
+                    dict(
+                        item=item,
+                        dilemma=f"d{d}",
+                        coeff=c,
+                        readout=offset + slope * c + 0.01 * rng.normal(),
+                        valid=not (item == "d5a1" and c == c_star),
+                    )
                 )
     return pd.DataFrame(rows)
 
