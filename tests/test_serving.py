@@ -243,3 +243,106 @@ def serve_text(token_ids):
 
     folder = Path(probes.models.embedded_model_dir())
     return transformers.AutoTokenizer.from_pretrained(folder).decode(token_ids)
+
+
+# -- the command line -------------------------------------------------------------------------------
+def run_cli(*argv):
+    from steerscope.cli import main
+
+    return main(list(argv))
+
+
+def test_cli_serve_refuses_an_unservable_plan_before_vllm(tmp_path, capsys):
+    steering.Steering([direction()], modes=["ablate"]).save(tmp_path / "plan")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("serve", "--plan", str(tmp_path / "plan"))
+    assert exit_info.value.code == 2
+    assert "mode 'ablate' cannot be served" in capsys.readouterr().err
+
+
+def test_cli_serve_names_the_setup_without_a_serving_environment(tmp_path, capsys, monkeypatch):
+    steering.Steering([direction()]).save(tmp_path / "plan")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    monkeypatch.setattr(serve, "vllm_importable", lambda: False)
+    monkeypatch.setenv("STEERSCOPE_SERVE_PYTHON", str(tmp_path / "no-such-env" / "python"))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("serve", "--plan", str(tmp_path / "plan"), "--model", str(tmp_path / "model"))
+    assert exit_info.value.code == 2
+    assert "No serving environment" in (err := capsys.readouterr().err) and "bash scripts/setup_serve.sh" in err
+
+
+def test_cli_export_writes_a_servable_plan_and_refuses_others(tmp_path, capsys):
+    plan = steering.Steering([direction(), direction(layer=3, seed=1)], weights=[1.0, -2.0])
+    plan.save(tmp_path / "plan")
+    assert run_cli("export", str(tmp_path / "plan"), "--out", str(tmp_path / "out")) == 0
+    assert "steerscope serve --plan" in capsys.readouterr().out
+    for layer, step in serve.served_steps(tmp_path / "out", 1.0).items():
+        torch.testing.assert_close(step, serve.served_steps(plan, 1.0)[layer])
+    steering.Steering([direction()], positions="prompt").save(tmp_path / "prompt-only")
+    with pytest.raises(SystemExit):
+        run_cli("export", str(tmp_path / "prompt-only"), "--out", str(tmp_path / "out2"))
+    assert "positions='prompt' cannot be served" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.slow
+def test_cli_export_writes_an_adapter_as_peft(tmp_path, smollm, capsys):
+    from safetensors.torch import load_file
+
+    adapter = random_innerpissa(smollm)
+    try:
+        adapter.save(tmp_path / "saved")
+        export_peft(adapter, tmp_path / "direct", c=-0.5)
+    finally:
+        adapter.detach()
+    assert run_cli("export", str(tmp_path / "saved"), "--out", str(tmp_path / "peft"), "--c", "-0.5") == 0
+    assert "steerscope serve --adapter" in capsys.readouterr().out
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert config["target_modules"] == json.loads((tmp_path / "direct" / "adapter_config.json").read_text())["target_modules"]
+    got, want = load_file(tmp_path / "peft" / "adapter_model.safetensors"), load_file(tmp_path / "direct" / "adapter_model.safetensors")
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key])
+    assert serve.lora_rank(tmp_path / "peft") == 4
+
+
+@pytest.mark.slow
+def test_cli_serve_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):
+    """`steerscope serve` in this environment runs the serving environment's python (no vLLM here)."""
+    import signal
+    import time
+
+    serving_python()
+    steering.Steering([direction(scale=6.0)]).save(tmp_path / "plan")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "steerscope.cli", "serve", "--plan", str(tmp_path / "plan"), "--c", "1.5"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Serving on "):
+                break
+        assert lines and lines[-1].startswith("Serving on http://127.0.0.1:"), "".join(lines[-30:])
+        endpoint = lines[-1].split()[2]
+        import urllib.request
+
+        with urllib.request.urlopen(endpoint + "/models", timeout=30) as response:
+            assert serve.SERVED_NAME in response.read().decode()
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, rest[-3000:]
+        assert "Stopped." in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
