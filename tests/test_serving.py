@@ -13,6 +13,7 @@ The refusals and the lazy import are checked without vLLM (fast tests).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,9 +116,14 @@ def test_bad_coefficients_and_folders_are_refused(tmp_path):
 
 # -- on the engine ----------------------------------------------------------------------------------
 def serving_python() -> Path:
+    """The serving environment's python, or a skip saying how to build it (a build that failed leaves no stamp)."""
     python = serve.serve_python()
     if not python.exists():
         pytest.skip(f"No serving environment ({python}): run `bash scripts/setup_serve.sh` to test serving on vLLM.")
+    if not os.environ.get("STEERSCOPE_SERVE_PYTHON") and not (python.parents[1] / ".steerscope-serve-setup").exists():
+        pytest.skip(
+            f"The serving environment {python.parents[1]} is incomplete (its build failed or was interrupted): run `bash scripts/setup_serve.sh`."
+        )
     return python
 
 
@@ -346,3 +352,9 @@ def test_cli_serve_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_without_the_serving_environment_the_engine_tests_skip_with_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("STEERSCOPE_SERVE_PYTHON", str(tmp_path / "python"))
+    with pytest.raises(pytest.skip.Exception, match=r"run `bash scripts/setup_serve\.sh`"):
+        serving_python()
