@@ -489,7 +489,11 @@ def post_json(url: str, body: dict[str, Any], timeout: float = 300.0) -> dict[st
 
 def complete(server: Server, prompt: str | Sequence[int], max_tokens: int = 16, model: str | None = None) -> dict[str, Any]:
     """One greedy completion from the server (OpenAI's ``/v1/completions``); returns its JSON answer."""
-    body: dict[str, Any] = {"model": model or server.model, "prompt": prompt if isinstance(prompt, str) else list(prompt), "max_tokens": max_tokens}
+    body: dict[str, Any] = {
+        "model": model or server.model,
+        "prompt": prompt if isinstance(prompt, str) else list(prompt),
+        "max_tokens": max_tokens,
+    }
     body |= {"temperature": 0.0, "return_token_ids": True}
     return post_json(f"{server.endpoint}/completions", body)
 
