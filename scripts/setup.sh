@@ -59,5 +59,5 @@ if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1 && command -v apt
     || echo "note: could not install chromium; figures will be written as HTML only" >&2
 fi
 if [ "${SERVE:-$([ "$VENV" = .venv ] && [ "$LOCK" = requirements.lock ] && echo 1 || echo 0)}" = 1 ]; then
-  bash scripts/setup_serve.sh || echo "note: the serving environment (scripts/setup_serve.sh) failed to build; tests/test_serving.py will skip" >&2
+  VENV=.venv-serve LOCK=requirements-serve.lock bash scripts/setup_serve.sh || echo "note: the serving environment (scripts/setup_serve.sh) failed to build; tests/test_serving.py will skip" >&2
 fi
