@@ -148,9 +148,15 @@ def random_innerpissa(model):
 
 
 @pytest.fixture(scope="module")
-def served(smollm, tmp_path_factory):
+def serving():
+    """The serving environment's python; asked for first, so a skip comes before the model loads."""
+    return serving_python()
+
+
+@pytest.fixture(scope="module")
+def served(serving, smollm, tmp_path_factory):
     """References from transformers/steerscope here, and what vLLM returned for the same inputs there."""
-    python = serving_python()
+    python = serving
     work = tmp_path_factory.mktemp("serving")
     model = smollm
     ids = tokenize(model.tokenizer, PROMPTS)
@@ -314,25 +320,30 @@ def test_cli_export_writes_an_adapter_as_peft(tmp_path, smollm, capsys):
 
 
 @pytest.mark.slow
-def test_cli_serve_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):
-    """`steerscope serve` in this environment runs the serving environment's python (no vLLM here)."""
+def test_cli_serve_prints_the_endpoint_and_stops_on_ctrl_c(serving, tmp_path, smollm):
+    """`steerscope serve --adapter` here runs the serving environment's python (no vLLM in this one): the
+    adapter is served as "steered" beside "base", answers, and Ctrl-C stops the server."""
     import signal
     import time
+    import urllib.request
 
-    serving_python()
-    steering.Steering([direction(scale=6.0)]).save(tmp_path / "plan")
+    adapter = random_innerpissa(smollm)
+    try:
+        export_peft(adapter, tmp_path / "adapter", c=C)
+    finally:
+        adapter.detach()
     process = subprocess.Popen(
-        [sys.executable, "-m", "steerscope.cli", "serve", "--plan", str(tmp_path / "plan"), "--c", "1.5"],
+        [sys.executable, "-m", "steerscope.cli", "serve", "--adapter", str(tmp_path / "adapter")],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        lines = []
+        lines: list[str] = []
         deadline = time.time() + 600
         while time.time() < deadline:
-            line = process.stdout.readline()
+            line = process.stdout.readline() if process.stdout else ""
             if not line:
                 break
             lines.append(line)
@@ -340,10 +351,12 @@ def test_cli_serve_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):
                 break
         assert lines and lines[-1].startswith("Serving on http://127.0.0.1:"), "".join(lines[-30:])
         endpoint = lines[-1].split()[2]
-        import urllib.request
-
         with urllib.request.urlopen(endpoint + "/models", timeout=30) as response:
-            assert serve.SERVED_NAME in response.read().decode()
+            names = {model["id"] for model in json.loads(response.read())["data"]}
+        assert names == {serve.SERVED_NAME, serve.BASE_NAME}
+        server = serve.Server(endpoint, serve.SERVED_NAME, process, Path("-"))  # only its endpoint is used here
+        ids = tokenize(smollm.tokenizer, PROMPTS[:1])[0]
+        assert serve.complete(server, ids, max_tokens=4)["choices"][0]["text"]
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=120)
         assert process.returncode == 0, rest[-3000:]
@@ -358,3 +371,15 @@ def test_without_the_serving_environment_the_engine_tests_skip_with_the_reason(m
     monkeypatch.setenv("STEERSCOPE_SERVE_PYTHON", str(tmp_path / "python"))
     with pytest.raises(pytest.skip.Exception, match=r"run `bash scripts/setup_serve\.sh`"):
         serving_python()
+
+
+def test_an_unfinished_serving_environment_skips_with_the_reason(monkeypatch, tmp_path):
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()  # a venv whose build stopped before setup_serve.sh wrote its stamp
+    monkeypatch.delenv("STEERSCOPE_SERVE_PYTHON", raising=False)
+    monkeypatch.setattr(serve, "serve_python", lambda: python)
+    with pytest.raises(pytest.skip.Exception, match=r"incomplete.*bash scripts/setup_serve\.sh"):
+        serving_python()
+    (tmp_path / "venv" / ".steerscope-serve-setup").write_text("done")
+    assert serving_python() == python
