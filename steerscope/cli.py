@@ -265,12 +265,15 @@ def run_serve(args: argparse.Namespace) -> int:
     from steering import serve
 
     if args.plan:
+        args.c = 1.0 if args.c is None else args.c
         serve.served_steps(args.plan, args.c)  # refuse an unservable plan here, before vLLM starts
     else:
+        if args.c is not None:
+            raise ValueError("--c is a plan's coefficient; an adapter's was fixed when it was exported (steerscope export --c).")
         serve.lora_rank(args.adapter)
     model = serve.model_folder(args.model or embedded_model_dir())  # converted here, where the converter is installed
     forwarded = ["--plan", str(Path(args.plan).resolve())] if args.plan else ["--adapter", str(Path(args.adapter).resolve())]
-    forwarded += ["--model", model, "--c", repr(args.c)] + (["--port", str(args.port)] if args.port else [])
+    forwarded += ["--model", model] + (["--c", repr(args.c)] if args.plan else []) + (["--port", str(args.port)] if args.port else [])
     if serve.vllm_importable():
         return serve.main(forwarded)
     python = serve.serve_python()
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     served.add_argument("--plan", help="a steering plan's folder (steerscope export, steering.save_pretrained)")
     served.add_argument("--adapter", help="a PEFT LoRA folder (steerscope export, steering.export_peft)")
     serve.add_argument("--model", default=None, help="the model's local Hugging Face-format folder (default: the embedded SmolLM2)")
-    serve.add_argument("--c", type=float, default=1.0, help="the plan's coefficient")
+    serve.add_argument("--c", type=float, default=None, help="the plan's coefficient (default 1; an adapter's was fixed by export)")
     serve.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
     serve.set_defaults(handler=run_serve)
     args = parser.parse_args(argv)

@@ -400,3 +400,9 @@ def test_the_serving_lock_pins_what_serving_needs():
     assert not {"torchvision", "torchaudio", "torchcodec"} & set(pins)
     for package, supported in (("nnsight", tracing.SUPPORTED), ("transformers", tracing.SUPPORTED_TRANSFORMERS)):
         assert tracing.check_version(pins[package], package=package, supported=supported)
+
+
+def test_cli_serve_refuses_a_coefficient_for_an_adapter(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_cli("serve", "--adapter", str(tmp_path), "--c", "2")
+    assert "fixed when it was exported" in capsys.readouterr().err
