@@ -11,6 +11,9 @@
 #               TORCH_SPEC="torch==2.13.0+cu128 --index-url https://download.pytorch.org/whl/cu128",
 #               or TORCH_SPEC=skip to keep the torch the environment has)
 #   PYTHON      the interpreter that creates the environment (default: python3, 3.11 or newer)
+#   SERVE       1: also build the serving environment .venv-serve (scripts/setup_serve.sh: vLLM for the CPU,
+#               for steerscope serve and tests/test_serving.py), 0: not (default: 1 for the default .venv
+#               from the lock, else 0). Where its build fails, setup goes on and the serving tests skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -54,4 +57,7 @@ if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1 && command -v apt
   (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
     || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)) \
     || echo "note: could not install chromium; figures will be written as HTML only" >&2
+fi
+if [ "${SERVE:-$([ "$VENV" = .venv ] && [ "$LOCK" = requirements.lock ] && echo 1 || echo 0)}" = 1 ]; then
+  VENV=.venv-serve LOCK=requirements-serve.lock bash scripts/setup_serve.sh || echo "note: the serving environment (scripts/setup_serve.sh) failed to build; tests/test_serving.py will skip" >&2
 fi

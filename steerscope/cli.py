@@ -7,6 +7,8 @@ steerscope train [--model ID [--dtype bfloat16 --device-map auto]] [--concept ho
 steerscope paper [--run DIR | the train options]
 steerscope figures --run runs/sweep --out figures/
 steerscope demo  [--model ID [--remote]] [--pairs 64] [--layers all] [--kinds resid]
+steerscope export SAVED --out DIR [--c 1.0] [--model ID]
+steerscope serve (--plan DIR [--c 1.0] | --adapter DIR) [--model FOLDER] [--port N]
 """
 
 from __future__ import annotations
@@ -241,6 +243,54 @@ def run_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    """A saved plan or adapter, in the form `steerscope serve` serves: a plan's folder (checked servable), a PEFT LoRA folder."""
+    from steering import serve
+    from steering.steerable import saved_type
+
+    saved = Path(args.saved)
+    kind = saved_type(saved)
+    if kind == "steering":
+        plan = serve.check_servable(saved)  # refuses what vLLM cannot apply, before anything is written
+        plan.save(args.out)
+        print(f"Wrote the plan {plan.name!r} to {args.out}; serve it with: steerscope serve --plan {args.out} --c {args.c:g}")
+        return 0
+    if kind not in ("innerpissa", "lora"):
+        raise ValueError(f"{saved} holds a {kind!r}, which is not served: export a steering plan or an adapter (InnerPiSSA, LoRA).")
+    import steering
+
+    model = load_from_args(args)
+    adapter = steering.load_steerable(saved, model)
+    assert isinstance(adapter, steering.AdapterHandle)
+    steering.export_peft(adapter, args.out, c=args.c)
+    print(f"Wrote {saved} at c = {args.c:g} as a PEFT LoRA folder {args.out}; serve it with: steerscope serve --adapter {args.out}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """vLLM's OpenAI-compatible server on 127.0.0.1 (`steering.serve`), run by the serving environment's python."""
+    from probes.models import embedded_model_dir
+    from steering import serve
+
+    if args.plan:
+        args.c = 1.0 if args.c is None else args.c
+        serve.served_steps(args.plan, args.c)  # refuse an unservable plan here, before vLLM starts
+    else:
+        if args.c is not None:
+            raise ValueError("--c is a plan's coefficient; an adapter's was fixed when it was exported (steerscope export --c).")
+        serve.lora_rank(args.adapter)
+    model = serve.model_folder(args.model or embedded_model_dir())  # converted here, where the converter is installed
+    forwarded = ["--plan", str(Path(args.plan).resolve())] if args.plan else ["--adapter", str(Path(args.adapter).resolve())]
+    forwarded += ["--model", model] + (["--c", repr(args.c)] if args.plan else []) + (["--port", str(args.port)] if args.port else [])
+    if serve.vllm_importable():
+        return serve.main(forwarded)
+    python = serve.serve_python()
+    if not python.exists():
+        raise FileNotFoundError(f"No serving environment ({python}): run `{serve.SETUP}` (or set STEERSCOPE_SERVE_PYTHON).")
+    os.execv(python, [str(python), "-m", "steering.serve", *forwarded])  # Ctrl-C then reaches the server's own handler
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="steerscope", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -308,6 +358,24 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--kinds", default="resid", help="comma-separated sublayer kinds, e.g. resid,o,down")
     demo.add_argument("--batch-size", type=at_least(1, "texts per forward pass"), default=32)
     demo.set_defaults(handler=run_demo)
+    export = commands.add_parser(
+        "export", help="write a saved plan or adapter in the form `steerscope serve` serves (PEFT LoRA for adapters)"
+    )
+    export.add_argument("saved", help="a folder Steerable.save or steering.save_pretrained wrote: a plan, an InnerPiSSA or a LoRA")
+    export.add_argument("--out", required=True, help="the folder to write")
+    export.add_argument("--c", type=float, default=1.0, help="the coefficient an adapter is fixed at (a plan's is chosen when served)")
+    add_model_options(export, remote=False)
+    export.set_defaults(handler=run_export)
+    serve = commands.add_parser(
+        "serve", help="vLLM's OpenAI-compatible server on 127.0.0.1 with a plan or an adapter (bash scripts/setup_serve.sh)"
+    )
+    served = serve.add_mutually_exclusive_group(required=True)
+    served.add_argument("--plan", help="a steering plan's folder (steerscope export, steering.save_pretrained)")
+    served.add_argument("--adapter", help="a PEFT LoRA folder (steerscope export, steering.export_peft)")
+    serve.add_argument("--model", default=None, help="the model's local Hugging Face-format folder (default: the embedded SmolLM2)")
+    serve.add_argument("--c", type=float, default=None, help="the plan's coefficient (default 1; an adapter's was fixed by export)")
+    serve.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    serve.set_defaults(handler=run_serve)
     args = parser.parse_args(argv)
     try:
         return args.handler(args)

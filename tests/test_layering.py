@@ -26,7 +26,7 @@ STAGES = {
         {"modes", "recorded_model"},
         {"intervene"},
         {"plans", "adapters", "calibrate"},
-        {"formats"},
+        {"formats", "serve"},
     ],
     "analysis": [{"readouts"}, {"measures"}, {"studies"}, {"reports"}],
 }
