@@ -94,6 +94,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         seed=args.seed,
         null_model=not args.no_null,
         null_direction=not args.no_null,
+        cost_budget=args.cost_budget or None,
     )
     from analysis.reports.sweep_report import SUMMARY_COLUMNS, ranked, write_report
     from analysis.reports.tables import markdown_table
@@ -304,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--min-pmass", type=MIN_PMASS, default=0.1, help="items with P(yes)+P(no) below this are invalid")
     sweep.add_argument("--out", default=None, help="output folder (default: runs/sweep-<date-time>, so reruns never collide)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    sweep.add_argument(
+        "--cost-budget",
+        type=not_negative("the KL budget (nats per token of neutral text; 0: off)"),
+        default=0.0,
+        help="also judge every dosed direction at the coefficient where its mean KL on neutral text reaches this many nats "
+        "per token, so methods compare at one cost (0, the default: per unit c only; calibrating takes a few seconds each)",
+    )
     sweep.add_argument("--full", action="store_true", help="dose-response for every layer x kind (slow; same as --select all)")
     sweep.add_argument(
         "--select",

@@ -8,6 +8,7 @@ import pytest
 import analysis
 import analysis.studies.sweep as sweep_module
 import probes
+import steering
 from analysis import sweep_steerability
 from analysis.reports.sweep_report import write_report
 from steerscope.cli import main
@@ -171,3 +172,35 @@ def test_modes_become_rows_of_their_own(tmp_path):
     assert (at_zero.loc[unsteered["item"]].to_numpy() == unsteered["logratio"].to_numpy()).all()
     with pytest.raises(ValueError, match="choose from add, ablate, clamp, conditional"):
         small_sweep(tmp_path / "bad", modes=("scale",))
+
+
+def test_a_sweep_with_a_cost_budget_compares_every_direction_at_that_cost(tmp_path):
+    from analysis.measures.matched_cost import cost_texts
+    from analysis.studies.layout import config_name
+    from steering.calibrate import neutral_kl
+
+    result = small_sweep(tmp_path, cost_budget=0.02, top_k=1, stride=99, methods=("mean_diff",))
+    write_report(result, ("html",))
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert results["error"].isna().all() and results["budget_reached"].all()
+    model = tiny_model("llama")
+    for row in results.itertuples():
+        name = config_name(row.layer, row.kind, row.method)
+        direction = steering.load_directions(tmp_path / "directions" / f"{name}.safetensors")[0]
+        # the coefficient costs the budget on the calibration paragraphs, by the KL measured afresh
+        calibration, _ = cost_texts()
+        kl = neutral_kl(model, direction, [row.coeff_at_budget, -row.coeff_at_budget], calibration)
+        assert 0.02 <= sum(kl) / 2 <= 0.02 * 1.03
+        # the effect at the budget from the dose file by hand: half the change from −c* to +c*, per dilemma
+        dose = pd.read_csv(tmp_path / "doses" / f"{name}.csv")
+        wide = dose.pivot_table(index="item", columns="coeff", values="readout")
+        plus = min(wide.columns, key=lambda c: abs(c - row.coeff_at_budget))
+        half = (wide[plus] - wide[-plus]) / 2
+        groups = (
+            dose.groupby("item")["dilemma"].first().fillna(pd.Series(half.index, index=half.index)) if "dilemma" in dose else half.index
+        )
+        assert row.effect_at_budget == pytest.approx(half.groupby(groups).mean().mean())
+        # the per-unit-c numbers still read c = −1, 0, +1 only
+        assert row.effect == pytest.approx(((wide[1.0] - wide[-1.0]) / 2).mean())
+    assert results["null_effect_at_budget"].notna().all()
+    assert "effect at budget" in (tmp_path / "summary.md").read_text()

@@ -20,7 +20,7 @@ import pandas as pd
 from ..studies.layout import check_run, holds_experiment, holds_sweep, load_sweep
 from . import plots
 from .paper import write_paper
-from .sweep_report import COMPACT_LABELS, compact_table, inferred, sweep_figures
+from .sweep_report import BUDGET_LABELS, COMPACT_LABELS, compact_table, inferred, sweep_figures
 from .tables import write_table
 
 FORMATS = ("html", "png", "svg")
@@ -44,7 +44,7 @@ def run_tables(run: Path) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, str]]:
         table = inferred(load_sweep(run)).head(20)
         tables["sweep_summary"] = (
             table,
-            compact_table(table).rename(columns=COMPACT_LABELS),
+            compact_table(table).rename(columns=COMPACT_LABELS | BUDGET_LABELS),
             "Steerability sweep on test items, ranked by the mean item slope (p (Holm): adjusted for the configurations compared).",
         )
     return tables

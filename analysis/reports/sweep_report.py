@@ -90,6 +90,12 @@ COMPACT_LABELS = {
     "delta_nll": "ΔNLL",
     "predicted_effect": "predicted",
 }
+BUDGET_LABELS = {  # shown only for a sweep run with a cost budget (SweepSettings.cost_budget, --cost-budget)
+    "coeff_at_budget": "c at budget",
+    "effect_at_budget": "effect at budget",
+    "p_at_budget": "p at budget",
+    "null_effect_at_budget": "null at budget",
+}
 COLUMN_NOTES = {
     "configuration": "layer, sublayer kind and direction method (+ mode)",
     "item_slope": "mean over test items of each item's slope of the signed readout on c (nats per unit c)",
@@ -100,6 +106,10 @@ COLUMN_NOTES = {
     "vs_null_p": "paired t-test over items of the item slopes against the random direction's",
     "delta_nll": "worst NLL increase on neutral text at c = ±1 (nats/token)",
     "predicted_effect": "first-order effect dR/dc at c = 0 on validation items (what chose the configuration)",
+    "coeff_at_budget": "the coefficient where the direction's mean KL on neutral text reaches the sweep's cost budget",
+    "effect_at_budget": "half the readout change from −c* to +c* (nats), mean over test dilemmas: methods compared at one cost",
+    "p_at_budget": "one-sample t-test over test dilemmas of that change",
+    "null_effect_at_budget": "the same for the random direction at the same (layer, kind), at its own c*",
 }
 
 
@@ -118,6 +128,9 @@ def compact_table(rows: pd.DataFrame) -> pd.DataFrame:
             ]
         elif column in rows and column != "configuration":
             out[column] = rows[column].to_numpy()
+    for column in BUDGET_LABELS:
+        if column in rows and rows[column].notna().any():
+            out[column] = rows[column].to_numpy()
     return out
 
 
@@ -134,7 +147,7 @@ def summary_markdown(result: Any, top: int = 20) -> str:
         "",
         f"{len(table)} configurations scored ({len(failed)} failed), ranked by item_slope on test items.",
         "",
-        markdown_table(compact.rename(columns=COMPACT_LABELS)),
+        markdown_table(compact.rename(columns=COMPACT_LABELS | BUDGET_LABELS)),
         "",
         "## Every column",
         "",
@@ -208,7 +221,7 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
         "Steerability sweep on test items, ranked by the mean item slope (p (Holm): adjusted for the configurations compared).",
         formats=("tex",),
         newline=False,
-        shown=compact_table(top).rename(columns=COMPACT_LABELS),
+        shown=compact_table(top).rename(columns=COMPACT_LABELS | BUDGET_LABELS),
     )
     figures = sweep_figures(result)
     plots.save_figures({out / "figures" / stem: figure for stem, figure in figures.items()}, formats)
@@ -223,7 +236,7 @@ def write_report(result: Any, formats: Sequence[str] = ("html", "png", "svg")) -
         caption=SELECTION_RULE,
         full=table.drop(columns=[c for c in ("error",) if c in table]),
         csv=RESULTS,
-        labels=COMPACT_LABELS,
+        labels=COMPACT_LABELS | BUDGET_LABELS,
         notes=COLUMN_NOTES,
     )
     page.add_heading("Figures")

@@ -13,7 +13,11 @@ Choices are made on validation items and results reported on test items
    dosed, plus the first kind at every ``stride``-th layer (a layer profile);
    ``full=True`` doses every one. Raw AUROC is not used to choose.
 3. *Dose-response* on test items for every method at the selected (layer, kind),
-   and a random direction of the same norm there (the ``null_*`` columns).
+   and a random direction of the same norm there (the ``null_*`` columns). With
+   ``cost_budget`` (off by default: it calibrates every dosed direction), each is also
+   judged at a matched cost: its coefficient where the mean KL on neutral text reaches the
+   budget and the effect there (`analysis.measures.matched_cost`; ``effect_at_budget`` and
+   the other ``MATCHED`` columns, ``null_effect_at_budget`` for the random direction).
 
 Each finished configuration is written to ``results.csv`` at once (with its
 dose table in ``doses/`` and direction in ``directions/``; every file atomic),
@@ -57,6 +61,7 @@ from steering import directions as dirs
 
 from ..measures.agreement import compare_directions
 from ..measures.dose import check_coeffs, dose_response, unsteered_baseline
+from ..measures.matched_cost import MATCHED, effect_at, match_and_cost, with_budget_coeffs
 from ..measures.metrics import METRIC_KEYS, dose_metrics
 from ..measures.predict import finite_difference_effects, first_order_effects, lens_predictions, summarise_effects
 from ..measures.separation import separation, with_null
@@ -94,10 +99,12 @@ RESULT_COLUMNS = [
     "null_p_value",
     "null_effect",
     "null_delta_nll",
+    *MATCHED,
+    "null_effect_at_budget",
     "seconds",
     "error",
 ]
-NULL_COLUMNS = ["layer", "kind", *METRIC_KEYS, "seconds", "error"]
+NULL_COLUMNS = ["layer", "kind", *METRIC_KEYS, *MATCHED, "seconds", "error"]
 SCREEN_FALLBACK = "mean_diff"
 
 
@@ -119,6 +126,7 @@ class SweepSettings:
     seed: int = 0
     null_model: bool = True  # separation of a random-init copy beside every row
     null_direction: bool = True  # a random direction of the same norm beside every dosed (layer, kind)
+    cost_budget: float | None = None  # also judge each dosed direction at this mean KL on neutral text (nats/token)
 
     def checked(self, model: Any) -> SweepSettings:
         """A normalised copy, or a clear error for anything that would fail later."""
@@ -136,6 +144,13 @@ class SweepSettings:
         check_batch_size(self.batch_size)
         top_k = whole_number(self.top_k, "top_k", "how many (layer, kind) to dose", 1, 4)
         stride = whole_number(self.stride, "stride", "the layer stride of the profile", 1, 6)
+        if self.cost_budget is not None and (
+            isinstance(self.cost_budget, bool) or not isinstance(self.cost_budget, (int, float)) or not 0 < self.cost_budget < float("inf")
+        ):
+            raise ValueError(
+                f"cost_budget={self.cost_budget!r}: the mean KL on neutral text (nats per token) every dosed direction is also "
+                "judged at, a positive number (e.g. 0.05), or None for per unit c only."
+            )
         if not isinstance(self.min_pmass, (int, float)) or not 0 <= self.min_pmass <= 1:
             raise ValueError(
                 f"min_pmass={self.min_pmass!r}: the least P(positive)+P(negative) for an item to count, from 0 to 1 (e.g. 0.1)."
@@ -265,16 +280,18 @@ def run_sweep(model: Any, pairs: list, split: Split, settings: SweepSettings, fo
     nulls = ResultTable(folder.file(NULLS), NULL_COLUMNS, key=("layer", "kind"))
     baseline = unsteered_baseline(model, split.test, batch_size=settings.batch_size, min_pmass=settings.min_pmass)
 
-    def dose(direction: dirs.Direction, mode: str) -> pd.DataFrame:
-        return dose_response(
-            model,
-            steering.plans.in_mode(direction, mode, acts),
-            split.test,
-            settings.coeffs,
-            batch_size=settings.batch_size,
-            baseline=baseline,
-            min_pmass=settings.min_pmass,
+    def dose(direction: dirs.Direction, mode: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The dose table at the sweep's coefficients (and ±c* with a cost budget) and its metrics."""
+        applied = steering.plans.in_mode(direction, mode, acts)
+        coeffs, matched = list(settings.coeffs), dict[str, Any]()
+        if settings.cost_budget is not None:
+            match, matched = match_and_cost(model, applied, settings.cost_budget)
+            coeffs = with_budget_coeffs(coeffs, match.coeff)
+        df = dose_response(
+            model, applied, split.test, coeffs, batch_size=settings.batch_size, baseline=baseline, min_pmass=settings.min_pmass
         )
+        metrics = dose_metrics(df[df["coeff"].isin(settings.coeffs)])  # the per-unit-c numbers read the sweep's coefficients only
+        return df, metrics | (matched | effect_at(df, matched["coeff_at_budget"]) if matched else {})
 
     sep_by = sep.set_index(["layer", "kind"])
     pred_by = predictions.set_index(["layer", "kind", "method"])
@@ -299,8 +316,8 @@ def run_sweep(model: Any, pairs: list, split: Split, settings: SweepSettings, fo
             # the null is a seeded random direction of the methods' norm (the typical pair difference)
             method, _, mode = job.partition("+")
             direction = dirs.compute("random" if is_null else method, acts, layer, kind, model=model, pairs=pairs)
-            df = dose(direction, mode or "add")
-            row |= dose_metrics(df) | {"vote_share": direction.meta["vote_share"], "scale": direction.scale}
+            df, metrics = dose(direction, mode or "add")
+            row |= metrics | {"vote_share": direction.meta["vote_share"], "scale": direction.scale}
             write_atomic(entry_file(folder.path, DOSES, name), df.to_csv(index=False))
             dirs.save_directions([direction], entry_file(folder.path, NULL_DIRECTIONS if is_null else DIRECTIONS, name, ".safetensors"))
             doses[name] = df
@@ -335,7 +352,7 @@ def context_columns(layer: int, kind: str, method: str, sep_by: pd.DataFrame, pr
             out["lens_margin"] = float(pred_by.loc[(layer, kind, method), "lens_margin"])
     null = nulls.rows.get((str(layer), kind))
     if null is not None and not null.get("error"):
-        out |= {f"null_{k}": null.get(k) for k in ("item_slope", "p_value", "effect", "delta_nll")}
+        out |= {f"null_{k}": null.get(k) for k in ("item_slope", "p_value", "effect", "delta_nll", "effect_at_budget")}
     return out
 
 
