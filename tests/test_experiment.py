@@ -104,7 +104,7 @@ def test_trainable_rows_have_every_seed_and_their_spread(experiment):
     assert runs["error"].isna().all(), runs["error"].dropna().tolist()
     table1 = pd.read_csv(out / "table1.csv").set_index("method")
     assert {"InnerPiSSA", "prompting", "LoRA"} <= set(table1.index)
-    assert any(m.startswith("PCA") for m in table1.index) and any(m.startswith("S-space") for m in table1.index)
+    assert all(any(m.startswith(prefix) for m in table1.index) for prefix in ("PCA", "mean_diff", "S-space", "random"))
     assert table1.loc["InnerPiSSA", "seeds"] == 2 and np.isfinite(table1.loc["InnerPiSSA", "seed_sd"])
     assert table1.loc["prompting", "seeds"] == 1 and table1.loc["prompting", "delta_nll"] == 0.0
     # by hand from the dose files (every item valid here, min_pmass 0): per item (r(+1) − r(−1)) / 2 of the
@@ -159,7 +159,7 @@ def test_table1_compares_methods_at_the_budget_paired_over_dilemmas(experiment):
     both = pd.concat([changes["InnerPiSSA"], changes["prompting"]], axis=1, join="inner")
     assert table1.loc["InnerPiSSA", "vs_prompting"] == pytest.approx((both[0] - both[1]).mean())
     assert table1.loc["InnerPiSSA", "vs_prompting_p"] == pytest.approx(stats.ttest_rel(both[0], both[1]).pvalue)
-    directions = [m for m in changes if m.startswith(("PCA", "S-space"))]
+    directions = [m for m in changes if m.startswith(("PCA", "mean_diff", "S-space"))]
     best = max(directions, key=lambda m: changes[m].mean())
     assert table1["best_direction"].iloc[0] == best
     assert "0.05 nats/token" in (out / "table1.md").read_text()  # the budget is in the caption

@@ -28,7 +28,7 @@ NOTES = {
     "p": "one-sample t-test over test dilemmas (seeds averaged per dilemma)",
     "seed SD": "standard deviation over training seeds of each seed's mean effect (apart from the interval)",
     "vs prompting": "paired difference from prompting over the same test dilemmas, with its paired p",
-    "vs best direction": "paired difference from the best direction baseline (PCA or S-space) over the same test dilemmas",
+    "vs best direction": "paired difference from the best direction baseline (PCA, mean_diff or S-space) over the same test dilemmas",
     "per unit c [95 % CI]": "(mean at c = +1 − mean at c = −1) / 2, dilemma-level interval",
     "valid": "share of (item, c) rows whose answer words keep P ≥ min_pmass",
     "side effects (null q95)": "mean |effect| on the other values, and the 95th percentile of its label-permutation null",

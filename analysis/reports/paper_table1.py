@@ -9,8 +9,8 @@ Computed from the run folder's dose tables (``doses/``) and ``runs.csv``, on tes
   interval (``effect_at_budget_lo``/``_hi``) and t-test ``p_at_budget``, and the seed spread
   as its own column (``seed_sd_at_budget``; `analysis.measures.precision.seed_summary`);
 - **paired between methods** on the same test dilemmas (at the budget when there is one, else
-  per unit c): ``vs_prompting`` and ``vs_best_direction`` (the PCA or S-space row with the
-  larger effect), each the mean per-dilemma difference with its interval and paired p;
+  per unit c): ``vs_prompting`` and ``vs_best_direction`` (the PCA, mean_diff or S-space row
+  with the largest effect), each the mean per-dilemma difference with its interval and paired p;
 - **per unit c** (c = ±1): ``effect`` with ``effect_lo``/``_hi``, ``p_value`` (dilemma level,
   seeds pooled the same way) and ``seed_sd``;
 - per run, averaged over seeds: ``valid_frac``, ``kept_frac``, ``side_effects`` with its
@@ -37,7 +37,7 @@ from ..measures.precision import best_of, paired_difference, seed_summary, signe
 from ..studies.layout import DOSES, job_file, target_labels
 from .sweep_answer import num, p_text
 
-DIRECTION_PREFIXES = ("PCA", "S-space")  # the direction baselines "the best direction" is chosen among (not the random null)
+DIRECTION_PREFIXES = ("PCA", "mean_diff", "S-space")  # the direction baselines "the best direction" is chosen among (not the random null)
 PER_RUN = (
     "coeff_at_budget",
     "kl_at_budget",

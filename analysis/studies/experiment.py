@@ -3,8 +3,8 @@
 Studies (each trainable method with every seed in ``seeds``):
 
 - ``main`` (Table 1, Figure 1, the transfer table): InnerPiSSA trained with ReprPO;
-  prompting (an honest / dishonest persona); PCA (``pca_diff``) steering of the
-  residual stream; S-space steering (``uspace_pca`` in ``down``'s output singular
+  prompting (an honest / dishonest persona); PCA (``pca_diff``) and mean-difference
+  (``mean_diff``) steering of the residual stream; S-space steering (``uspace_pca`` in ``down``'s output singular
   basis); a random direction at PCA's norm; LoRA trained with the same loss.
 - ``ablation`` (Table 2): no SVD (random orthonormal bases), no coherence term,
   coherence weight ×100 and ÷100, no monotonic term, no V rotation, U rotation on,
@@ -222,6 +222,7 @@ def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int
     jobs += [
         Job("main", "prompting", None, static(steering.Prompting(*probes.pairs.prompting_personas(settings.concept)))),
         Job("main", f"PCA (L{layer})", None, static(pca), [layer]),
+        Job("main", f"mean_diff (L{layer})", None, static(dirs.compute("mean_diff", acts, layer, "resid")), [layer]),
         Job(
             "main",
             f"S-space (L{layer} down)",
