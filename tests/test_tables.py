@@ -59,3 +59,17 @@ def test_without_shown_the_tables_show_the_columns_given(tmp_path):
     write_table(tmp_path / "t", frame, ["a_b", "c"], "caption", formats=("tex", "md"))
     assert latex_header((tmp_path / "t.tex").read_text()) == [r"a\_b", "c"]
     assert (tmp_path / "t.md").read_text().splitlines()[2] == "| a_b | c |"
+
+
+def test_the_transfer_table_marks_only_cells_that_beat_their_null_and_survives_missing_nulls():
+    from analysis.reports.paper import marked_transfer
+
+    table = pd.DataFrame({"n_items": [5, 4], "A": [0.5, np.nan], "B": [0.1, 0.2]}, index=["honesty", "care"])
+    beats = pd.array([True, False], dtype="boolean")
+    profiles = {  # A carries a null for honesty only; B has no null at all (an older run)
+        "A": pd.DataFrame({"value": ["honesty"], "target": [True], "n_items": [5], "effect": [0.5], "beats_null": beats[:1]}),
+        "B": pd.DataFrame({"value": ["honesty", "care"], "target": [True, False], "n_items": [5, 4], "effect": [0.1, 0.2]}),
+    }
+    shown = marked_transfer(table, profiles)
+    assert shown.loc["honesty", "A"] == "0.5*" and shown.loc["care", "A"] == "–"
+    assert list(shown["B"]) == ["0.1", "0.2"]  # no null, no mark

@@ -161,7 +161,7 @@ def marked_transfer(transfer: pd.DataFrame, profiles: dict[str, pd.DataFrame]) -
     for method in transfer.columns.drop("n_items"):
         marks = beats[method] if method in beats else pd.Series(pd.NA, index=transfer.index)
         shown[method] = [
-            "–" if pd.isna(v) else f"{v:.3g}" + ("*" if bool(m) is True and not pd.isna(m) else "") for v, m in zip(transfer[method], marks)
+            "–" if pd.isna(v) else f"{v:.3g}" + ("*" if not pd.isna(m) and bool(m) else "") for v, m in zip(transfer[method], marks)
         ]
     return shown
 
