@@ -65,34 +65,29 @@ def fraction(inclusive: bool, meaning: str):
     return parse
 
 
-def positive_number(meaning: str):
-    """An argparse type: a finite number > 0."""
+def finite_number(meaning: str, zero: bool):
+    """An argparse type: a finite number > 0, or ≥ 0 where ``zero`` (0: the option's "off")."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = float("nan")
-        if not 0 < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r}: {meaning}, a positive number")
+        if not (value >= 0 if zero else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r}: {meaning}, {'a number of at least 0' if zero else 'a positive number'}")
         return value
 
     return parse
+
+
+def positive_number(meaning: str):
+    """An argparse type: a finite number > 0."""
+    return finite_number(meaning, zero=False)
 
 
 def not_negative(meaning: str):
     """An argparse type: a finite number ≥ 0 (0: the option's "off")."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not 0 <= value < float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r}: {meaning}, a number of at least 0")
-        return value
-
-    return parse
+    return finite_number(meaning, zero=True)
 
 
 MIN_PMASS = fraction(True, "the least P(positive)+P(negative) answer words for an item to count")

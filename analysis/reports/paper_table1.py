@@ -128,9 +128,9 @@ def table1(run: Path, rows: pd.DataFrame, target: str) -> pd.DataFrame:
         if at_budget:
             budget_runs[method] = budget
     table = pd.DataFrame(out)
-    at_budget = len(budget_runs) == len(table)
-    paired_runs = {m: r for m, r in (budget_runs if at_budget else unit_runs).items() if r and not all(s.empty for s in r)}
-    table["paired_at"] = "budget" if at_budget else "c = ±1"
+    every_at_budget = len(budget_runs) == len(table)  # pair at the budget only when every method has one
+    paired_runs = {m: r for m, r in (budget_runs if every_at_budget else unit_runs).items() if r and not all(s.empty for s in r)}
+    table["paired_at"] = "budget" if every_at_budget else "c = ±1"
     directions = [m for m in paired_runs if str(m).startswith(DIRECTION_PREFIXES)]
     best = best_of(paired_runs, directions) if directions else None
     table["best_direction"] = best
