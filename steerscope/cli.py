@@ -145,6 +145,7 @@ def run_experiment_command(args: argparse.Namespace, full: bool) -> int:
         seeds=seeds,
         steps=args.steps,
         lr=args.lr,
+        objective=args.objective,
         batch_pairs=args.batch_pairs,
         val_fraction=args.val_fraction,
         patience=args.patience,
@@ -210,6 +211,13 @@ def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
     parser.add_argument("--rank", type=at_least(1, "the adapters' rank"), default=16)
     parser.add_argument("--steps", type=at_least(1, "training steps"), default=16)
     parser.add_argument("--lr", type=positive_number("the learning rate"), default=3e-3)
+    parser.add_argument(
+        "--objective",
+        choices=("gap", "shift", "both"),
+        default="gap",
+        help="what ReprPO pushes along its frozen direction: the positive-negative gap, the pair midpoint (a shift of "
+        "every state, what moves persona-free text) or both",
+    )
     parser.add_argument("--batch-pairs", type=at_least(1, "pairs per training step"), default=4)
     parser.add_argument(
         "--val-fraction",

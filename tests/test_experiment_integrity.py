@@ -76,3 +76,22 @@ def test_the_paper_reads_a_folder_written_with_the_older_keys(tmp_path):
     new = tmp_path / "profiles" / f"{job_key('main', 'InnerPiSSA', 0)}.csv"
     new.write_text("value\n")
     assert new != old and job_file(tmp_path, "profiles", "main", "InnerPiSSA", 0) == new
+
+
+def test_a_run_recorded_before_the_objective_existed_resumes_only_as_the_gap_objective_it_ran(tmp_path):
+    """Runs recorded before ``objective`` was an option trained the gap; resuming them with another objective
+    would mix two losses in one table, whatever the current default is."""
+    from dataclasses import asdict
+
+    from analysis.studies.experiment_settings import UNRECORDED_MEANT
+    from analysis.studies.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path)
+    old = {k: v for k, v in asdict(ExperimentSettings()).items() if k != "objective"}
+    folder.record_options(old, resume=False)
+    defaults = asdict(ExperimentSettings()) | UNRECORDED_MEANT
+    folder.record_options(old | {"objective": "gap"}, resume=True, defaults=defaults)
+    (tmp_path / "config.json").unlink()
+    folder.record_options(old, resume=False)
+    with pytest.raises(ValueError, match="objective: None then, 'shift' now"):
+        folder.record_options(old | {"objective": "shift"}, resume=True, defaults=defaults)

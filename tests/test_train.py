@@ -95,3 +95,42 @@ def test_the_monotonic_hinge_is_per_pair_with_a_margin():
     minus = torch.tensor([-1.0, -1.0])
     assert float(monotonic_loss(plus, minus, ref, margin=0.0)) == 0.5
     assert float(monotonic_loss(plus, minus, ref, margin=0.5)) == (1.5 + 0.0 + 0.0 + 0.0) / 2
+
+
+def independent_midpoint(model, adapter, pairs, layer, direction, c) -> float:
+    """Mean of (positive + negative) / 2 along ``direction`` at ``layer``'s last token, via probes.collect."""
+    with adapter.coeff(c):
+        acts = probes.collect(model, pairs, layers=[layer], sublayers="resid", progress=False)
+    middle = (acts.positive[layer, "resid"][:, -1] + acts.negative[layer, "resid"][:, -1]) / 2
+    return float((middle @ direction).mean())
+
+
+def test_an_added_vector_moves_the_midpoint_and_is_invisible_to_the_gap():
+    import torch
+
+    from steering.adapters.reprpo import midpoints, separations
+
+    generator = torch.Generator().manual_seed(0)
+    states = {"h": torch.randn(6, 3, 5, generator=generator)}  # 3 pairs (pos, neg interleaved), 3 tokens, d = 5
+    direction = {"h": torch.nn.functional.normalize(torch.randn(5, generator=generator), dim=0)}
+    shifted = {"h": states["h"] + 0.7 * direction["h"]}
+    projected = (states["h"] @ direction["h"]).numpy()
+    by_hand = ((projected[0::2] + projected[1::2]) / 2).mean(-1)
+    assert torch.allclose(midpoints(states, direction)[0], torch.as_tensor(by_hand), atol=1e-6)
+    assert torch.allclose(midpoints(shifted, direction), midpoints(states, direction) + 0.7, atol=1e-5)
+    assert torch.allclose(separations(shifted, direction), separations(states, direction), atol=1e-5)
+
+
+def test_the_shift_objective_moves_the_pair_midpoint_both_ways():
+    model = tiny_model("llama")
+    pairs = probes.honesty_pairs(n=16, tokenizer=model.tokenizer)
+    adapter = steering.attach_innerpissa(model, layers=[0, 1], kinds=("o", "down"), rank=8)
+    result = train_reprpo(model, adapter, pairs, steps=25, lr=1e-2, loss_layers=[2], tokens=1, objective="shift", progress=False)
+    direction = result.directions[2]
+    at = {c: independent_midpoint(model, adapter, pairs, 2, direction, c) for c in (-1.0, 0.0, 1.0)}
+    assert at[1.0] > at[0.0] > at[-1.0]
+    assert result.history["shift_pos"].iloc[-5:].mean() > 0 > result.history["shift_neg"].iloc[-5:].mean()
+    with pytest.raises(ValueError, match="absolute margin on the gap"):
+        train_reprpo(model, adapter, pairs, steps=1, objective="shift", projection="softplus", progress=False)
+    with pytest.raises(ValueError, match="objective='mid'"):
+        train_reprpo(model, adapter, pairs, steps=1, objective="mid", progress=False)

@@ -59,7 +59,7 @@ from ..readouts.daily_dilemmas import for_value
 from ..readouts.items import ReadoutItem, check_items
 from ..readouts.split import split_items
 from .experiment_checks import checked_settings
-from .experiment_settings import ExperimentSettings
+from .experiment_settings import UNRECORDED_MEANT, ExperimentSettings
 from .layout import (
     ADAPTERS,
     CHOICES,
@@ -184,6 +184,7 @@ def plan(model: Any, pairs: list, settings: ExperimentSettings, layers: list[int
     train = {
         "steps": settings.steps,
         "lr": settings.lr,
+        "objective": settings.objective,
         "batch_pairs": settings.batch_pairs,
         "progress": False,
         "val_pairs": val_pairs or None,
@@ -277,7 +278,7 @@ def run_experiment(
     }
     folder = RunFolder(out)
     with folder.locked():
-        folder.record_options(options, resume, results=RUNS, defaults=asdict(ExperimentSettings()))
+        folder.record_options(options, resume, results=RUNS, defaults=asdict(ExperimentSettings()) | UNRECORDED_MEANT)
         folder.record_items(items, resume)
         folder.write_manifest(model, options, pairs, items, seeds={"split": settings.split_seed, "training": list(settings.seeds)})
         write_json(folder.file(SPLIT), split.record())

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+# What an option meant in a run folder recorded before the option existed (resuming such a run must not mix values).
+UNRECORDED_MEANT: dict[str, Any] = {"objective": "gap"}
 
 
 @dataclass
@@ -25,6 +29,7 @@ class ExperimentSettings:
     seeds: Sequence[int] = (0, 1, 2)
     steps: int = 16
     lr: float = 3e-3
+    objective: str = "gap"  # what ReprPO pushes along its frozen direction: the pair "gap", the pair midpoint ("shift") or "both"
     batch_pairs: int = 4
     val_fraction: float = 0.25  # training pairs held out to choose the training budget (the best validation step is kept); 0: none
     patience: int | None = None  # stop after this many steps without a better validation loss (None: run every step)

@@ -10,6 +10,11 @@ reference (c = 0, i.e. the base model), inside a per-token coherence bound:
   positive−negative gap along the frozen direction (``scale`` its typical size at
   c = 0); loss ``raw`` −Δ, ``logsigmoid`` −log σ(β Δ) (DPO-style), or ``softplus``
   softplus(1 − c·sep_c/scale) (an absolute margin, no reference);
+- objective: ``"gap"`` pushes that positive−negative gap; a shift of every state
+  along the direction leaves the gap unchanged, so it is invisible to it.
+  ``"shift"`` pushes each pair's midpoint ``(pos + neg)/2`` instead (``Δ = c ·
+  (mid_c − mid_ref) / scale``: a mean_diff vector at c = 1 scores about 1), which is
+  what moves persona-free text; ``"both"`` adds the two;
 - coherence: each target token's log-prob may fall at most ``coherence_margin``
   nats below the reference's; the squared excess is averaged over all tokens,
   so it cannot be gamed on a few;
@@ -104,6 +109,7 @@ class ReprPOConfig:
     coherence_margin: float = 0.2
     monotonic_weight: float = 1.0
     monotonic_margin: float = 0.01  # nats per pair
+    objective: Literal["gap", "shift", "both"] = "gap"  # what moves along the frozen direction: the pair gap, the pair midpoint, or both
     direction_space: Literal["activation", "uspace"] = "activation"
     direction_rank: int = 16  # for direction_space="uspace": top output singular vectors spanning the direction
     direction_topk: int | None = None  # pick the best-aligned of the top-k PCs (None: PC1)
@@ -137,6 +143,13 @@ class ReprPOConfig:
             raise ValueError("lr=0.0: a learning rate of 0 trains nothing; give a positive one (e.g. 3e-3).")
         if self.projection not in ("raw", "logsigmoid", "softplus"):
             raise ValueError(f"projection={self.projection!r}: use 'raw', 'logsigmoid' or 'softplus'.")
+        if self.objective not in ("gap", "shift", "both"):
+            raise ValueError(f"objective={self.objective!r}: use 'gap' (the pair gap), 'shift' (the pair midpoint) or 'both'.")
+        if self.objective != "gap" and self.projection == "softplus":
+            raise ValueError(
+                f"objective={self.objective!r} with projection='softplus': softplus is an absolute margin on the gap; "
+                "a midpoint shift is measured from the reference, so use projection='logsigmoid' or 'raw'."
+            )
         if self.direction_space not in ("activation", "uspace"):
             raise ValueError(f"direction_space={self.direction_space!r}: use 'activation' or 'uspace'.")
 
@@ -268,6 +281,25 @@ def separations(states: dict[str, Tensor], directions: dict[str, Tensor]) -> Flo
     return torch.stack(gaps)
 
 
+def midpoints(states: dict[str, Tensor], directions: dict[str, Tensor]) -> Float[Tensor, "layer pair"]:
+    """Each pair's midpoint ((positive + negative) / 2) along each frozen direction, averaged over the read tokens:
+    what a shift of every state moves, and what the gap cannot see."""
+    mids = []
+    for path, hs in states.items():
+        projected = hs.float() @ directions[path].to(hs.device)  # [texts, tokens]
+        mids.append(((projected[0::2] + projected[1::2]) / 2).mean(-1))
+    return torch.stack(mids)
+
+
+def moved(states: dict[str, Tensor], directions: dict[str, Tensor], objective: str) -> Float[Tensor, "layer pair"]:
+    """What the objective pushes along the frozen directions: the gap, the midpoint, or their sum."""
+    if objective == "gap":
+        return separations(states, directions)
+    if objective == "shift":
+        return midpoints(states, directions)
+    return separations(states, directions) + midpoints(states, directions)
+
+
 def pair_logp_gap(logp: Tensor, mask: Tensor) -> Float[Tensor, " pair"]:
     """Per pair: mean token log-prob of the positive text − of the negative text."""
     per_text = (logp * mask).sum(-1) / mask.sum(-1).clamp_min(1)
@@ -335,11 +367,12 @@ def coherence_loss(logp_c: Tensor, logp_ref: Tensor, mask: Tensor, config: ReprP
 
 @dataclass
 class Reference:
-    """What the loss compares with, for one set of pairs: the c = 0 gaps along the frozen directions
-    (``[layer, pair]``) and each text's target log-probs."""
+    """What the loss compares with, for one set of pairs: the c = 0 gaps and midpoints along the frozen
+    directions (``[layer, pair]``) and each text's target log-probs."""
 
     gaps: Tensor
     logp: list[Tensor]
+    mids: Tensor
 
 
 def batch_loss(
@@ -356,15 +389,20 @@ def batch_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """The ReprPO loss of the pairs ``index`` (forwards at c = +1 and −1) and its parts as numbers."""
     batch = encoded.batch(index, config.tokens)
-    ref_gap = reference.gaps[:, index]
-    gaps, logp_gaps, losses = {}, {}, []
+    ref_gap, ref_mid = reference.gaps[:, index], reference.mids[:, index]
+    gaps, mids, logp_gaps, losses = {}, {}, {}, []
     parts = {"projection": 0.0, "coherence": 0.0}
     for c in (1.0, -1.0):
         with adapter.coeff(c):
             states, logp, mask = forward_states(model, batch, paths, grad=grad)
-        gaps[c] = separations(states, directions)
+        gaps[c], mids[c] = separations(states, directions), midpoints(states, directions)
         logp_gaps[c] = pair_logp_gap(logp, mask)
-        projection = projection_loss(gaps[c], ref_gap.to(gaps[c].device), scale.to(gaps[c].device), c, config)
+        device = gaps[c].device
+        projection = torch.zeros((), device=device)
+        if config.objective in ("gap", "both"):
+            projection = projection + projection_loss(gaps[c], ref_gap.to(device), scale.to(device), c, config)
+        if config.objective in ("shift", "both"):  # the midpoint in units of the typical pair gap (a mean_diff c = 1 moves it 1)
+            projection = projection + projection_loss(mids[c], ref_mid.to(device), scale.to(device), c, config)
         coherence = coherence_loss(logp, aligned_reference(reference.logp, batch, mask), mask, config)
         losses.append((projection, coherence))
         parts["projection"] += projection.item()
@@ -376,6 +414,9 @@ def batch_loss(
     for name, c in (("gain_pos", 1.0), ("gain_neg", -1.0)):
         gain = (gaps[c].detach() - ref_gap.to(gaps[c].device)) / scale.to(gaps[c].device)
         parts[name] = gain.mean().item()
+    for name, c in (("shift_pos", 1.0), ("shift_neg", -1.0)):
+        shift = (mids[c].detach() - ref_mid.to(mids[c].device)) / scale.to(mids[c].device)
+        parts[name] = shift.mean().item()
     return torch.as_tensor(loss), parts
 
 
@@ -490,13 +531,13 @@ def train_reprpo(
 
     reference_states, ref_logp = reference_pass(model, adapter, encoded, len(pairs), paths, config)
     directions = preference_directions(reference_states, model, loss_layers, config, paths)
-    reference = Reference(separations(reference_states, directions), ref_logp)  # gaps [layer, pair]
+    reference = Reference(separations(reference_states, directions), ref_logp, midpoints(reference_states, directions))
     scale = reference.gaps.abs().mean(-1, keepdim=True).clamp_min(1e-6)
     votes, cosines = direction_checks(reference_states, directions, reference.gaps)
     val_reference = None
     if held_out is not None:
         val_states, val_logp = reference_pass(model, adapter, held_out, len(held_out.ids) // 2, paths, config)
-        val_reference = Reference(separations(val_states, directions), val_logp)
+        val_reference = Reference(separations(val_states, directions), val_logp, midpoints(val_states, directions))
 
     parameters = adapter.trainable_parameters()
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -524,7 +565,7 @@ def train_reprpo(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         optimizer.zero_grad(set_to_none=True)
-        parts = {"loss": 0.0, "projection": 0.0, "coherence": 0.0, "monotonic": 0.0, "gain_pos": 0.0, "gain_neg": 0.0}
+        parts = dict.fromkeys(("loss", "projection", "coherence", "monotonic", "gain_pos", "gain_neg", "shift_pos", "shift_neg"), 0.0)
         for _ in range(config.grad_accum):
             if len(schedule) < config.batch_pairs:
                 schedule += order_rng.sample(range(len(pairs)), len(pairs))
@@ -605,7 +646,8 @@ def separation_check(
     directions: dict[str, Tensor],
     config: ReprPOConfig,
 ) -> dict[str, float]:
-    """Mean separation along the frozen directions on the training pairs at c = −1, 0, +1."""
+    """Mean of what the objective moves (the gap, the midpoint or both) along the frozen directions on the training
+    pairs at c = −1, 0, +1."""
     out = {}
     for name, c in (("c=-1", -1.0), ("c=0", 0.0), ("c=+1", 1.0)):
         gaps = []
@@ -613,6 +655,6 @@ def separation_check(
             for start in range(0, n_pairs, config.batch_pairs * 2):
                 batch = encoded.batch(list(range(start, min(n_pairs, start + config.batch_pairs * 2))), config.tokens)
                 states, _, _ = forward_states(model, batch, paths, grad=False)
-                gaps.append(separations(states, directions).mean(0).cpu())
+                gaps.append(moved(states, directions, config.objective).mean(0).cpu())
         out[name] = float(torch.cat(gaps).mean())
     return out
