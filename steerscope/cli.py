@@ -213,10 +213,10 @@ def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
     parser.add_argument("--lr", type=positive_number("the learning rate"), default=3e-3)
     parser.add_argument(
         "--objective",
-        choices=("gap", "shift", "both"),
-        default="gap",
-        help="what ReprPO pushes along its frozen direction: the positive-negative gap, the pair midpoint (a shift of "
-        "every state, what moves persona-free text) or both",
+        choices=("shift", "gap", "both"),
+        default="shift",
+        help="what ReprPO pushes along its frozen direction: the pair midpoint (a shift of every state, what moves "
+        "persona-free text; default), the positive-negative gap (before 2026-11-30) or both",
     )
     parser.add_argument("--batch-pairs", type=at_least(1, "pairs per training step"), default=4)
     parser.add_argument(

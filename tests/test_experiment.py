@@ -12,7 +12,7 @@ from scipy import stats
 import analysis
 import probes
 from analysis.measures.values import side_effects, value_profile
-from analysis.studies.experiment import ExperimentSettings, run_experiment
+from analysis.studies.experiment import ABLATIONS, ExperimentSettings, run_experiment
 from analysis.studies.layout import job_key, read_runs
 from steerscope.cli import main
 from tests.tiny import checksum, tiny_model
@@ -120,7 +120,7 @@ def test_trainable_rows_have_every_seed_and_their_spread(experiment):
     assert table1.loc["InnerPiSSA", "effect"] == pytest.approx(np.mean(per_seed))
     assert table1.loc["InnerPiSSA", "seed_sd"] == pytest.approx(np.std(per_seed, ddof=1))
     table2 = pd.read_csv(out / "table2.csv")
-    assert len(table2) == 2 + 10 and "drop_vs_full" in table2  # full, no-gradient (PCA) and ten ablations
+    assert len(table2) == 2 + len(ABLATIONS) and "drop_vs_full" in table2  # full, no-gradient (PCA) and every ablation
     full = table2[table2["method"] == "full InnerPiSSA"]["effect"].iloc[0]
     no_coherence = table2[table2["method"] == "no coherence term"].iloc[0]
     assert no_coherence["drop_vs_full"] == pytest.approx(1 - no_coherence["effect"] / full)
@@ -251,3 +251,4 @@ def test_table2_names_the_settings_the_full_method_ran_with(experiment):
     note = (out / "table2.md").read_text().strip().splitlines()[-1]
     assert f"S scaling '{saved['scale_mode']}'" in note and f"'{saved['basis']}' bases" in note
     assert ("with V rotation" if saved["rotate_v"] else "no V rotation") in note
+    assert f"ReprPO objective '{json.loads((out / 'config.json').read_text())['objective']}'" in note

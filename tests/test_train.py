@@ -23,7 +23,7 @@ def test_short_training_raises_separation_at_plus_one_and_lowers_it_at_minus_one
     pairs = probes.honesty_pairs(n=16, tokenizer=model.tokenizer)
     before = checksum(model)
     adapter = steering.attach_innerpissa(model, layers=[0, 1], kinds=("o", "down"), rank=8)
-    result = train_reprpo(model, adapter, pairs, steps=25, lr=1e-2, loss_layers=[2], tokens=1, progress=False)
+    result = train_reprpo(model, adapter, pairs, steps=25, lr=1e-2, loss_layers=[2], tokens=1, objective="gap", progress=False)
     direction = result.directions[2]
     at = {c: independent_separation(model, adapter, pairs, 2, direction, c) for c in (-1.0, 0.0, 1.0)}
     assert at[1.0] > at[0.0] > at[-1.0]

@@ -34,6 +34,7 @@ import plotly.graph_objects as go
 from ..measures.evaluate import SUMMARY
 from ..measures.metrics import readout_column
 from ..measures.values import mean_profile, transfer_beats_null, transfer_table
+from ..studies.experiment_settings import UNRECORDED_MEANT
 from ..studies.layout import ADAPTERS, DOSES, HISTORIES, PROFILES, RUNS, job_file, read_config, read_runs, target_labels
 from . import plots
 from .experiment_plots import pareto_figure, transfer_figure
@@ -127,9 +128,9 @@ def table2(rows: pd.DataFrame, full_settings: str | None = None) -> tuple[pd.Dat
     return table, note
 
 
-def full_settings(run: Path, seeds: Sequence[int]) -> str | None:
-    """The full InnerPiSSA's settings as the run saved them with its first seed's adapter (each
-    ablation changes one of them), or None when that adapter is not in the folder."""
+def full_settings(run: Path, seeds: Sequence[int], objective: str = "gap") -> str | None:
+    """The full InnerPiSSA's settings as the run saved them with its first seed's adapter, and the ReprPO
+    ``objective`` it trained with (each ablation changes one of them), or None when that adapter is not in the folder."""
     from steering.adapters.innerpissa_files import read_adapter_config
 
     folder = job_file(run, ADAPTERS, "main", "InnerPiSSA", seeds[0], "") if seeds else None
@@ -138,7 +139,7 @@ def full_settings(run: Path, seeds: Sequence[int]) -> str | None:
     config = read_adapter_config(folder)
     return (
         f"{'with' if config.rotate_v else 'no'} V rotation, {'with' if config.rotate_u else 'no'} U rotation, "
-        f"S scaling '{config.scale_mode}', '{config.basis}' bases"
+        f"S scaling '{config.scale_mode}', '{config.basis}' bases, ReprPO objective '{objective}'"
     )
 
 
@@ -215,7 +216,8 @@ def write_paper(run: str | Path, out: str | Path | None = None, formats: Sequenc
         note="\n\n".join(missing_runs(run)),
         shown=shown_table1(main),
     )
-    t2, note = table2(rows, full_settings(run, config.get("seeds") or []))
+    objective = config.get("objective", UNRECORDED_MEANT["objective"])  # a run recorded before the option trained the gap
+    t2, note = table2(rows, full_settings(run, config.get("seeds") or [], objective))
     written += write_table(
         out / "table2", t2, TABLE2_COLUMNS, "Ablations of InnerPiSSA (test items)", note=note, shown=compact_methods(t2, ("drop_vs_full",))
     )

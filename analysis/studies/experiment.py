@@ -104,6 +104,7 @@ RUN_COLUMNS = [
 ]
 ABLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name: (adapter options, training overrides)
     "no SVD (random bases)": ({"basis": "random"}, {}),
+    "gap objective": ({}, {"objective": "gap"}),
     "no coherence term": ({}, {"coherence_weight": 0.0}),
     "coherence ×100": ({}, {"coherence_weight": 1000.0}),
     "coherence ÷100": ({}, {"coherence_weight": 0.1}),

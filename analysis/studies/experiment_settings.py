@@ -29,7 +29,7 @@ class ExperimentSettings:
     seeds: Sequence[int] = (0, 1, 2)
     steps: int = 16
     lr: float = 3e-3
-    objective: str = "gap"  # what ReprPO pushes along its frozen direction: the pair "gap", the pair midpoint ("shift") or "both"
+    objective: str = "shift"  # what ReprPO pushes along its frozen direction: the pair midpoint ("shift"), the pair "gap" or "both"
     batch_pairs: int = 4
     val_fraction: float = 0.25  # training pairs held out to choose the training budget (the best validation step is kept); 0: none
     patience: int | None = None  # stop after this many steps without a better validation loss (None: run every step)
