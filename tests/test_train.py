@@ -30,7 +30,7 @@ def test_short_training_raises_separation_at_plus_one_and_lowers_it_at_minus_one
     assert checksum(model) == before  # training never touches a base weight
     assert list(result.history.columns[:3]) == ["step", "lr", "loss"] and len(result.history) == 25
     assert result.history["gain_pos"].iloc[-5:].mean() > 0 > result.history["gain_neg"].iloc[-5:].mean()
-    assert len(analysis.plots.training_curves(result.history).data) == 6
+    assert len(analysis.plots.training_curves(result.history).data) == 8  # 4 loss parts; gap and midpoint at c = ±1
     adapter.detach()
     assert checksum(model) == before
 

@@ -153,8 +153,9 @@ def figure_caption(stem: str, figure: go.Figure, main: pd.DataFrame, target: str
         "placed on the text); up and to the left is better, error bars are SD over seeds. Table 1 compares them at one cost." + quoted,
         "transfer": f"Effect of {target} steering on every value (rows) for each method (columns), nats per unit c: the target "
         "row should move, the others should not; * marks a cell that beats its label-permutation null in every seed.",
-        "training_curves": "ReprPO training of InnerPiSSA (first seed): the loss and its parts per step (left) and the separation "
-        "gain at c = ±1 relative to c = 0 (right).",
+        "training_curves": "ReprPO training of InnerPiSSA (first seed): the loss and its parts per step (left) and what moved "
+        "along the frozen direction at c = ±1 relative to c = 0, in typical pair gaps (right): the gap, and each pair's midpoint "
+        "(what the default shift objective pushes).",
     }.get(stem, "")
 
 

@@ -224,24 +224,26 @@ def cosine_heatmap(cosines: pd.DataFrame, layer: int | None = None, kind: str | 
 
 
 def training_curves(history: pd.DataFrame) -> go.Figure:
-    """ReprPO training: the loss and its parts per step, and the scaled separation gain at c = ±1."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss parts", "separation gain vs c = 0"))
+    """ReprPO training: the loss and its parts per step, and what moved along the frozen direction at c = ±1
+    relative to c = 0, in units of the typical pair gap: the gap (solid) and, where the history has it, each pair's
+    midpoint (dotted; what the default shift objective pushes)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss parts", "moved along the direction vs c = 0"))
     for index, column in enumerate(["loss", "projection", "coherence", "monotonic"]):
         fig.add_trace(go.Scatter(x=history["step"], y=history[column], name=column, line=dict(color=PALETTE[index])), row=1, col=1)
-    for index, (column, label) in enumerate((("gain_pos", "c = +1"), ("gain_neg", "c = −1"))):
+    moved = [("gain_pos", "gap, c = +1", 0), ("gain_neg", "gap, c = −1", 1), ("shift_pos", "midpoint, c = +1", 0)]
+    moved += [("shift_neg", "midpoint, c = −1", 1)]
+    for column, label, sign in moved:
+        if column not in history:  # histories saved before the midpoint was recorded
+            continue
+        dash = ("solid", "dash") if column.startswith("gain") else ("dot", "dashdot")
         fig.add_trace(
-            go.Scatter(
-                x=history["step"],
-                y=history[column],
-                name=label,
-                line=dict(color=PALETTE[4 + index], dash="solid" if index == 0 else "dash"),
-            ),
+            go.Scatter(x=history["step"], y=history[column], name=label, line=dict(color=PALETTE[4 + sign], dash=dash[sign])),
             row=1,
             col=2,
         )
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(title_text="loss (dimensionless)", row=1, col=1)
-    fig.update_yaxes(title_text="Δ separation / typical gap at c = 0", row=1, col=2)
+    fig.update_yaxes(title_text="Δ / typical gap at c = 0", row=1, col=2)
     return style(fig, "ReprPO training", height=420, width=980)
 
 
