@@ -72,6 +72,7 @@ def start(model, tmp_path, **changes):
         ({"seeds": ()}, "seeds=(): give whole-number training seeds"),
         ({"min_pmass": float("nan")}, "min_pmass=nan"),
         ({"lr": 0.0}, "lr=0.0: the learning rate must be a positive number"),
+        ({"objective": "midpoint"}, "objective='midpoint': what ReprPO pushes along its frozen direction"),
         ({"coeffs": (0.0, 1.0, 2.0)}, "must include -1, 0 and +1"),
         ({"target": "honestly"}, "labelled with the value 'honestly' .did you mean 'honesty'"),
     ],

@@ -62,6 +62,11 @@ def checked_settings(settings: ExperimentSettings, model: Any, layers: list[int]
             f"val_fraction={settings.val_fraction!r}: the share of training pairs held out to choose the training budget, "
             "at least 0 and below 1 (e.g. 0.25; 0 trains on every pair for every step)."
         )
+    if settings.objective not in ("shift", "gap", "both"):
+        raise ValueError(
+            f"objective={settings.objective!r}: what ReprPO pushes along its frozen direction, 'shift' (each pair's midpoint, "
+            "the default), 'gap' (the positive-negative gap) or 'both'."
+        )
     if settings.patience is not None:
         whole_number(settings.patience, "patience", "steps without a better validation loss before stopping", 1, 4)
     if settings.cost_budget is not None and (
