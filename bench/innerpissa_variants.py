@@ -11,7 +11,7 @@ a rerun skips it.
     .venv/bin/python bench/innerpissa_variants.py runs/innerpissa-variants.jsonl            # every variant
     .venv/bin/python bench/innerpissa_variants.py runs/innerpissa-variants.jsonl gap shift  # some of them
 
-About 4 min per variant on one core of a 2-core CPU (LoRA about 6).
+3–5 min per InnerPiSSA variant on one core of a 2-core CPU with the other busy (LoRA about 6).
 """
 
 from __future__ import annotations

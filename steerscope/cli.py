@@ -213,7 +213,7 @@ def add_experiment_options(parser: argparse.ArgumentParser, full: bool) -> None:
     parser.add_argument("--lr", type=positive_number("the learning rate"), default=3e-3)
     parser.add_argument(
         "--objective",
-        choices=("shift", "gap", "both"),
+        choices=("shift", "gap", "both"),  # steering.adapters.reprpo.OBJECTIVES (not imported: the CLI parses before torch loads)
         default="shift",
         help="what ReprPO pushes along its frozen direction: the pair midpoint (a shift of every state, what moves "
         "persona-free text; default), the positive-negative gap (before 2026-11-30) or both",

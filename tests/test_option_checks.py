@@ -91,3 +91,20 @@ def test_the_sweep_names_top_k_and_stride_not_texts_per_forward_pass(model, monk
         with pytest.raises(ValueError) as error:
             analysis.sweep_steerability(model, pairs, analysis.dilemmas(), layers=[0], kinds=["resid"], **{name: 0})
         assert f"{name}=0: {meaning}" in str(error.value) and "texts per forward pass" not in str(error.value)
+
+
+def test_the_cli_offers_exactly_the_objectives_reprpo_trains_with_the_same_default(tmp_path, capsys, monkeypatch):
+    import argparse
+    from dataclasses import fields
+
+    from steering.adapters.reprpo import OBJECTIVES, ReprPOConfig
+    from steerscope.cli import add_experiment_options
+
+    monkeypatch.setattr("steerscope.cli.load_from_args", stop)
+    with pytest.raises(SystemExit):
+        main(["train", "--objective", "midpoint", "--out", str(tmp_path / "run")])
+    assert "--objective: invalid choice: 'midpoint' (choose from " + ", ".join(map(repr, OBJECTIVES)) in capsys.readouterr().err
+    parser = argparse.ArgumentParser()
+    add_experiment_options(parser, full=False)
+    default = next(f.default for f in fields(ReprPOConfig) if f.name == "objective")
+    assert parser.parse_args([]).objective == ExperimentSettings().objective == default

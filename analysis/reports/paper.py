@@ -128,7 +128,7 @@ def table2(rows: pd.DataFrame, full_settings: str | None = None) -> tuple[pd.Dat
     return table, note
 
 
-def full_settings(run: Path, seeds: Sequence[int], objective: str = "gap") -> str | None:
+def full_settings(run: Path, seeds: Sequence[int], objective: str) -> str | None:
     """The full InnerPiSSA's settings as the run saved them with its first seed's adapter, and the ReprPO
     ``objective`` it trained with (each ablation changes one of them), or None when that adapter is not in the folder."""
     from steering.adapters.innerpissa_files import read_adapter_config

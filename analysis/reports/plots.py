@@ -230,17 +230,12 @@ def training_curves(history: pd.DataFrame) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss parts", "moved along the direction vs c = 0"))
     for index, column in enumerate(["loss", "projection", "coherence", "monotonic"]):
         fig.add_trace(go.Scatter(x=history["step"], y=history[column], name=column, line=dict(color=PALETTE[index])), row=1, col=1)
-    moved = [("gain_pos", "gap, c = +1", 0), ("gain_neg", "gap, c = −1", 1), ("shift_pos", "midpoint, c = +1", 0)]
-    moved += [("shift_neg", "midpoint, c = −1", 1)]
-    for column, label, sign in moved:
-        if column not in history:  # histories saved before the midpoint was recorded
-            continue
-        dash = ("solid", "dash") if column.startswith("gain") else ("dot", "dashdot")
-        fig.add_trace(
-            go.Scatter(x=history["step"], y=history[column], name=label, line=dict(color=PALETTE[4 + sign], dash=dash[sign])),
-            row=1,
-            col=2,
-        )
+    for prefix, name, dashes in (("gain", "gap", ("solid", "dash")), ("shift", "midpoint", ("dot", "dashdot"))):
+        for side, (suffix, c) in enumerate((("pos", "+1"), ("neg", "−1"))):
+            column = f"{prefix}_{suffix}"
+            if column in history:  # histories saved before the midpoint was recorded have the gap only
+                line = dict(color=PALETTE[4 + side], dash=dashes[side])
+                fig.add_trace(go.Scatter(x=history["step"], y=history[column], name=f"{name}, c = {c}", line=line), row=1, col=2)
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(title_text="loss (dimensionless)", row=1, col=1)
     fig.update_yaxes(title_text="Δ / typical gap at c = 0", row=1, col=2)

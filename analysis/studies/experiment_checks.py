@@ -14,6 +14,7 @@ from typing import Any
 
 import probes
 import steering
+from steering.adapters.reprpo import OBJECTIVES
 
 from ..measures.dose import check_coeffs
 from ..readouts.daily_dilemmas import check_value
@@ -62,7 +63,7 @@ def checked_settings(settings: ExperimentSettings, model: Any, layers: list[int]
             f"val_fraction={settings.val_fraction!r}: the share of training pairs held out to choose the training budget, "
             "at least 0 and below 1 (e.g. 0.25; 0 trains on every pair for every step)."
         )
-    if settings.objective not in ("shift", "gap", "both"):
+    if settings.objective not in OBJECTIVES:
         raise ValueError(
             f"objective={settings.objective!r}: what ReprPO pushes along its frozen direction, 'shift' (each pair's midpoint, "
             "the default), 'gap' (the positive-negative gap) or 'both'."

@@ -90,6 +90,7 @@ WHOLE_NUMBERS = {  # option: what it counts
     "seed": "the random seed",
 }
 OPTIONAL = ("max_length", "direction_topk", "patience")
+OBJECTIVES = ("shift", "gap", "both")  # what the projection loss pushes along the frozen direction (see the module docstring)
 
 
 @dataclass
@@ -146,8 +147,8 @@ class ReprPOConfig:
             raise ValueError("lr=0.0: a learning rate of 0 trains nothing; give a positive one (e.g. 3e-3).")
         if self.projection not in ("raw", "logsigmoid", "softplus"):
             raise ValueError(f"projection={self.projection!r}: use 'raw', 'logsigmoid' or 'softplus'.")
-        if self.objective not in ("gap", "shift", "both"):
-            raise ValueError(f"objective={self.objective!r}: use 'gap' (the pair gap), 'shift' (the pair midpoint) or 'both'.")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective={self.objective!r}: use 'shift' (the pair midpoint), 'gap' (the pair gap) or 'both'.")
         if self.objective != "gap" and self.projection == "softplus":
             raise ValueError(
                 f"objective={self.objective!r} with projection='softplus': softplus is an absolute margin on the gap; "
