@@ -195,6 +195,7 @@ def load_remote_model(name: str):
     from transformers import AutoTokenizer
 
     remote_module.warn_if_no_api_key()
+    remote_module.name_folder_by_its_path(name)
     tokenizer = AutoTokenizer.from_pretrained(name)
     model = language_model(name, tokenizer)  # no dispatch: the architecture is built on the meta device
     remote_module.set_remote(model, True)

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -66,6 +67,20 @@ def require_weights(model: Any, what: str) -> None:
             "activation-space steer and dose-response; load the model locally "
             "(probes.load_model(name, device_map='auto', dtype='bfloat16')) for this step."
         )
+
+
+def name_folder_by_its_path(name: str) -> None:
+    """Make nnsight's key for a model loaded from the local folder ``name`` carry the folder's absolute path.
+
+    nnsight names a remote model by its canonical Hugging Face id, which it asks the Hub
+    for; a folder has none, and the Hub cannot be reached offline. A local NDIF (`steerscope
+    ndif up`, on this machine or a shared file system) loads the model from that same path.
+    A name nnsight already knows (a Hub id, or one a test registered) is left alone.
+    """
+    from nnsight.modeling.huggingface import _ID_CACHE
+
+    if os.path.isdir(name):
+        _ID_CACHE.setdefault(name, os.path.abspath(name))
 
 
 def warn_if_no_api_key() -> None:
