@@ -85,8 +85,12 @@ def name_folder_by_its_path(name: str) -> None:
 
 def warn_if_no_api_key() -> None:
     """Warn (once per call site) when nnsight has no NDIF API key configured."""
+    from urllib.parse import urlparse
+
     from nnsight import CONFIG
 
+    if urlparse(CONFIG.API.HOST).hostname in ("127.0.0.1", "localhost", "::1"):
+        return  # a local NDIF (steerscope ndif up) checks no key
     if not CONFIG.API.APIKEY:
         warnings.warn(
             "No NDIF API key is configured, so remote traces will be refused. Set NDIF_API_KEY "

@@ -48,6 +48,8 @@ check_version(package="transformers", supported=SUPPORTED_TRANSFORMERS)
 
 from nnsight.intervention.iterator import Iterations  # noqa: E402  (after the version check above)
 
+from . import ndif_versions  # noqa: E402
+
 
 def language_model(model_or_name: Any, tokenizer: Any) -> Any:
     """An nnsight ``LanguageModel`` around a transformers model (or, for remote use, a Hub id)."""
@@ -74,7 +76,11 @@ def trace(model: Any, inputs: Any, remote: Any = False) -> Any:
 
     Returns nnsight's tracer itself: nnsight runs the source of the ``with`` block that enters it,
     so the ``with`` must stand in the caller's code (a wrapping context manager would hide it).
+    Before the first trace to an NDIF server, its nnsight version is checked against this one
+    (`probes.ndif_versions`).
     """
+    if remote is True:
+        ndif_versions.check_server()
     return model.trace(inputs, **trace_options(remote))
 
 

@@ -14,6 +14,9 @@
 #   SERVE       1: also build the serving environment .venv-serve (scripts/setup_serve.sh: vLLM for the CPU,
 #               for steerscope serve and tests/test_serving.py), 0: not (default: 1 for the default .venv
 #               from the lock, else 0). Where its build fails, setup goes on and the serving tests skip.
+#   NDIF        1: also build the NDIF environment .venv-ndif (scripts/setup_ndif.sh: NDIF's own server, for
+#               steerscope ndif up|down and the real-NDIF cases of tests/test_remote.py), 0: not (default: as SERVE).
+#               Where its build fails, setup goes on and those cases skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -63,4 +66,7 @@ if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1 && command -v apt
 fi
 if [ "${SERVE:-$([ "$VENV" = .venv ] && [ "$LOCK" = requirements.lock ] && echo 1 || echo 0)}" = 1 ]; then
   VENV=.venv-serve LOCK=requirements-serve.lock bash scripts/setup_serve.sh || echo "note: the serving environment (scripts/setup_serve.sh) failed to build; tests/test_serving.py will skip" >&2
+fi
+if [ "${NDIF:-$([ "$VENV" = .venv ] && [ "$LOCK" = requirements.lock ] && echo 1 || echo 0)}" = 1 ]; then
+  VENV=.venv-ndif LOCK=requirements-ndif.lock bash scripts/setup_ndif.sh || echo "note: the NDIF environment (scripts/setup_ndif.sh) failed to build; tests/test_remote.py's real-NDIF cases will skip" >&2
 fi

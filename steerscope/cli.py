@@ -9,6 +9,7 @@ steerscope figures --run runs/sweep --out figures/
 steerscope demo  [--model ID [--remote]] [--pairs 64] [--layers all] [--kinds resid]
 steerscope export SAVED --out DIR [--c 1.0] [--model ID]
 steerscope serve (--plan DIR [--c 1.0] | --adapter DIR) [--model FOLDER] [--port N]
+steerscope ndif up [--home DIR] [--device auto|cpu|gpu] [--api-port N]   |   steerscope ndif down [--home DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import ndif_local
 from .cli_values import MIN_PMASS, at_least, fraction, not_negative, parse_floats, parse_ints, parse_layers, positive_number
 
 
@@ -276,6 +278,23 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ndif(args: argparse.Namespace) -> int:
+    """Start or stop a local NDIF (`steerscope.ndif_local`): NDIF's own server on loopback ports, stopped by process id."""
+    if args.action == "down":
+        stopped = ndif_local.down(args.home)
+        print(f"Stopped the local NDIF in {args.home} ({len(stopped)} processes, by their ids).")
+        return 0
+    started = time.monotonic()
+    server = ndif_local.up(args.home, device=args.device, api_port=args.api_port, dtype=args.dtype, pubsub_limit=args.redis_pubsub_limit)
+    print(
+        f"NDIF is up at {server.api_url} after {time.monotonic() - started:.0f} s ({server.device} model actors; state and logs in {server.home})."
+    )
+    print(f"Send nnsight's remote traces there:  export NDIF_HOST={server.api_url}   (a local NDIF checks no API key)")
+    print("A model is named by its local folder: probes.load_model('/path/to/model', remote=True); NDIF deploys it on the first trace.")
+    print(f"Stop it:  steerscope ndif down --home {server.home}")
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """vLLM's OpenAI-compatible server on 127.0.0.1 (`steering.serve`), run by the serving environment's python."""
     from probes.models import embedded_model_dir
@@ -392,6 +411,23 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--c", type=float, default=None, help="the plan's coefficient (default 1; an adapter's was fixed by export)")
     serve.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
     serve.set_defaults(handler=run_serve)
+    ndif = commands.add_parser("ndif", help="start or stop a local NDIF server on 127.0.0.1 (bash scripts/setup_ndif.sh)")
+    ndif.add_argument("action", choices=("up", "down"))
+    ndif.add_argument("--home", default=str(ndif_local.DEFAULT_HOME), help="its state, logs and Ray files (one NDIF per folder)")
+    ndif.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="model actors on the GPU (NDIF's own) or the CPU; auto: gpu when one is seen",
+    )
+    ndif.add_argument("--api-port", type=int, default=None, help="the API's port on 127.0.0.1 (default: a free one)")
+    ndif.add_argument("--dtype", default="float32", help="the dtype NDIF loads models in (float32: results equal local float32 runs)")
+    ndif.add_argument(
+        "--redis-pubsub-limit",
+        default=ndif_local.DEFAULT_PUBSUB_LIMIT,
+        help="Redis's pubsub buffer limit 'hard soft seconds'; results over min(soft, hard/2) go through the object store",
+    )
+    ndif.set_defaults(handler=run_ndif)
     args = parser.parse_args(argv)
     try:
         return args.handler(args)

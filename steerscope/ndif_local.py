@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "ndif_plugin"
 CPU_ACTOR = "steerscope_ndif.CPUModelActor"
 CONTROLLER = "steerscope_ndif.ControllerActor"  # NDIF's own, with PyPI's nnsight patched in its process
 HOST = "127.0.0.1"
+CPU_ACTOR_SLOTS = 16  # Ray's logical CPUs on a CPU-only NDIF: the controller plus up to 15 deployed models
 SERVICES = ("redis", "objectstore", "ray", "api")  # start order; stopped in reverse
 DEFAULT_HOME = Path("~/.steerscope/ndif").expanduser()
 # Redis's own default for pub/sub clients: NDIF sends a result over the websocket when it fits
@@ -183,35 +185,81 @@ def commands(ports: dict[str, int], home: Path, device: str, pubsub_limit: str) 
     python = str(ndif_python())
     resources = ray_resources(device)
     if device == "gpu":
-        resources = json.loads(subprocess.run([python, "-m", "ndif.services.ray.resources", "--head"], capture_output=True, text=True, check=True).stdout)
+        resources = json.loads(
+            subprocess.run([python, "-m", "ndif.services.ray.resources", "--head"], capture_output=True, text=True, check=True).stdout
+        )
     ray = [
-        str(bin_dir / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-        f"--node-ip-address={HOST}", f"--port={ports['ray']}", f"--ray-client-server-port={ports['ray_client']}",
-        f"--node-manager-port={ports['node_manager']}", f"--object-manager-port={ports['object_manager']}",
-        f"--dashboard-agent-grpc-port={ports['dashboard_agent_grpc']}", f"--dashboard-agent-listen-port={ports['dashboard_agent']}",
-        f"--metrics-export-port={ports['metrics']}", f"--runtime-env-agent-port={ports['runtime_env_agent']}",
-        f"--min-worker-port={ports['worker_min']}", f"--max-worker-port={ports['worker_min'] + 99}",
-        "--include-dashboard=true", f"--dashboard-host={HOST}", f"--dashboard-port={ports['dashboard']}", f"--temp-dir={home / 'ray'}", f"--resources={json.dumps(resources)}",
+        str(bin_dir / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        f"--node-ip-address={HOST}",
+        f"--port={ports['ray']}",
+        f"--ray-client-server-port={ports['ray_client']}",
+        f"--node-manager-port={ports['node_manager']}",
+        f"--object-manager-port={ports['object_manager']}",
+        f"--dashboard-agent-grpc-port={ports['dashboard_agent_grpc']}",
+        f"--dashboard-agent-listen-port={ports['dashboard_agent']}",
+        f"--metrics-export-port={ports['metrics']}",
+        f"--runtime-env-agent-port={ports['runtime_env_agent']}",
+        f"--min-worker-port={ports['worker_min']}",
+        f"--max-worker-port={ports['worker_min'] + 99}",
+        "--include-dashboard=true",
+        f"--dashboard-host={HOST}",
+        f"--dashboard-port={ports['dashboard']}",
+        f"--temp-dir={home / 'ray'}",
+        f"--resources={json.dumps(resources)}",
     ]
     if device == "cpu":
-        ray.append("--num-gpus=1")
+        # Each model actor and the controller take one logical CPU in Ray's accounting; declare enough for several
+        # models on a small machine (they share its cores), and one "GPU" for NDIF's scheduler to place them on.
+        ray += ["--num-gpus=1", f"--num-cpus={CPU_ACTOR_SLOTS}"]
     return {
         "redis": [
-            "redis-server", "--bind", HOST, "--port", str(ports["redis"]), "--save", "", "--appendonly", "no",
-            "--dir", str(home), "--client-output-buffer-limit", f"pubsub {pubsub_limit}",
+            "redis-server",
+            "--bind",
+            HOST,
+            "--port",
+            str(ports["redis"]),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(home),
+            "--client-output-buffer-limit",
+            f"pubsub {pubsub_limit}",
         ],
         "objectstore": [str(bin_dir / "moto_server"), "-H", HOST, "-p", str(ports["objectstore"])],
         "ray": ray,
         "api": [
-            str(bin_dir / "gunicorn"), "--config", "python:ndif.services.api.gunicorn_conf",
-            "--bind", f"{HOST}:{ports['api']}", "ndif.services.api.app:app",
+            str(bin_dir / "gunicorn"),
+            "--config",
+            "python:ndif.services.api.gunicorn_conf",
+            "--bind",
+            f"{HOST}:{ports['api']}",
+            "--control-socket",
+            str(home / "gunicorn.ctl"),
+            "ndif.services.api.app:app",
         ],
     }
 
 
 def choose_ports(api_port: int | None) -> dict[str, int]:
-    names = ("redis", "objectstore", "ray", "ray_client", "node_manager", "object_manager", "dashboard_agent_grpc",
-             "dashboard_agent", "metrics", "runtime_env_agent", "dashboard")
+    names = (
+        "redis",
+        "objectstore",
+        "ray",
+        "ray_client",
+        "node_manager",
+        "object_manager",
+        "dashboard_agent_grpc",
+        "dashboard_agent",
+        "metrics",
+        "runtime_env_agent",
+        "dashboard",
+    )
     ports = {name: free_port() for name in names}
     ports["worker_min"] = 20000 + (os.getpid() % 400) * 100  # a block of 100 ports for Ray's workers
     ports["api"] = api_port or free_port()
@@ -221,8 +269,9 @@ def choose_ports(api_port: int | None) -> dict[str, int]:
 def spawn(name: str, command: list[str], env: dict[str, str], home: Path) -> Service:
     log = home / f"{name}.log"
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, cwd=home)
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=home
+        )
     return Service(name, process.pid, process_start_time(process.pid), str(log))
 
 
@@ -286,7 +335,9 @@ def up(
     if (home / "state.json").exists():
         running = LocalNDIF.load(home)
         if any(alive(s) for s in running.services):
-            raise RuntimeError(f"A local NDIF is already running from {home} ({running.api_url}); stop it with `steerscope ndif down --home {home}`.")
+            raise RuntimeError(
+                f"A local NDIF is already running from {home} ({running.api_url}); stop it with `steerscope ndif down --home {home}`."
+            )
     if device == "auto":
         device = "gpu" if has_gpu() else "cpu"
     ports = choose_ports(api_port)
@@ -301,7 +352,11 @@ def up(
             wait_until(lambda needed=needed: all(port_open(ports[p]) for p in needed), f"{name} listening", timeout, server.services)
         controller = subprocess.run(
             [str(ndif_python()), "-m", "ndif.services.ray.deployments.controller.controller"],
-            env=env, cwd=home, capture_output=True, text=True, timeout=timeout,
+            env=env,
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         Path(home, "controller.log").write_text(controller.stdout + controller.stderr)
         if controller.returncode != 0:
@@ -336,17 +391,13 @@ def stop(server: LocalNDIF, grace: float = 10.0) -> list[int]:
         root = psutil.Process(service.pid)
         family = [root, *root.children(recursive=True)]
         for process in family:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGTERM)
                 stopped.append(process.pid)
-            except psutil.NoSuchProcess:
-                pass
         _, left = psutil.wait_procs(family, timeout=grace)
         for process in left:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(left, timeout=grace)
     state = Path(server.home, "state.json")
     if state.exists():

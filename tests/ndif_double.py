@@ -40,6 +40,7 @@ class Request:
     host: str
     payload_bytes: int
     edits: int  # nnsight edits that travelled with the model
+    via_object_store: bool | None = None  # the result came back as a download (a real NDIF's large results)
 
 
 class BlockSteerscope(importlib.abc.MetaPathFinder):
@@ -88,3 +89,23 @@ def ndif_double(servers, requests: list[Request]):
             return result
 
     return NDIFDouble
+
+
+def recording_backend(requests: list[Request]):
+    """nnsight's own ``RemoteBackend``, unchanged, recording what each request to a real NDIF carried.
+
+    ``edits`` counts the model's edits on this side (they travel with the model); whether the result
+    came back over the websocket or as a download from NDIF's object store is recorded when it arrives.
+    """
+
+    class RecordingBackend(RemoteBackend):
+        def request(self, request, tracer):
+            edits = len(getattr(getattr(tracer, "envoy", None), "_edits", []))
+            requests.append(Request(request.model_key, self.api_key, self.host, -1, edits))
+            return super().request(request, tracer)
+
+        def download_result(self, url):
+            requests[-1].via_object_store = isinstance(url, str) and bool(url)
+            return super().download_result(url)
+
+    return RecordingBackend

@@ -1,31 +1,47 @@
-"""remote=True: collect, steer and dose-response hand their traces to nnsight's remote execution.
+"""remote=True: collect, steer and dose-response hand their traces to nnsight's remote execution, checked twice.
 
-Nothing here reaches NDIF: `tests.ndif_double` replaces only the network hop of
-nnsight's own RemoteBackend, and runs each serialized request the way the server
-would (steerscope unimportable, first on a meta-device twin so that any copy to
-the CPU inside the block fails, then on a real twin whose saves come back).
-Results are compared with the same functions run locally, which use plain
-forward hooks for steering.
+Each remote test runs twice (`remote_setup`):
+
+- against the stand-in, `tests.ndif_double`: nnsight's own RemoteBackend with only
+  its network hop replaced, running each serialized request the way the server
+  would (steerscope unimportable, first on a meta-device twin so that any copy to
+  the CPU inside the block fails, then on a real twin whose saves come back);
+- against a real NDIF on this machine (ndif 0.1.2 from PyPI, started once for the
+  module by `steerscope ndif up` on loopback ports, CPU model actors, float32):
+  nnsight's own client over HTTP and the websocket, NDIF's queue, controller,
+  model deployment and object store. It needs the NDIF environment
+  (`bash scripts/setup_ndif.sh`, which setup.sh runs) and redis-server; without
+  them those cases skip and say why (pytest -ra).
+
+Results are compared with the same functions run locally, which use plain forward
+hooks for steering.
 """
 
 from __future__ import annotations
 
+import subprocess
 import warnings
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
 
 import nnsight
 import nnsight.intervention.backends.remote as nnsight_remote
 import nnsight.modeling.huggingface as nnsight_hf
+import psutil
 import pytest
 import torch
 
 import analysis
 import probes
+from probes import ndif_versions
 from probes import sublayers as sl
 from steering import Direction, calibrate, steer
 from steering.adapters.innerpissa import attach_innerpissa
 from steering.adapters.lora import attach_lora
 from steering.directions.fisher import text_gradients
-from tests.ndif_double import ndif_double, server_twins
+from steerscope import cli, ndif_local
+from tests.ndif_double import ndif_double, recording_backend, server_twins
 from tests.tiny import saved_folder, tiny_model
 
 REPO_ID = "steerscope-tests/tiny"
@@ -36,18 +52,87 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(params=["llama", "gpt2"])
+SERVERS = ("stand-in", "ndif")
+# Redis's pub/sub limit for the real NDIF here: results over min(soft, hard/2) = 64 KiB go through its object
+# store instead of the websocket (stock Redis: 8 MiB), so both routes are exercised by small models.
+SMALL_PUBSUB = "256kb 64kb 60"
+
+
+@dataclass
+class RemoteSetup:
+    """A client model loaded with remote=True, the same model local, the requests sent, and how the server names it."""
+
+    client: Any
+    local: Any
+    requests: list
+    repo_id: str
+    server: str
+
+    def __iter__(self):
+        return iter((self.client, self.local, self.requests))
+
+
+@pytest.fixture(scope="module")
+def ndif_server(tmp_path_factory):
+    """A real NDIF (Redis, moto, Ray with NDIF's controller, NDIF's API) on loopback ports for this module.
+
+    Started and stopped through the CLI (`steerscope ndif up|down`); stopping must end every process it
+    started, by id, and leave another Redis on the machine running.
+    """
+    missing = ndif_local.missing_requirements()
+    if missing:
+        pytest.skip("the real-NDIF tier needs " + "; ".join(missing))
+    home = tmp_path_factory.mktemp("ndif")
+    decoy = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(ndif_local.free_port()), "--save", ""],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert cli.main(["ndif", "up", "--home", str(home), "--device", "cpu", "--redis-pubsub-limit", SMALL_PUBSUB]) == 0
+        server = ndif_local.LocalNDIF.load(home)
+        family = [p for s in server.services for p in [psutil.Process(s.pid), *psutil.Process(s.pid).children(recursive=True)]]
+        yield server
+        assert cli.main(["ndif", "down", "--home", str(home)]) == 0
+        assert not [p.pid for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert decoy.poll() is None  # stopped by id, not by name: the other redis-server still runs
+    finally:
+        if (home / "state.json").exists():
+            ndif_local.down(home)
+        decoy.terminate()
+        decoy.wait(10)
+
+
+@pytest.fixture(scope="module")
+def ndif_folders(tmp_path_factory):
+    """The tiny models saved once for the real NDIF (it deploys a model per folder on the first request)."""
+    root = tmp_path_factory.mktemp("ndif-models")
+    return {family: saved_folder(tiny_model(family), root / family) for family in ("llama", "gpt2")}
+
+
+@pytest.fixture(params=[(family, server) for server in SERVERS for family in ("llama", "gpt2")], ids="-".join)
 def remote_setup(request, tmp_path, monkeypatch):
-    """(client model loaded with remote=True, the same model local, log of requests sent)."""
-    local = tiny_model(request.param)
-    folder = tmp_path / "tiny"
-    saved_folder(local, folder)
-    monkeypatch.setitem(nnsight_hf._ID_CACHE, str(folder), REPO_ID)  # the Hub's canonical id, offline
+    """The same remote test against the in-process stand-in and against a real NDIF on this machine."""
+    family, server = request.param
+    local = tiny_model(family)
     monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", "key-from-nnsight-config")
+    monkeypatch.setattr(ndif_versions, "checked", {})
     requests: list = []
-    monkeypatch.setattr(nnsight_remote, "RemoteBackend", ndif_double(server_twins(local), requests))
-    client = probes.load_model(str(folder), remote=True)
-    return client, local, requests
+    if server == "stand-in":
+        folder = str(tmp_path / "tiny")
+        saved_folder(local, folder)
+        repo_id = REPO_ID
+        monkeypatch.setitem(nnsight_hf._ID_CACHE, folder, REPO_ID)  # the Hub's canonical id, offline
+        monkeypatch.setattr(nnsight_remote, "RemoteBackend", ndif_double(server_twins(local), requests))
+        same_nnsight = {"packages": {"nnsight": version("nnsight")}}  # the stand-in runs this process's nnsight
+        monkeypatch.setattr(ndif_versions, "server_env", lambda host: same_nnsight)
+    else:
+        ndif = request.getfixturevalue("ndif_server")
+        folder = repo_id = str(request.getfixturevalue("ndif_folders")[family])
+        monkeypatch.setattr(nnsight.CONFIG.API, "HOST", ndif.api_url)
+        monkeypatch.setattr(nnsight_remote, "RemoteBackend", recording_backend(requests))
+    client = probes.load_model(folder, remote=True)
+    return RemoteSetup(client, local, requests, repo_id, server)
 
 
 def test_load_model_remote_keeps_weights_off_this_machine(remote_setup):
@@ -66,10 +151,11 @@ def test_remote_collect_equals_local_collect_and_sends_one_request_per_batch(rem
         torch.testing.assert_close(remote[key], here[key], rtol=1e-5, atol=1e-5)
     assert len(requests) == 2  # 6 texts in batches of 4
     for request in requests:
-        assert f'"repo_id": "{REPO_ID}"' in request.model_key and request.model_key.startswith("nnsight.modeling")
+        assert f'"repo_id": "{remote_setup.repo_id}"' in request.model_key and request.model_key.startswith("nnsight.modeling")
         assert request.api_key == "key-from-nnsight-config"  # nnsight's config; steerscope passes none
         assert request.host == nnsight.CONFIG.API.HOST
         assert request.edits == 0
+        assert not request.via_object_store  # small results ride the websocket
 
 
 def test_remote_dose_response_equals_hook_steering(remote_setup):
@@ -245,3 +331,55 @@ def test_remote_dose_response_of_a_plan_with_every_mode_equals_hooks(remote_setu
         cols = ["logratio", "pmass", "readout", "nll"]
         torch.testing.assert_close(torch.tensor(remote[cols].to_numpy()), torch.tensor(here[cols].to_numpy()), rtol=1e-4, atol=1e-4)
         assert any(r.edits for r in requests) and not client._edits
+
+
+def test_a_collect_larger_than_one_message_comes_back_through_the_object_store(ndif_server, ndif_folders, monkeypatch):
+    """Every layer and kind of many texts at once: over the pub/sub limit, NDIF stages the result in its object
+    store (moto here) and nnsight downloads it; it must arrive intact."""
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", ndif_server.api_url)
+    monkeypatch.setattr(ndif_versions, "checked", {})
+    requests: list = []
+    monkeypatch.setattr(nnsight_remote, "RemoteBackend", recording_backend(requests))
+    local = tiny_model("llama")
+    client = probes.load_model(ndif_folders["llama"], remote=True)
+    pairs = [(f"Statement {i} is true.", f"Statement {i} is false.") for i in range(64)]
+    options = dict(layers="all", sublayers=sl.available_kinds(local), batch_size=128, progress=False)
+    remote = probes.collect(client, pairs, **options)
+    here = probes.collect(local, pairs, **options)
+    size = sum(here[key].numel() * here[key].element_size() for key in here)
+    assert size > 4 * 64 * 1024 and len(requests) == 1 and requests[0].via_object_store  # one request, 4x the inline cap
+    assert set(remote) == set(here)
+    for key in here:
+        torch.testing.assert_close(remote[key], here[key], rtol=1e-5, atol=1e-5)
+
+
+def test_the_real_servers_nnsight_is_checked_before_the_first_trace(ndif_server, ndif_folders, monkeypatch):
+    """A client whose nnsight differs from the server's is stopped before any trace, told what to install."""
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", ndif_server.api_url)
+    monkeypatch.setattr(ndif_versions, "checked", {})
+    server_python = ndif_local.ndif_python()
+    on_server = subprocess.run(
+        [str(server_python), "-c", "from importlib.metadata import version; print(version('nnsight'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert ndif_versions.check_server() == on_server == version("nnsight")  # the same nnsight: traces go
+    client = probes.load_model(ndif_folders["gpt2"], remote=True)
+    monkeypatch.setattr(ndif_versions, "checked", {})
+    monkeypatch.setattr(ndif_versions, "version", lambda package: "0.8.0")  # as if this process had another nnsight
+    with pytest.raises(ndif_versions.NnsightVersionMismatch, match=rf"pip install nnsight=={on_server}"):
+        probes.collect(client, PAIRS[:1], layers=[0], progress=False)
+    monkeypatch.setenv(ndif_versions.ALLOW_SKEW, "1")
+    with pytest.warns(UserWarning, match=rf"runs nnsight {on_server}; this process has nnsight 0.8.0"):
+        acts = probes.collect(client, PAIRS[:1], layers=[0], progress=False)
+    here = probes.collect(tiny_model("gpt2"), PAIRS[:1], layers=[0], progress=False)
+    torch.testing.assert_close(acts[(0, "resid")], here[(0, "resid")], rtol=1e-5, atol=1e-5)
+
+
+def test_a_server_that_cannot_say_its_versions_is_let_through_with_a_warning(monkeypatch):
+    monkeypatch.setattr(ndif_versions, "checked", {})
+    closed = f"http://127.0.0.1:{ndif_local.free_port()}"
+    with pytest.warns(UserWarning, match="Could not read the NDIF server's versions"):
+        assert ndif_versions.check_server(closed) is None
+    assert ndif_versions.checked == {closed: None}  # asked once per server

@@ -76,7 +76,7 @@ def _source_a_tokenizer() -> bool:
         return found or {"tokenizer"}
 
     loaded_preprocessors.steerscope_patched = True  # type: ignore[attr-defined]
-    TransformersModel._loaded_preprocessors = loaded_preprocessors  # type: ignore[method-assign]
+    TransformersModel._loaded_preprocessors = loaded_preprocessors
     return True
 
 
@@ -100,9 +100,7 @@ class CPUModelDeployment(BaseModelDeployment):
         super().__init__(*args, **kwargs)
 
     def load_from_disk(self) -> HuggingFaceModel:
-        model = HuggingFaceModel.from_model_key(
-            self.model_key, dispatch=True, dtype=self.dtype_name, device_map="cpu", **self.kwargs
-        )
+        model = HuggingFaceModel.from_model_key(self.model_key, dispatch=True, dtype=self.dtype_name, device_map="cpu", **self.kwargs)
         model._module.requires_grad_(False)
         logger.info(f"Loaded {self.model_key} onto the CPU ({self.dtype_name})")
         return model
