@@ -166,6 +166,9 @@ def server_environment(ports: dict[str, int], home: Path, device: str, dtype: st
     env.pop("VIRTUAL_ENV", None)
     if device == "cpu":
         env["NDIF_MODEL_IMPORT_PATH"] = CPU_ACTOR
+        # Ray gives an actor that asked for one CPU one OpenMP thread unless told otherwise: a model on the CPU
+        # should use the machine's cores, as it does locally.
+        env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     return env
 
 
