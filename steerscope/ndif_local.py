@@ -6,8 +6,9 @@ S3-compatible object store (results too large for one message), a Ray head node
 with NDIF's controller (which deploys one model actor per model), and NDIF's API
 (FastAPI under gunicorn: ``/request``, the ``/subscribe`` websocket, ``/env``,
 ``/connected``). ``up`` starts them from the NDIF environment (``.venv-ndif``, built
-by ``bash scripts/setup_ndif.sh``), every one bound to 127.0.0.1, waits until the API
-reports it is connected to Ray, and writes what it started (pids, ports, logs) to
+by ``bash scripts/setup_ndif.sh``) with every address they serve on 127.0.0.1 (Ray's
+internal gRPC servers listen on all interfaces: Ray has no option to restrict them),
+waits until the API reports it is connected to Ray, and writes what it started (pids, ports, logs) to
 ``<home>/state.json``. ``down`` stops them by the process ids recorded there and
 their children, never by name, so another Redis or Ray on the machine is untouched.
 
@@ -173,24 +174,20 @@ def server_environment(ports: dict[str, int], home: Path, device: str, dtype: st
 
 
 def ray_resources(device: str) -> dict[str, Any]:
-    """The custom resources NDIF's controller schedules by (ndif.services.ray.resources computes them on a GPU node)."""
+    """The custom resources NDIF's controller schedules by: NDIF's own script on a GPU node, the RAM as GPU memory on the CPU."""
+    if device == "gpu":
+        script = [str(ndif_python()), "-m", "ndif.services.ray.resources", "--head"]
+        return dict(json.loads(subprocess.run(script, capture_output=True, text=True, check=True).stdout))
     import psutil
 
-    memory = int(psutil.virtual_memory().total)
-    if device == "cpu":  # the controller places models by GPU memory: declare the machine's RAM as one "GPU"
-        return {"head": 10, "cuda_memory_bytes": memory, "cpu_memory_bytes": memory}
-    return {"head": 10, "cpu_memory_bytes": memory}  # NDIF's resources script adds the real GPUs' memory
+    memory = int(psutil.virtual_memory().total)  # the controller places models by GPU memory: the RAM is one "GPU"
+    return {"head": 10, "cuda_memory_bytes": memory, "cpu_memory_bytes": memory}
 
 
 def commands(ports: dict[str, int], home: Path, device: str, pubsub_limit: str) -> dict[str, list[str]]:
-    """The command line of each service, every one bound to 127.0.0.1."""
+    """The command line of each service, each serving on 127.0.0.1."""
     bin_dir = ndif_python().parent
-    python = str(ndif_python())
     resources = ray_resources(device)
-    if device == "gpu":
-        resources = json.loads(
-            subprocess.run([python, "-m", "ndif.services.ray.resources", "--head"], capture_output=True, text=True, check=True).stdout
-        )
     ray = [
         str(bin_dir / "ray"),
         "start",
@@ -318,7 +315,7 @@ def up(
     pubsub_limit: str = DEFAULT_PUBSUB_LIMIT,
     timeout: float = 180.0,
 ) -> LocalNDIF:
-    """Start NDIF on this machine (loopback only) and wait until its API is connected to Ray.
+    """Start NDIF on this machine (its addresses on 127.0.0.1) and wait until its API is connected to Ray.
 
     Args:
         home: where state.json, the logs and Ray's files go; one NDIF per folder.

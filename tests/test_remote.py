@@ -383,3 +383,16 @@ def test_a_server_that_cannot_say_its_versions_is_let_through_with_a_warning(mon
     with pytest.warns(UserWarning, match="Could not read the NDIF server's versions"):
         assert ndif_versions.check_server(closed) is None
     assert ndif_versions.checked == {closed: None}  # asked once per server
+
+
+def test_a_local_ndif_names_what_is_missing_and_never_signals_a_process_it_did_not_start(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STEERSCOPE_NDIF_PYTHON", str(tmp_path / "no-venv" / "bin" / "python"))
+    with pytest.raises(FileNotFoundError, match="bash scripts/setup_ndif.sh"):
+        ndif_local.up(tmp_path / "home", device="cpu")
+    with pytest.raises(SystemExit):
+        cli.main(["ndif", "down", "--home", str(tmp_path / "nothing")])
+    assert "No local NDIF recorded" in capsys.readouterr().err
+    me = psutil.Process()
+    reused = ndif_local.Service("redis", me.pid, me.create_time() - 3600.0, "redis.log")  # the id now names another process
+    assert not ndif_local.alive(reused)
+    assert ndif_local.stop(ndif_local.LocalNDIF(str(tmp_path), "http://127.0.0.1:1", {}, "cpu", [reused])) == []

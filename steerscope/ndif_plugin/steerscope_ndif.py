@@ -1,11 +1,11 @@
-"""NDIF's server, made to run a model on a machine without a GPU (imported by the server, never by steerscope).
+"""What a local NDIF loads into NDIF's own server processes (imported there, never by steerscope).
 
-This file runs inside the NDIF server's own environment (``.venv-ndif``, built by
-``scripts/setup_ndif.sh``): ``steerscope ndif up`` puts its folder on the server's
-``PYTHONPATH`` and names it through NDIF's own hook for a model-actor class,
-``NDIF_MODEL_IMPORT_PATH=steerscope_ndif.CPUModelActor``, so the controller, which
-imports that class, and every model actor load it. steerscope's packages are not
-importable there, as on any NDIF server.
+This file runs inside the NDIF server's environment (``.venv-ndif``, built by
+``scripts/setup_ndif.sh``). ``steerscope ndif up`` puts its folder on the server's
+``PYTHONPATH`` and names its classes through NDIF's own hooks:
+``NDIF_CONTROLLER_IMPORT_PATH=steerscope_ndif.ControllerActor`` always, and
+``NDIF_MODEL_IMPORT_PATH=steerscope_ndif.CPUModelActor`` on a machine without a GPU.
+steerscope's packages are not importable there, as on any NDIF server.
 
 What it changes, each measured with ndif 0.1.2, nnsight 0.8.1 and transformers 5.24:
 
@@ -14,13 +14,15 @@ What it changes, each measured with ndif 0.1.2, nnsight 0.8.1 and transformers 5
   ``torch.cuda.synchronize()`` after loading and after each request, which fails
   where torch has no CUDA. This one loads with ``device_map="cpu"``, cannot be parked
   in a CPU cache (there is nothing to park it from) and frees memory without CUDA.
-  The controller still schedules by a GPU resource, so ``steerscope ndif up --cpu``
-  starts Ray declaring one GPU and its memory (the machine's RAM).
-- **nnsight from PyPI instead of NDIF's pinned commit**: ``HuggingFaceModel``'s
-  checkpoint description (what the controller sizes a model with) does not accept
-  the ``trust_remote_code`` argument NDIF's controller passes, and the weightless copy
-  of a local folder finds no tokenizer unless it is told the folder. Both are patched
-  below, only when the installed nnsight lacks them.
+  The controller still schedules by a GPU resource, so ``steerscope ndif up --device
+  cpu`` starts Ray declaring one GPU whose memory is the machine's RAM.
+- **nnsight from PyPI instead of NDIF's pinned commit.** ``Remotable.describe_checkpoint``
+  and ``max_tp_size`` (what the controller sizes a model with) do not take the
+  ``trust_remote_code`` argument NDIF's controller passes; and nnsight reads
+  transformers' pipeline flags that 5.24 no longer has, so the weightless copy of a
+  local folder gets no tokenizer. Both are patched when an actor starts (controller
+  and model actors), only where the installed nnsight lacks them: Ray ships an actor
+  class by value, so importing this module is not enough to patch the actor's process.
 """
 
 from __future__ import annotations
