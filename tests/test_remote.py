@@ -110,7 +110,14 @@ def ndif_folders(tmp_path_factory):
     return {family: saved_folder(tiny_model(family), root / family) for family in ("llama", "gpt2")}
 
 
-@pytest.fixture(params=[(family, server) for server in SERVERS for family in ("llama", "gpt2")], ids="-".join)
+@pytest.fixture(
+    params=[
+        pytest.param((family, server), marks=[pytest.mark.ndif] if server == "ndif" else [])
+        for server in SERVERS
+        for family in ("llama", "gpt2")
+    ],
+    ids="-".join,
+)
 def remote_setup(request, tmp_path, monkeypatch):
     """The same remote test against the in-process stand-in and against a real NDIF on this machine."""
     family, server = request.param
@@ -333,6 +340,7 @@ def test_remote_dose_response_of_a_plan_with_every_mode_equals_hooks(remote_setu
         assert any(r.edits for r in requests) and not client._edits
 
 
+@pytest.mark.ndif
 def test_a_collect_larger_than_one_message_comes_back_through_the_object_store(ndif_server, ndif_folders, monkeypatch):
     """Every layer and kind of many texts at once: over the pub/sub limit, NDIF stages the result in its object
     store (moto here) and nnsight downloads it; it must arrive intact."""
@@ -353,6 +361,7 @@ def test_a_collect_larger_than_one_message_comes_back_through_the_object_store(n
         torch.testing.assert_close(remote[key], here[key], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.ndif
 def test_the_real_servers_nnsight_is_checked_before_the_first_trace(ndif_server, ndif_folders, monkeypatch):
     """A client whose nnsight differs from the server's is stopped before any trace, told what to install."""
     monkeypatch.setattr(nnsight.CONFIG.API, "HOST", ndif_server.api_url)
