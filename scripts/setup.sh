@@ -68,5 +68,5 @@ if [ "${SERVE:-$([ "$VENV" = .venv ] && [ "$LOCK" = requirements.lock ] && echo 
   VENV=.venv-serve LOCK=requirements-serve.lock bash scripts/setup_serve.sh || echo "note: the serving environment (scripts/setup_serve.sh) failed to build; tests/test_serving.py will skip" >&2
 fi
 if [ "${NDIF:-$([ "$VENV" = .venv ] && [ "$LOCK" = requirements.lock ] && echo 1 || echo 0)}" = 1 ]; then
-  VENV=.venv-ndif LOCK=requirements-ndif.lock bash scripts/setup_ndif.sh || echo "note: the NDIF environment (scripts/setup_ndif.sh) failed to build; tests/test_remote.py's real-NDIF cases will skip" >&2
+  VENV=.venv-ndif LOCK=requirements-ndif.lock TORCH_SPEC="$TORCH_SPEC" bash scripts/setup_ndif.sh || echo "note: the NDIF environment (scripts/setup_ndif.sh) failed to build; tests/test_remote.py's real-NDIF cases will skip" >&2
 fi

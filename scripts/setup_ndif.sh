@@ -10,6 +10,9 @@
 #           resolve ndif==0.1.2's server dependencies afresh (nnsight, transformers and torch at
 #           requirements.lock's versions) and rewrite the lock
 #   PYTHON  the interpreter that creates the environment (default: python3, 3.11 or newer)
+#   TORCH_SPEC  the torch build (default: the lock's CPU wheel); a GPU server sets the CUDA build of the same
+#           version, e.g. TORCH_SPEC="torch==2.13.0+cu128 --index-url https://download.pytorch.org/whl/cu128"
+#           (setup.sh passes its own on)
 # ndif 0.1.2 declares Python >= 3.12; its code runs on 3.11 (tests/test_remote.py checks what it does), so it is
 # installed without that check. Redis itself is a Debian package (redis-server), installed here when run as root.
 set -euo pipefail
@@ -17,6 +20,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv-ndif}
 LOCK=${LOCK:-requirements-ndif.lock}
+TORCH_SPEC=${TORCH_SPEC:-skip}
 NDIF=ndif==0.1.2
 
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
@@ -36,7 +40,15 @@ PY="$VENV/bin/python"
 pip_install() { "$PY" -m pip install --disable-pip-version-check --root-user-action=ignore -q "$@"; }
 
 stamp="$VENV/.steerscope-ndif-setup"
-wanted=$({ echo "$LOCK"; [ "$LOCK" = latest ] || cat "$LOCK"; } | sha256sum | cut -c1-16)
+wanted=$({ echo "$LOCK $TORCH_SPEC"; [ "$LOCK" = latest ] || cat "$LOCK"; } | sha256sum | cut -c1-16)
+install_torch() {  # TORCH_SPEC's build, else the version the lock (or requirements.lock) names, CPU wheel
+  if [ "$TORCH_SPEC" != skip ]; then
+    read -r -a TORCH_ARGS <<< "$TORCH_SPEC"
+    pip_install "${TORCH_ARGS[@]}"
+  else
+    pip_install "$(grep -E '^torch==' "$1" | sed 's/+cpu$//')"
+  fi
+}
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   rm -f "$stamp"  # written back only once everything below worked (the real-server tests skip without it)
   if [ "$LOCK" = latest ]; then
@@ -44,14 +56,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     # that lock (python-dateutil 4, for one) conflicts with botocore.
     grep -iE '^(torch|nnsight|transformers|accelerate|peft|numpy|zstandard|safetensors|tokenizers|huggingface[-_]hub|pydantic|pydantic_core|psutil|cloudpickle)==' \
       requirements.lock > "$VENV/shared-pins.txt"
-    pip_install "$(grep -E '^torch==' requirements.lock)"
+    install_torch requirements.lock
     # ndif's extras `api` and `ray` and its core dependencies (its metadata, less the Python check), and moto's server.
     pip_install -c "$VENV/shared-pins.txt" nnsight transformers accelerate peft numpy zstandard psutil pydantic redis \
       click python-dotenv pyyaml boto3 "ray[default]" fastapi "uvicorn[standard]" gunicorn python-multipart "moto[server]"
     pip_install --no-deps --ignore-requires-python "$NDIF"
   else
     grep -vE '^torch==' "$LOCK" > "$VENV/lock-without-torch.txt"
-    pip_install "$(grep -E '^torch==' "$LOCK" | sed 's/+cpu$//')"
+    install_torch "$LOCK"
     pip_install --no-deps --ignore-requires-python -r "$VENV/lock-without-torch.txt"
   fi
   PYTHONPATH=steerscope/ndif_plugin "$PY" -c 'import ndif.services.api.app, ray, moto, steerscope_ndif' \
