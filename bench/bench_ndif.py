@@ -14,12 +14,27 @@ the server's hardware is no faster than this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
 import warnings
+from typing import Any
 
 warnings.filterwarnings("ignore")
+
+
+def stack_rss(server: Any) -> int:
+    """Proportional resident memory (PSS) of every process the local NDIF started, children included."""
+    import psutil
+
+    total = 0
+    for service in server.services:
+        root = psutil.Process(service.pid)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += process.memory_full_info().pss  # proportional: shared pages (torch, Ray's object store) once
+    return total
 
 
 def main() -> None:
@@ -77,6 +92,7 @@ def main() -> None:
                         worst = max(float((result[key] - expected[key]).abs().max()) for key in expected)
                         assert worst < 1e-3, f"{name}: remote differs from local by {worst}"
             size = sum(result[key].numel() * result[key].element_size() for key in result)
+            rss = stack_rss(server)
         finally:
             ndif_local.stop(server)
     median = {name: statistics.median(values) for name, values in times.items()}
@@ -86,11 +102,13 @@ def main() -> None:
         f"local {median['small local']:.2f} s, ratio {median['small remote'] / median['small local']:.2f}"
     )
     print(
-        f"large collect ({args.large_pairs} pairs, {len(result)} (layer, kind), {size / 2**20:.1f} MiB float32): "
+        f"large collect ({args.large_pairs} pairs, {len(list(result))} (layer, kind), {size / 2**20:.1f} MiB float32): "
         f"remote {median['large remote']:.2f} s, local {median['large local']:.2f} s, "
         f"ratio {median['large remote'] / median['large local']:.2f}; through the object store: {downloads[-1]}"
     )
-    print(f"torch threads {torch.get_num_threads()}; medians of {args.repeats}")
+    print(
+        f"the stack's memory (PSS) with the model deployed: {rss / 2**30:.2f} GiB; torch threads {torch.get_num_threads()}; medians of {args.repeats}"
+    )
 
 
 if __name__ == "__main__":
