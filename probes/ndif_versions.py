@@ -5,15 +5,21 @@ server rebuilds it with *its* nnsight. When the two versions differ, what fails 
 anything does) is deep inside the server: a traceback about a missing attribute or an
 unexpected argument, sent back as the job's error. So before the first remote trace to
 a server, steerscope asks the server what it runs (NDIF's ``/env``, what
-``nnsight.compare()`` reads) and, when its nnsight is not this one, stops with the
-command that installs the server's version. ``STEERSCOPE_ALLOW_NNSIGHT_SKEW=1`` goes on
-anyway (with a warning). A server that does not answer ``/env`` (an older NDIF) is let
-through with a warning that says it could not be checked.
+``nnsight.compare()`` reads):
+
+- another minor version (0.8 here, 0.9 there): stop with NnsightVersionMismatch and the
+  command that installs the server's version (``STEERSCOPE_ALLOW_NNSIGHT_SKEW=1`` sends
+  traces anyway, with a warning);
+- the same minor version, another release or a development build: a warning with that
+  command, and the traces go;
+- a server that does not answer ``/env`` (an older NDIF): a warning that it could not be
+  checked, and the traces go.
 
 Example:
-    >>> message = skew_message("http://127.0.0.1:8001", server="0.8.1", here="0.7.2")
-    >>> "pip install nnsight==0.8.1" in message
-    True
+    >>> install_command("0.9.1")
+    'pip install nnsight==0.9.1'
+    >>> install_command("0.9.2.dev4+g1a2b3c")
+    "pip install 'nnsight>=0.9,<0.10' (the server runs a development build, 0.9.2.dev4+g1a2b3c)"
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import warnings
 from importlib.metadata import version
 from typing import Any
 
+from packaging.version import Version
+
 ALLOW_SKEW = "STEERSCOPE_ALLOW_NNSIGHT_SKEW"
 checked: dict[str, str | None] = {}  # server address -> its nnsight version (None: it did not say)
 
@@ -31,13 +39,25 @@ class NnsightVersionMismatch(RuntimeError):
     """The NDIF server runs another nnsight than this process."""
 
 
+def install_command(server: str) -> str:
+    """What installs the server's nnsight here (a development build is not on PyPI: its minor series is)."""
+    release = Version(server)
+    if release.is_devrelease or release.local:
+        major, minor = release.release[:2]
+        return f"pip install 'nnsight>={major}.{minor},<{major}.{minor + 1}' (the server runs a development build, {server})"
+    return f"pip install nnsight=={server}"
+
+
 def skew_message(host: str, *, server: str, here: str) -> str:
     return (
         f"The NDIF server at {host} runs nnsight {server}; this process has nnsight {here}. A trace is rebuilt "
         f"on the server by its own nnsight, and across versions it can fail there or do something else. Install "
-        f"the server's version here: pip install nnsight=={server} (steerscope supports nnsight >=0.8,<0.9), "
-        f"or set {ALLOW_SKEW}=1 to send traces anyway."
+        f"the server's version here: {install_command(server)} (steerscope supports nnsight >=0.8,<0.9)."
     )
+
+
+def same_series(server: str, here: str) -> bool:
+    return Version(server).release[:2] == Version(here).release[:2]
 
 
 def server_env(host: str) -> dict[str, Any]:
@@ -50,7 +70,7 @@ def server_env(host: str) -> dict[str, Any]:
 
 
 def check_server(host: str | None = None, *, local_version: str | None = None) -> str | None:
-    """Once per server: its nnsight version, or NnsightVersionMismatch when it is not this process's.
+    """Once per server: its nnsight version; NnsightVersionMismatch when its minor version is not this process's.
 
     Args:
         host: the server (default: nnsight's ``CONFIG.API.HOST``, where remote traces go).
@@ -74,10 +94,11 @@ def check_server(host: str | None = None, *, local_version: str | None = None) -
         return None
     server = packages.get("nnsight")
     checked[host] = server
-    if server is not None and server != here:
-        message = skew_message(host, server=server, here=here)
-        if os.environ.get(ALLOW_SKEW) != "1":
-            del checked[host]  # asked again next time, after the user has installed the right one
-            raise NnsightVersionMismatch(message)
-        warnings.warn(message, stacklevel=3)
+    if server is None or server == here:
+        return server
+    message = skew_message(host, server=server, here=here)
+    if not same_series(server, here) and os.environ.get(ALLOW_SKEW) != "1":
+        del checked[host]  # asked again next time, after the user has installed the right one
+        raise NnsightVersionMismatch(f"{message} Or set {ALLOW_SKEW}=1 to send traces anyway.")
+    warnings.warn(message, stacklevel=3)
     return server

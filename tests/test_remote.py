@@ -363,7 +363,8 @@ def test_a_collect_larger_than_one_message_comes_back_through_the_object_store(n
 
 @pytest.mark.ndif
 def test_the_real_servers_nnsight_is_checked_before_the_first_trace(ndif_server, ndif_folders, monkeypatch):
-    """A client whose nnsight differs from the server's is stopped before any trace, told what to install."""
+    """A client with another minor nnsight than the server's is stopped before any trace and told what to install;
+    one of the same minor series is warned, and its traces go."""
     monkeypatch.setattr(nnsight.CONFIG.API, "HOST", ndif_server.api_url)
     monkeypatch.setattr(ndif_versions, "checked", {})
     server_python = ndif_local.ndif_python()
@@ -375,15 +376,20 @@ def test_the_real_servers_nnsight_is_checked_before_the_first_trace(ndif_server,
     ).stdout.strip()
     assert ndif_versions.check_server() == on_server == version("nnsight")  # the same nnsight: traces go
     client = probes.load_model(ndif_folders["gpt2"], remote=True)
+    here = probes.collect(tiny_model("gpt2"), PAIRS[:1], layers=[0], progress=False)
     monkeypatch.setattr(ndif_versions, "checked", {})
-    monkeypatch.setattr(ndif_versions, "version", lambda package: "0.8.0")  # as if this process had another nnsight
-    with pytest.raises(ndif_versions.NnsightVersionMismatch, match=rf"pip install nnsight=={on_server}"):
+    monkeypatch.setattr(ndif_versions, "version", lambda package: "0.7.2")  # as if this process had another nnsight
+    with pytest.raises(ndif_versions.NnsightVersionMismatch, match=rf"runs nnsight {on_server}.*pip install nnsight=={on_server}"):
         probes.collect(client, PAIRS[:1], layers=[0], progress=False)
     monkeypatch.setenv(ndif_versions.ALLOW_SKEW, "1")
-    with pytest.warns(UserWarning, match=rf"runs nnsight {on_server}; this process has nnsight 0.8.0"):
+    with pytest.warns(UserWarning, match=rf"runs nnsight {on_server}; this process has nnsight 0.7.2"):
         acts = probes.collect(client, PAIRS[:1], layers=[0], progress=False)
-    here = probes.collect(tiny_model("gpt2"), PAIRS[:1], layers=[0], progress=False)
     torch.testing.assert_close(acts[(0, "resid")], here[(0, "resid")], rtol=1e-5, atol=1e-5)
+    monkeypatch.delenv(ndif_versions.ALLOW_SKEW)
+    monkeypatch.setattr(ndif_versions, "checked", {})
+    monkeypatch.setattr(ndif_versions, "version", lambda package: "0.8.99")  # the same minor series: a warning only
+    with pytest.warns(UserWarning, match=rf"pip install nnsight=={on_server}"):
+        probes.collect(client, PAIRS[:1], layers=[0], progress=False)
 
 
 def test_a_server_that_cannot_say_its_versions_is_let_through_with_a_warning(monkeypatch):
