@@ -261,7 +261,8 @@ def choose_ports(api_port: int | None) -> dict[str, int]:
         "dashboard",
     )
     ports = {name: free_port() for name in names}
-    ports["worker_min"] = 20000 + (os.getpid() % 400) * 100  # a block of 100 ports for Ray's workers
+    # a block of 100 ports for Ray's workers, below the ephemeral range the ports above came from
+    ports["worker_min"] = 10000 + (os.getpid() % 200) * 100
     ports["api"] = api_port or free_port()
     return ports
 
