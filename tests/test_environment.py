@@ -18,12 +18,12 @@ from probes import tracing
 REPO = Path(__file__).resolve().parent.parent
 
 
-def locked() -> dict[str, str]:
+def locked(lock: str = "requirements.lock") -> dict[str, str]:
     pins = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
+    for line in (REPO / lock).read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, pinned = line.partition("==")
-            assert pinned, f"requirements.lock: {line!r} is not a name==version pin"
+            assert pinned, f"{lock}: {line!r} is not a name==version pin"
             pins[canonicalize_name(name)] = pinned.strip()
     return pins
 
@@ -67,3 +67,12 @@ def test_the_suite_runs_in_the_locked_environment():
         if installed.split("+")[0] != pinned:
             differ[name] = (pinned, installed)
     assert not differ, f"(locked, installed) differ: {differ}; run bash scripts/setup.sh"
+
+
+def test_the_ndif_server_is_locked_with_the_clients_nnsight_transformers_and_torch():
+    """A local NDIF (scripts/setup_ndif.sh) rebuilds traces with the nnsight this suite compares it to."""
+    client, server = locked(), locked("requirements-ndif.lock")
+    assert server["ndif"] == "0.1.2"
+    shared = ["torch", "nnsight", "transformers", "accelerate", "peft", "numpy", "safetensors", "tokenizers", "huggingface-hub"]
+    differ = {name: (client[name], server[name]) for name in shared if client[name] != server[name].split("+")[0]}
+    assert not differ, f"(client, server) differ: {differ}; rebuild the server's lock: LOCK=latest bash scripts/setup_ndif.sh"
