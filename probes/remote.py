@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -30,6 +31,7 @@ from torch import nn
 
 from . import tracing
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # a server on this machine: a local NDIF (steerscope ndif up)
 Remote = bool | str  # False, True (NDIF) or "local" (nnsight's in-process dry run of the remote path)
 defaults: WeakKeyDictionary[nn.Module, Remote] = WeakKeyDictionary()  # per model: where its traces run
 
@@ -75,12 +77,21 @@ def name_folder_by_its_path(name: str) -> None:
     nnsight names a remote model by its canonical Hugging Face id, which it asks the Hub
     for; a folder has none, and the Hub cannot be reached offline. A local NDIF (`steerscope
     ndif up`, on this machine or a shared file system) loads the model from that same path.
-    A name nnsight already knows (a Hub id, or one a test registered) is left alone.
+    Left to nnsight: a name it already knows (one a test registered), and a folder spelled
+    like a Hub id (``meta-llama/Llama-3.1-8B``) unless the server is on this machine, since
+    the public NDIF knows the model by that id and not by a path of this machine.
     """
+    from urllib.parse import urlparse
+
+    from nnsight import CONFIG
     from nnsight.modeling.huggingface import _ID_CACHE
 
-    if os.path.isdir(name):
-        _ID_CACHE.setdefault(name, os.path.abspath(name))
+    if not os.path.isdir(name):
+        return
+    spelled_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not name.startswith(".")
+    if spelled_like_hub_id and urlparse(CONFIG.API.HOST).hostname not in LOOPBACK:
+        return
+    _ID_CACHE.setdefault(name, os.path.abspath(name))
 
 
 def warn_if_no_api_key() -> None:
@@ -89,7 +100,7 @@ def warn_if_no_api_key() -> None:
 
     from nnsight import CONFIG
 
-    if urlparse(CONFIG.API.HOST).hostname in ("127.0.0.1", "localhost", "::1"):
+    if urlparse(CONFIG.API.HOST).hostname in LOOPBACK:
         return  # a local NDIF (steerscope ndif up) checks no key
     if not CONFIG.API.APIKEY:
         warnings.warn(

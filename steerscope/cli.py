@@ -285,7 +285,13 @@ def run_ndif(args: argparse.Namespace) -> int:
         print(f"Stopped the local NDIF in {args.home} ({len(stopped)} processes, by their ids).")
         return 0
     started = time.monotonic()
-    server = ndif_local.up(args.home, device=args.device, api_port=args.api_port, dtype=args.dtype, pubsub_limit=args.redis_pubsub_limit)
+    try:
+        server = ndif_local.up(
+            args.home, device=args.device, api_port=args.api_port, dtype=args.dtype, pubsub_limit=args.redis_pubsub_limit
+        )
+    except ndif_local.StartError as error:  # what failed and its log; everything started was stopped
+        print(f"steerscope ndif up: error: {error}", file=sys.stderr)
+        return 1
     print(
         f"NDIF is up at {server.api_url} after {time.monotonic() - started:.0f} s ({server.device} model actors; state and logs in {server.home})."
     )

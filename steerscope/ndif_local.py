@@ -34,6 +34,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +44,7 @@ from typing import Any
 
 NDIF_VENV = ".venv-ndif"
 SETUP = "bash scripts/setup_ndif.sh"
+SETUP_STAMP = ".steerscope-ndif-setup"  # written by the setup script once the environment imports NDIF
 PLUGIN_DIR = Path(__file__).resolve().parent / "ndif_plugin"
 CPU_ACTOR = "steerscope_ndif.CPUModelActor"
 CONTROLLER = "steerscope_ndif.ControllerActor"  # NDIF's own, with PyPI's nnsight patched in its process
@@ -71,8 +73,8 @@ def missing_requirements() -> list[str]:
     python = ndif_python()
     if not python.exists():
         missing.append(f"the NDIF environment ({python}): run `{SETUP}`")
-    elif not (python.parent / "ray").exists() or not (python.parent / "gunicorn").exists():
-        missing.append(f"Ray and gunicorn in {python.parent}: run `{SETUP}` again")
+    elif not (python.parent.parent / SETUP_STAMP).exists():
+        missing.append(f"a finished NDIF environment ({python.parent.parent} has no {SETUP_STAMP}): run `{SETUP}` again")
     if shutil.which("redis-server") is None:
         missing.append("redis-server: `apt-get install redis-server` (scripts/setup_ndif.sh does it as root)")
     return missing
@@ -86,6 +88,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+class StartError(RuntimeError):
+    """A local NDIF did not come up (what failed, and the log that says why)."""
 
 
 @dataclass
@@ -107,6 +113,7 @@ class LocalNDIF:
     ports: dict[str, int]
     device: str  # "cpu" or "gpu"
     services: list[Service] = field(default_factory=list)
+    ray_dir: str = ""  # Ray's files: a short path under /tmp (its socket paths must stay under 108 bytes)
 
     def point_nnsight(self, api_key: str = "local-ndif") -> None:
         """Send this process's remote traces here: nnsight's ``CONFIG.API.HOST`` (and a key; a local NDIF checks none)."""
@@ -184,7 +191,7 @@ def ray_resources(device: str) -> dict[str, Any]:
     return {"head": 10, "cuda_memory_bytes": memory, "cpu_memory_bytes": memory}
 
 
-def commands(ports: dict[str, int], home: Path, device: str, pubsub_limit: str) -> dict[str, list[str]]:
+def commands(ports: dict[str, int], home: Path, ray_dir: str, device: str, pubsub_limit: str) -> dict[str, list[str]]:
     """The command line of each service, each serving on 127.0.0.1."""
     bin_dir = ndif_python().parent
     resources = ray_resources(device)
@@ -208,7 +215,7 @@ def commands(ports: dict[str, int], home: Path, device: str, pubsub_limit: str) 
         "--include-dashboard=true",
         f"--dashboard-host={HOST}",
         f"--dashboard-port={ports['dashboard']}",
-        f"--temp-dir={home / 'ray'}",
+        f"--temp-dir={ray_dir}",
         f"--resources={json.dumps(resources)}",
     ]
     if device == "cpu":
@@ -287,11 +294,11 @@ def wait_until(check: Any, what: str, timeout: float, services: list[Service]) -
     while time.monotonic() < deadline:
         for service in services:
             if not alive(service):
-                raise RuntimeError(f"NDIF's {service.name} exited while waiting for {what}; its log: {service.log}\n" + tail(service.log))
+                raise StartError(f"NDIF's {service.name} exited while waiting for {what}; its log: {service.log}\n" + tail(service.log))
         if check():
             return
         time.sleep(0.5)
-    raise TimeoutError(f"NDIF did not reach '{what}' within {timeout:.0f} s; logs in {Path(services[0].log).parent}")
+    raise StartError(f"NDIF did not reach '{what}' within {timeout:.0f} s; logs in {Path(services[0].log).parent}")
 
 
 def tail(log: str, lines: int = 30) -> str:
@@ -319,7 +326,7 @@ def up(
     """Start NDIF on this machine (its addresses on 127.0.0.1) and wait until its API is connected to Ray.
 
     Args:
-        home: where state.json, the logs and Ray's files go; one NDIF per folder.
+        home: where state.json and the logs go; one NDIF per folder (Ray's files go to a short folder under /tmp).
         device: "gpu" (NDIF's own model actor), "cpu" (steerscope's CPU actor) or "auto" (gpu when nvidia-smi sees one).
         api_port: the API's port (default: a free one); nnsight's ``CONFIG.API.HOST`` is ``http://127.0.0.1:<port>``.
         dtype: the dtype NDIF loads models in (float32: remote results then equal local float32 ones).
@@ -335,33 +342,32 @@ def up(
     home.mkdir(parents=True, exist_ok=True)
     if (home / "state.json").exists():
         running = LocalNDIF.load(home)
-        if any(alive(s) for s in running.services):
-            raise RuntimeError(
+        if any(members(s) for s in running.services):
+            raise FileExistsError(
                 f"A local NDIF is already running from {home} ({running.api_url}); stop it with `steerscope ndif down --home {home}`."
             )
     if device == "auto":
         device = "gpu" if has_gpu() else "cpu"
     ports = choose_ports(api_port)
     env = server_environment(ports, home, device, dtype)
-    lines = commands(ports, home, device, pubsub_limit)
-    server = LocalNDIF(str(home), f"http://{HOST}:{ports['api']}", ports, device)
+    ray_dir = tempfile.mkdtemp(prefix="ndif-ray-", dir="/tmp")
+    lines = commands(ports, home, ray_dir, device, pubsub_limit)
+    server = LocalNDIF(str(home), f"http://{HOST}:{ports['api']}", ports, device, ray_dir=ray_dir)
     try:
         for name in ("redis", "objectstore", "ray"):
             server.services.append(spawn(name, lines[name], env, home))
             server.save()
             needed = {"redis": ["redis"], "objectstore": ["objectstore"], "ray": ["ray", "ray_client", "node_manager", "dashboard"]}[name]
             wait_until(lambda needed=needed: all(port_open(ports[p]) for p in needed), f"{name} listening", timeout, server.services)
-        controller = subprocess.run(
-            [str(ndif_python()), "-m", "ndif.services.ray.deployments.controller.controller"],
-            env=env,
-            cwd=home,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        Path(home, "controller.log").write_text(controller.stdout + controller.stderr)
-        if controller.returncode != 0:
-            raise RuntimeError(f"NDIF's controller did not start (exit {controller.returncode}):\n{tail(str(home / 'controller.log'))}")
+        log = home / "controller.log"
+        with open(log, "wb") as out:  # the launcher schedules NDIF's controller actor in Ray and exits
+            launcher = [str(ndif_python()), "-m", "ndif.services.ray.deployments.controller.controller"]
+            try:
+                code = subprocess.run(launcher, env=env, cwd=home, stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        if code != 0:
+            raise StartError(f"NDIF's controller did not start ({'timed out' if code is None else f'exit {code}'}):\n{tail(str(log))}")
         server.services.append(spawn("api", lines["api"], env, home))
         server.save()
         wait_until(server.connected, "the API connected to Ray", timeout, server.services)
@@ -381,16 +387,29 @@ def alive(service: Service) -> bool:
         return False
 
 
+def members(service: Service) -> list[Any]:
+    """The processes of a service: its own, its descendants, and what is left of its session (it was started as a
+    session leader, so a child orphaned by a crash still carries its id); never a process older than the service."""
+    import psutil
+
+    found: dict[int, Any] = {}
+    if alive(service):
+        root = psutil.Process(service.pid)
+        found = {p.pid: p for p in [root, *root.children(recursive=True)]}
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if process.pid not in found and os.getsid(process.pid) == service.pid and process.create_time() >= service.started - 1.0:
+                found[process.pid] = process
+    return list(found.values())
+
+
 def stop(server: LocalNDIF, grace: float = 10.0) -> list[int]:
-    """Stop every recorded service and all its descendants, by process id (newest service first); returns the ids signalled."""
+    """Stop every recorded service and all its processes, by process id (newest service first); returns the ids signalled."""
     import psutil
 
     stopped: list[int] = []
     for service in reversed(server.services):
-        if not alive(service):
-            continue
-        root = psutil.Process(service.pid)
-        family = [root, *root.children(recursive=True)]
+        family = members(service)
         for process in family:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGTERM)
@@ -400,6 +419,8 @@ def stop(server: LocalNDIF, grace: float = 10.0) -> list[int]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
         psutil.wait_procs(left, timeout=grace)
+    if server.ray_dir:
+        shutil.rmtree(server.ray_dir, ignore_errors=True)
     state = Path(server.home, "state.json")
     if state.exists():
         state.unlink()

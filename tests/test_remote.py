@@ -23,6 +23,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import nnsight
@@ -83,18 +84,24 @@ def ndif_server(tmp_path_factory):
     if missing:
         pytest.skip("the real-NDIF tier needs " + "; ".join(missing))
     home = tmp_path_factory.mktemp("ndif")
+    decoy_port = ndif_local.free_port()
     decoy = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(ndif_local.free_port()), "--save", ""],
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(decoy_port), "--save", ""],
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
+        while not ndif_local.port_open(decoy_port):  # listening before NDIF picks its free ports
+            assert decoy.poll() is None, "the decoy redis-server did not start"
         assert cli.main(["ndif", "up", "--home", str(home), "--device", "cpu", "--redis-pubsub-limit", SMALL_PUBSUB]) == 0
         server = ndif_local.LocalNDIF.load(home)
-        family = [p for s in server.services for p in [psutil.Process(s.pid), *psutil.Process(s.pid).children(recursive=True)]]
         yield server
+        family = [p for service in server.services for p in ndif_local.members(service)]  # actors, client servers too
+        assert len(family) > 20
         assert cli.main(["ndif", "down", "--home", str(home)]) == 0
         assert not [p.pid for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not [m for service in server.services for m in ndif_local.members(service)]  # nothing left in their sessions
+        assert not Path(server.ray_dir).exists()
         assert decoy.poll() is None  # stopped by id, not by name: the other redis-server still runs
     finally:
         if (home / "state.json").exists():
@@ -162,7 +169,7 @@ def test_remote_collect_equals_local_collect_and_sends_one_request_per_batch(rem
         assert request.api_key == "key-from-nnsight-config"  # nnsight's config; steerscope passes none
         assert request.host == nnsight.CONFIG.API.HOST
         assert request.edits == 0
-        assert not request.via_object_store  # small results ride the websocket
+        assert request.via_object_store is (False if remote_setup.server == "ndif" else None)  # small results: the websocket
 
 
 def test_remote_dose_response_equals_hook_steering(remote_setup):
@@ -379,8 +386,11 @@ def test_the_real_servers_nnsight_is_checked_before_the_first_trace(ndif_server,
     here = probes.collect(tiny_model("gpt2"), PAIRS[:1], layers=[0], progress=False)
     monkeypatch.setattr(ndif_versions, "checked", {})
     monkeypatch.setattr(ndif_versions, "version", lambda package: "0.7.2")  # as if this process had another nnsight
+    requests: list = []
+    monkeypatch.setattr(nnsight_remote, "RemoteBackend", recording_backend(requests))
     with pytest.raises(ndif_versions.NnsightVersionMismatch, match=rf"runs nnsight {on_server}.*pip install nnsight=={on_server}"):
         probes.collect(client, PAIRS[:1], layers=[0], progress=False)
+    assert requests == []  # stopped before any trace was sent
     monkeypatch.setenv(ndif_versions.ALLOW_SKEW, "1")
     with pytest.warns(UserWarning, match=rf"runs nnsight {on_server}; this process has nnsight 0.7.2"):
         acts = probes.collect(client, PAIRS[:1], layers=[0], progress=False)
@@ -411,3 +421,17 @@ def test_a_local_ndif_names_what_is_missing_and_never_signals_a_process_it_did_n
     reused = ndif_local.Service("redis", me.pid, me.create_time() - 3600.0, "redis.log")  # the id now names another process
     assert not ndif_local.alive(reused)
     assert ndif_local.stop(ndif_local.LocalNDIF(str(tmp_path), "http://127.0.0.1:1", {}, "cpu", [reused])) == []
+
+
+def test_a_folder_is_named_by_its_path_unless_the_public_ndif_knows_it_by_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("meta-llama/Llama-3.1-8B", "models/mine", "plain"):
+        Path(folder).mkdir(parents=True)
+    monkeypatch.setattr(nnsight_hf, "_ID_CACHE", {})
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", "https://api.ndif.us")
+    for name in ("meta-llama/Llama-3.1-8B", "./models/mine", str(tmp_path / "plain")):
+        probes.remote.name_folder_by_its_path(name)
+    assert {"./models/mine": str(tmp_path / "models/mine"), str(tmp_path / "plain"): str(tmp_path / "plain")} == nnsight_hf._ID_CACHE
+    monkeypatch.setattr(nnsight.CONFIG.API, "HOST", "http://127.0.0.1:8001")  # a local NDIF loads the path
+    probes.remote.name_folder_by_its_path("meta-llama/Llama-3.1-8B")
+    assert nnsight_hf._ID_CACHE["meta-llama/Llama-3.1-8B"] == str(tmp_path / "meta-llama/Llama-3.1-8B")
