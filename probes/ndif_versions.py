@@ -24,7 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 import warnings
 from importlib.metadata import version
 from typing import Any
@@ -62,24 +64,20 @@ def same_series(server: str, here: str) -> bool:
 
 def server_env(host: str) -> dict[str, Any]:
     """NDIF's ``/env`` answer: its python version and packages by import name (what ``nnsight.compare()`` reads)."""
-    import httpx
-
-    response = httpx.get(f"{host}/env", timeout=httpx.Timeout(5.0, read=60.0))
-    response.raise_for_status()
-    return dict(response.json())
+    with urllib.request.urlopen(f"{host}/env", timeout=60.0) as response:
+        return dict(json.loads(response.read()))
 
 
-def check_server(host: str | None = None, *, local_version: str | None = None) -> str | None:
+def check_server(host: str | None = None) -> str | None:
     """Once per server: its nnsight version; NnsightVersionMismatch when its minor version is not this process's.
 
     Args:
         host: the server (default: nnsight's ``CONFIG.API.HOST``, where remote traces go).
-        local_version: this process's nnsight (default: the installed one).
     """
     from nnsight import CONFIG
 
     host = host or CONFIG.API.HOST
-    here = local_version or version("nnsight")
+    here = version("nnsight")
     if host in checked:
         return checked[host]
     try:
